@@ -1,0 +1,61 @@
+# wsgate: `make run` starts everything locally, `make test` runs the whole suite.
+# Every install step lives here so that a clean clone (and CI) needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PROTOS := $(wildcard proto/wsgate_proto/*.proto)
+INSTALLED := $(VENV)/.installed
+GENERATED := wsgate_proto/.generated
+WSCAT := node_modules/.bin/wscat
+
+.PHONY: run test install proto lint typecheck unit integration clean
+
+run: $(INSTALLED) $(GENERATED)
+	$(VENV)/bin/wsgate up
+
+install: $(INSTALLED) $(GENERATED)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# grpcio-tools comes first: the generated package must exist before the editable install maps it.
+$(GENERATED): $(PROTOS) | $(VENV)/bin/python
+	$(PIP) install -q 'grpcio-tools>=1.70'
+	rm -rf wsgate_proto
+	mkdir -p wsgate_proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
+	touch wsgate_proto/__init__.py wsgate_proto/py.typed
+	touch $@
+
+proto: $(GENERATED)
+
+$(INSTALLED): pyproject.toml $(GENERATED) | $(VENV)/bin/python
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+$(WSCAT): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: $(INSTALLED)
+	$(VENV)/bin/mypy wsgate wsgate_common control_plane adapter router enforcer
+
+unit: $(INSTALLED)
+	$(PY) -m pytest -q tests/unit
+
+integration: $(INSTALLED) $(WSCAT)
+	$(PY) -m pytest -q tests/integration
+
+test: $(INSTALLED) $(WSCAT)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy wsgate wsgate_common control_plane adapter router enforcer
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+clean:
+	rm -rf $(VENV) wsgate_proto node_modules .wsgate

@@ -1,0 +1,104 @@
+"""Starting real wsgate processes for integration tests: free ports, readiness, clean stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+WSCAT = REPO / "node_modules" / ".bin" / "wscat"
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
+    """Poll ``check`` until it returns True; raise TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
+        return True
+    return False
+
+
+def http_ok(url: str) -> bool:
+    return httpx.get(url, verify=False, timeout=1.0).status_code == 200
+
+
+class Proc:
+    """One component process; its output goes to a log file that failures print."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        full_env = {**os.environ, **env}
+        self._log = open(self.log_path, "wb")  # closed in stop()
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", "wsgate", *args],
+            env=full_env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+@contextlib.contextmanager
+def running(
+    name: str,
+    args: list[str],
+    env: dict[str, str],
+    log_dir: Path,
+    ready: Callable[[], bool],
+    timeout: float = 30.0,
+) -> Iterator[Proc]:
+    """Start ``wsgate <args>``, wait for ``ready()``, stop it on exit; show its log on failure."""
+    proc = Proc(name, args, env, log_dir)
+    try:
+        try:
+            wait_for(lambda: proc.alive() and ready(), timeout, f"{name} to be ready")
+        except TimeoutError:
+            raise RuntimeError(f"{name} did not become ready; log:\n{proc.log()}") from None
+        yield proc
+    finally:
+        proc.stop()

@@ -1,0 +1,1 @@
+"""wsgate: the command line (component launchers, `up` supervisor, `mg` client)."""

@@ -1,0 +1,37 @@
+"""The settings every component has; each component subclasses this with its own fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class CommonSettings(BaseSettings):
+    """Fields shared by all components, read from ``WSGATE_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="WSGATE_", extra="ignore")
+
+    data_dir: Path = Path(".wsgate")
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.data_dir / "pki"
+
+
+def parse_users(spec: str) -> dict[str, str]:
+    """Parse ``"alice:secret,bob:pw"`` into a username -> password map.
+
+    Raises:
+        ValueError: an entry has no ``:`` or an empty user name.
+    """
+    users: dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, password = entry.partition(":")
+        if not sep or not name:
+            raise ValueError(f"user entry {entry!r} is not 'name:password'")
+        users[name] = password
+    return users
