@@ -1,0 +1,1 @@
+"""The adapter: compiles API definitions into xDS resources for routers and enforcers."""

@@ -1,0 +1,82 @@
+"""The control plane's gRPC door into the registry: Deploy, Undeploy, Sync, Status."""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import grpc.aio
+
+from adapter.compile import CompileError
+from adapter.deployments import SOURCE_CONTROL_PLANE, Conflict, NotFound, Registry
+from wsgate_proto import deploy_pb2, deploy_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
+    """Every API arriving here is owned by the control plane unless it says otherwise."""
+
+    def __init__(self, registry: Registry, boot_id: str) -> None:
+        self.registry = registry
+        self.boot_id = boot_id
+
+    async def Deploy(
+        self, request: deploy_pb2.DeployRequest, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.DeployResponse:
+        api = request.api
+        if not api.source:
+            api.source = SOURCE_CONTROL_PLANE
+        try:
+            versions = self.registry.deploy(api, override=True)
+        except CompileError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except Conflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        log.info("deployed %s (%s %s) on %s", api.id, api.name, api.version, sorted(versions))
+        return deploy_pb2.DeployResponse(versions=versions)
+
+    async def Undeploy(
+        self, request: deploy_pb2.UndeployRequest, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.UndeployResponse:
+        try:
+            versions = self.registry.undeploy(request.api_id, request.environments)
+        except NotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except CompileError as exc:  # cannot happen for a stored API, but never crash
+            await context.abort(grpc.StatusCode.INTERNAL, str(exc))
+        log.info("undeployed %s from %s", request.api_id, sorted(versions))
+        return deploy_pb2.UndeployResponse(versions=versions)
+
+    async def Sync(
+        self, request: deploy_pb2.SyncRequest, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.SyncResponse:
+        apis = list(request.apis)
+        for api in apis:
+            api.source = SOURCE_CONTROL_PLANE
+        versions, errors = self.registry.sync(apis)
+        log.info("synced %d control-plane APIs (%d refused)", len(apis) - len(errors), len(errors))
+        for error in errors:
+            log.warning("sync refused %s", error)
+        return deploy_pb2.SyncResponse(versions=versions, errors=errors)
+
+    async def Status(
+        self, request: deploy_pb2.StatusRequest, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.StatusResponse:
+        return deploy_pb2.StatusResponse(boot_id=self.boot_id, versions=self.registry.versions())
+
+
+async def start_deploy_server(
+    service: DeploymentService, host: str, port: int
+) -> tuple[grpc.aio.Server, int]:
+    """Start the DeploymentService on ``host:port``; returns the server and the bound port."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    deploy_pb2_grpc.add_DeploymentServiceServicer_to_server(service, server)
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError as exc:  # grpc reports a taken port this way
+        raise OSError(f"cannot bind deploy port {host}:{port}: {exc}") from None
+    if bound == 0:
+        raise OSError(f"cannot bind deploy port {host}:{port}")
+    await server.start()
+    return server, bound

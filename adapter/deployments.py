@@ -1,0 +1,252 @@
+"""Every API the adapter serves, who owns it, and the snapshots rebuilt from them on change.
+
+Two owners share one registry: the control plane (source "control-plane", replaced wholesale by
+Sync, never persisted because it re-syncs) and the CLI (source "adapter", persisted under
+``<data_dir>/adapter/apis`` so an adapter restart keeps them). A change is checked completely
+(compiles, no context clash) before anything is stored, so a refused change leaves no trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+
+from adapter.cache import SnapshotCache
+from adapter.compile import LabelResources, compile_api
+from wsgate_common.resources import API_POLICY_TYPE_URL, ROUTE_TYPE_URL
+from wsgate_proto import definition_pb2
+
+log = logging.getLogger(__name__)
+
+SOURCE_CONTROL_PLANE = "control-plane"
+SOURCE_ADAPTER = "adapter"
+
+
+class Conflict(Exception):
+    """The change collides with what is deployed (HTTP 409, gRPC ALREADY_EXISTS)."""
+
+
+class NotFound(Exception):
+    """No such API is deployed (HTTP 404, gRPC NOT_FOUND)."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    api: definition_pb2.ApiDefinition
+    compiled: dict[str, LabelResources]  # label -> resources
+
+    @property
+    def source(self) -> str:
+        return self.api.source
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def find_clashes(entries: Iterable[Entry]) -> list[str]:
+    """Pairs of APIs serving the same (label, vhost, base path): each clash described once."""
+    seen: dict[tuple[str, str, str], str] = {}
+    clashes = []
+    for entry in entries:
+        for label, res in entry.compiled.items():
+            key = (label, res.route.vhost, res.route.base_path)
+            other = seen.setdefault(key, entry.api.id)
+            if other != entry.api.id:
+                clashes.append(
+                    f"{entry.api.name} {entry.api.version} ({entry.api.id}) and {other} both "
+                    f"serve {res.route.base_path} on host {key[1]} of label {label}"
+                )
+    return clashes
+
+
+class Registry:
+    """Deployed APIs by id; every change republishes the snapshots of the labels it touches."""
+
+    def __init__(self, cache: SnapshotCache, store_dir: Path | None = None) -> None:
+        self.cache = cache
+        self.store_dir = store_dir
+        self._entries: dict[str, Entry] = {}
+
+    # ---- reading -------------------------------------------------------------------------
+
+    def entries(self) -> list[Entry]:
+        return sorted(self._entries.values(), key=lambda e: (e.api.name, e.api.version, e.api.id))
+
+    def get(self, api_id: str) -> Entry | None:
+        return self._entries.get(api_id)
+
+    def labels(self) -> set[str]:
+        return {label for e in self._entries.values() for label in e.compiled} | set(
+            self.cache.nodes()
+        )
+
+    def versions(self) -> dict[str, str]:
+        """Label -> its latest snapshot version."""
+        return {node: self.cache.version(node) for node in self.cache.nodes()}
+
+    # ---- changing ------------------------------------------------------------------------
+
+    def deploy(self, api: definition_pb2.ApiDefinition, *, override: bool = True) -> dict[str, str]:
+        """Add or replace one API; returns the new version of every label it changed.
+
+        Raises:
+            CompileError: the definition cannot be served.
+            Conflict: the same id is deployed and ``override`` is False, or a context clashes.
+        """
+        entry = Entry(api, compile_api(api))
+        held = self._entries.get(api.id)
+        if held is not None and not override:
+            raise Conflict(
+                f"API {api.name} {api.version} is already deployed; use override to replace it"
+            )
+        others = [e for e in self._entries.values() if e.api.id != api.id]
+        clashes = find_clashes([*others, entry])
+        if clashes:
+            raise Conflict("; ".join(clashes))
+        self._entries[api.id] = entry
+        self._persist(entry)
+        touched = set(entry.compiled) | (set(held.compiled) if held else set())
+        return self._rebuild(touched)
+
+    def undeploy(self, api_id: str, labels: Iterable[str] = ()) -> dict[str, str]:
+        """Remove an API from ``labels`` (all labels when empty).
+
+        Raises:
+            NotFound: the API is not deployed (on any of those labels).
+        """
+        held = self._entries.get(api_id)
+        wanted = set(labels)
+        if held is None or (wanted and not wanted & set(held.compiled)):
+            where = f" on {', '.join(sorted(wanted))}" if wanted else ""
+            raise NotFound(f"API {api_id} is not deployed{where}")
+        remaining = [d for d in self._deployments(held.api) if wanted and d.name not in wanted]
+        if not remaining:
+            del self._entries[api_id]
+            self._unpersist(held.api)
+        else:
+            api = definition_pb2.ApiDefinition()
+            api.CopyFrom(held.api)
+            del api.deployments[:]
+            api.deployments.extend(remaining)
+            entry = Entry(api, compile_api(api))
+            self._entries[api_id] = entry
+            self._persist(entry)
+        return self._rebuild(set(held.compiled))
+
+    def find(self, name: str, version: str, vhost: str = "") -> list[Entry]:
+        """Deployed APIs with this name and version (and a label on ``vhost`` if given)."""
+        return [
+            e
+            for e in self.entries()
+            if e.api.name == name
+            and e.api.version == version
+            and (not vhost or any(r.route.vhost == vhost for r in e.compiled.values()))
+        ]
+
+    def labels_on_vhost(self, entry: Entry, vhost: str) -> list[str]:
+        return sorted(label for label, r in entry.compiled.items() if r.route.vhost == vhost)
+
+    def sync(
+        self, apis: Iterable[definition_pb2.ApiDefinition]
+    ) -> tuple[dict[str, str], list[str]]:
+        """Replace every control-plane-owned API with ``apis``; the bad ones are reported, skipped.
+
+        Returns:
+            The new version of every label that changed, and one error line per refused API.
+        """
+        errors: list[str] = []
+        kept = {i: e for i, e in self._entries.items() if e.source != SOURCE_CONTROL_PLANE}
+        fresh: dict[str, Entry] = {}
+        for api in apis:
+            if not api.source:
+                api.source = SOURCE_CONTROL_PLANE
+            try:
+                entry = Entry(api, compile_api(api))
+            except ValueError as exc:
+                errors.append(f"{api.id}: {exc}")
+                continue
+            if api.id in kept:
+                errors.append(f"{api.id}: id is owned by the CLI")
+                continue
+            clashes = find_clashes([*kept.values(), *fresh.values(), entry])
+            if clashes:
+                errors.append(f"{api.id}: {'; '.join(clashes)}")
+                continue
+            fresh[api.id] = entry
+        touched = {
+            label
+            for e in self._entries.values()
+            if e.source == SOURCE_CONTROL_PLANE
+            for label in e.compiled
+        } | {label for e in fresh.values() for label in e.compiled}
+        self._entries = {**kept, **fresh}
+        return self._rebuild(touched), errors
+
+    def _deployments(self, api: definition_pb2.ApiDefinition) -> list[definition_pb2.Deployment]:
+        return list(api.deployments) or [definition_pb2.Deployment(name="Default")]
+
+    def _rebuild(self, labels: Iterable[str]) -> dict[str, str]:
+        versions: dict[str, str] = {}
+        for label in sorted(labels):
+            routes: dict[str, any_pb2.Any] = {}
+            policies: dict[str, any_pb2.Any] = {}
+            for entry in self._entries.values():
+                res = entry.compiled.get(label)
+                if res is not None:
+                    routes[entry.api.id] = _pack(res.route)
+                    policies[entry.api.id] = _pack(res.policy)
+            self.cache.set(label, {ROUTE_TYPE_URL: routes, API_POLICY_TYPE_URL: policies})
+            versions[label] = self.cache.version(label)
+        return versions
+
+    # ---- persistence of CLI deployments ---------------------------------------------------
+
+    def _path(self, api_id: str) -> Path | None:
+        if self.store_dir is None:
+            return None
+        readable = re.sub(r"[^A-Za-z0-9._-]+", "_", api_id)[:80]
+        digest = hashlib.sha256(api_id.encode()).hexdigest()[:12]
+        return self.store_dir / f"{readable}-{digest}.pb"
+
+    def _persist(self, entry: Entry) -> None:
+        path = self._path(entry.api.id)
+        if path is None:
+            return
+        if entry.source != SOURCE_ADAPTER:  # the control plane took it over: it re-syncs it
+            path.unlink(missing_ok=True)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(entry.api.SerializeToString(deterministic=True))
+        tmp.replace(path)
+
+    def _unpersist(self, api: definition_pb2.ApiDefinition) -> None:
+        path = self._path(api.id)
+        if path is not None:
+            path.unlink(missing_ok=True)
+
+    def load(self) -> int:
+        """Redeploy the CLI deployments saved by a previous run; bad files are logged, skipped."""
+        if self.store_dir is None or not self.store_dir.is_dir():
+            return 0
+        loaded = 0
+        for path in sorted(self.store_dir.glob("*.pb")):
+            api = definition_pb2.ApiDefinition()
+            try:
+                api.ParseFromString(path.read_bytes())
+                api.source = SOURCE_ADAPTER
+                self.deploy(api, override=True)
+                loaded += 1
+            except (DecodeError, ValueError, Conflict, OSError) as exc:
+                log.warning("skipping saved API %s: %s", path.name, exc)
+        return loaded

@@ -1,0 +1,103 @@
+"""The REST app in-process (ASGI, no sockets): error shapes, auth, list filters."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapter.auth import Authenticator
+from adapter.cache import SnapshotCache
+from adapter.deployments import Registry
+from adapter.project import zip_dir
+from adapter.rest import AdapterState, create_app
+from adapter.xds import XdsStatus
+from wsgate_proto import definition_pb2
+
+ECHO = Path(__file__).resolve().parents[2] / "data" / "projects" / "EchoWebSocket-1.0.0"
+API = "/api/mgw/adapter/0.1"
+ADMIN = ("admin", "admin")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[tuple[httpx.AsyncClient, AdapterState]]:
+    state = AdapterState(
+        Registry(SnapshotCache()),
+        Authenticator({"admin": "admin"}, b"k" * 32),
+        XdsStatus(),
+        "boot",
+        ready=True,
+    )
+    transport = httpx.ASGITransport(app=create_app(state))
+    async with httpx.AsyncClient(transport=transport, base_url="https://adapter") as client:
+        yield client, state
+
+
+async def test_health_ready_and_unknown_path(http: tuple[httpx.AsyncClient, AdapterState]) -> None:
+    client, state = http
+    assert (await client.get("/health")).json() == {"status": "healthy"}
+    assert (await client.get("/ready")).status_code == 200
+    state.ready = False
+    assert (await client.get("/ready")).status_code == 503
+    r = await client.get("/nope")
+    assert r.status_code == 404
+    assert set(r.json()) == {"code", "message", "description"}
+
+
+async def test_token_endpoint(http: tuple[httpx.AsyncClient, AdapterState]) -> None:
+    client, _ = http
+    r = await client.post(f"{API}/oauth2/token", json={"username": "admin", "password": "no"})
+    assert (r.status_code, r.json()["code"]) == (401, 900901)
+    r = await client.post(f"{API}/oauth2/token")
+    assert (r.status_code, r.json()["code"]) == (401, 900902)
+    r = await client.post(f"{API}/oauth2/token", auth=ADMIN)
+    assert r.status_code == 200
+    token = r.json()["accessToken"]
+    r = await client.get(f"{API}/apis", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200
+
+
+async def test_deploy_needs_file_and_list_filters(
+    http: tuple[httpx.AsyncClient, AdapterState],
+) -> None:
+    client, state = http
+    r = await client.post(f"{API}/apis", auth=ADMIN)
+    assert r.status_code == 400
+    assert "file" in r.json()["description"]
+    files = {"file": ("echo.zip", zip_dir(ECHO), "application/zip")}
+    assert (await client.post(f"{API}/apis", files=files, auth=ADMIN)).status_code == 200
+    state.registry.deploy(
+        definition_pb2.ApiDefinition(
+            id="uuid-1",
+            name="Chat",
+            version="2",
+            context="/chat",
+            production_endpoint=definition_pb2.Endpoint(url="ws://b"),
+            deployments=[
+                definition_pb2.Deployment(name="Default"),
+                definition_pb2.Deployment(name="Edge", vhost="edge.example"),
+            ],
+            source="control-plane",
+        )
+    )
+
+    async def names(query: str = "", limit: int = 100) -> tuple[int, list[str]]:
+        params: dict[str, str | int] = {"query": query, "limit": limit}
+        body = (await client.get(f"{API}/apis", params=params, auth=ADMIN)).json()
+        return body["total"], [f"{row['apiName']}@{row['vhost']}" for row in body["list"]]
+
+    assert await names() == (3, ["Chat@edge.example", "Chat@localhost", "EchoWebSocket@localhost"])
+    assert await names("echo") == (1, ["EchoWebSocket@localhost"])
+    assert await names("name:Chat vhost:edge") == (1, ["Chat@edge.example"])
+    assert await names("env:Edge") == (1, ["Chat@edge.example"])
+    assert await names("version:2 context:/chat/2") == (2, ["Chat@edge.example", "Chat@localhost"])
+    assert await names(limit=1) == (3, ["Chat@edge.example"])
+
+    # Undeploy only from one vhost.
+    params = {"apiName": "Chat", "version": "2", "vhost": "edge.example"}
+    assert (await client.delete(f"{API}/apis", params=params, auth=ADMIN)).status_code == 200
+    assert await names("Chat") == (1, ["Chat@localhost"])
+    r = await client.delete(f"{API}/apis", params={"apiName": "Chat"}, auth=ADMIN)
+    assert r.status_code == 400
