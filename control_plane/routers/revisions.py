@@ -1,0 +1,93 @@
+"""``/apis/{apiId}/revisions`` and deploying them: ``deploy-revision``, ``undeploy-revision``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query
+
+from control_plane.auth import User
+from control_plane.dependencies import AdapterGateway, ApiId, DbSession, RevisionPath
+from control_plane.schemas import (
+    DeploymentInfo,
+    DeploymentTarget,
+    RevisionCreate,
+    RevisionList,
+    RevisionOut,
+)
+from control_plane.services import deployments as service
+
+router = APIRouter(prefix="/apis/{apiId}", tags=["API Revisions"])
+
+Targets = Annotated[list[DeploymentTarget], Body(min_length=1)]
+RevisionQuery = Annotated[str, Query(alias="revisionId")]
+
+
+@router.post("/revisions", status_code=201, response_model=RevisionOut)
+def create_revision(
+    api_id: ApiId,
+    session: DbSession,
+    _: User,
+    body: RevisionCreate | None = None,
+) -> RevisionOut:
+    """Snapshot the API as it is now (at most 5 revisions per API)."""
+    revision = service.create_revision(session, api_id, body.description if body else "")
+    return service.revision_out(revision)
+
+
+@router.get("/revisions", response_model=RevisionList)
+def list_revisions(
+    api_id: ApiId,
+    session: DbSession,
+    _: User,
+    query: Annotated[str, Query(description="deployed:true lists deployed ones only")] = "",
+) -> RevisionList:
+    deployed_only = query.replace(" ", "").lower() == "deployed:true"
+    revisions = service.list_revisions(session, api_id, deployed_only)
+    return RevisionList(count=len(revisions), list=[service.revision_out(r) for r in revisions])
+
+
+@router.get("/revisions/{revisionId}", response_model=RevisionOut)
+def get_revision(
+    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: User
+) -> RevisionOut:
+    api = service.api_service.load(session, api_id)
+    return service.revision_out(service.load_revision(session, api, revision_id))
+
+
+@router.delete("/revisions/{revisionId}", status_code=200)
+def delete_revision(
+    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: User
+) -> dict[str, str]:
+    """Delete a revision that is not deployed anywhere."""
+    service.delete_revision(session, api_id, revision_id)
+    return {}
+
+
+@router.post("/deploy-revision", status_code=201, response_model=list[DeploymentInfo])
+def deploy_revision(
+    api_id: ApiId,
+    revision_id: RevisionQuery,
+    targets: Targets,
+    session: DbSession,
+    gateway: AdapterGateway,
+    _: User,
+) -> list[DeploymentInfo]:
+    """Deploy a revision to gateway environments; it replaces the API's previous revision
+    there. Answers with every environment the revision is now deployed on."""
+    rows = service.deploy(session, api_id, revision_id, targets, gateway)
+    return [service.deployment_info(row) for row in rows]
+
+
+@router.post("/undeploy-revision", status_code=201, response_model=list[DeploymentInfo])
+def undeploy_revision(
+    api_id: ApiId,
+    revision_id: RevisionQuery,
+    targets: Targets,
+    session: DbSession,
+    gateway: AdapterGateway,
+    _: User,
+) -> list[DeploymentInfo]:
+    """Remove a revision from gateway environments; answers with where it still runs."""
+    rows = service.undeploy(session, api_id, revision_id, targets, gateway)
+    return [service.deployment_info(row) for row in rows]

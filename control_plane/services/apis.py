@@ -1,0 +1,165 @@
+"""Creating, finding, changing and deleting APIs (the working copies)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from control_plane.db import as_utc
+from control_plane.errors import ApiError, not_found
+from control_plane.models import Api, RevisionDeployment, utcnow
+from control_plane.push import Gateway, GatewayRejected
+from control_plane.schemas import ApiBody, ApiInfo, ApiOut
+
+CREATED = "CREATED"
+
+#: ``GET /apis?query=name:foo`` searches these columns; plain text searches the name.
+_SEARCHABLE = {
+    "name": Api.name,
+    "context": Api.context,
+    "version": Api.version,
+    "provider": Api.provider,
+    "status": Api.lifecycle_status,
+    "type": Api.type,
+}
+
+
+def parse_id(api_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(api_id)
+    except ValueError:
+        raise not_found("API", api_id) from None
+
+
+def load(session: Session, api_id: str) -> Api:
+    """The API with this id; 404 when there is none (or the id is not a UUID)."""
+    api = session.get(Api, parse_id(api_id))
+    if api is None:
+        raise not_found("API", api_id)
+    return api
+
+
+def to_out(api: Api) -> ApiOut:
+    body = ApiBody.model_validate(api.definition)
+    return ApiOut(
+        **body.model_dump(),
+        id=str(api.id),
+        life_cycle_status=api.lifecycle_status,
+        created_time=as_utc(api.created_at),
+        last_updated_time=as_utc(api.updated_at),
+    )
+
+
+def to_info(api: Api) -> ApiInfo:
+    return ApiInfo(
+        id=str(api.id),
+        name=api.name,
+        description=api.definition.get("description"),
+        context=api.context,
+        version=api.version,
+        type=api.type,
+        provider=api.provider,
+        life_cycle_status=api.lifecycle_status,
+        created_time=as_utc(api.created_at),
+        updated_time=as_utc(api.updated_at),
+    )
+
+
+def _check_unique(session: Session, body: ApiBody, exclude: uuid.UUID | None = None) -> None:
+    clashes = select(Api).where(
+        Api.version == body.version, or_(Api.name == body.name, Api.context == body.context)
+    )
+    if exclude is not None:
+        clashes = clashes.where(Api.id != exclude)
+    for other in session.scalars(clashes):
+        field = "name" if other.name == body.name else "context"
+        value = body.name if field == "name" else body.context
+        raise ApiError(
+            409,
+            f"an API with {field} {value!r} and version {body.version!r} already exists"
+            f" (id {other.id})",
+        )
+
+
+def _commit(session: Session) -> None:
+    """Commit; a unique constraint hit by a concurrent request is still a 409."""
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise ApiError(409, "an API with this name or context and version already exists") from None
+
+
+def create(session: Session, body: ApiBody, user: str) -> Api:
+    body = body.model_copy(update={"provider": body.provider or user})
+    _check_unique(session, body)
+    now = utcnow()
+    api = Api(
+        id=uuid.uuid4(),
+        name=body.name,
+        context=body.context,
+        version=body.version,
+        type=body.type,
+        provider=body.provider or user,
+        lifecycle_status=CREATED,
+        definition=body.document(),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(api)
+    _commit(session)
+    return api
+
+
+def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[Api], int]:
+    """APIs matching ``query`` (``name:x``, ``context:x``, ... or free text), and the total."""
+    statement = select(Api)
+    for term in query.split():
+        key, sep, value = term.partition(":")
+        column = _SEARCHABLE.get(key.lower()) if sep else None
+        if column is not None:
+            statement = statement.where(func.lower(column).contains(value.lower()))
+        else:
+            statement = statement.where(func.lower(Api.name).contains(term.lower()))
+    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
+    page = session.scalars(
+        statement.order_by(Api.name, Api.version).limit(limit).offset(offset)
+    ).all()
+    return list(page), total
+
+
+def update(session: Session, api_id: str, body: ApiBody) -> Api:
+    """Replace the working copy; deployed revisions are snapshots and stay as they are."""
+    api = load(session, api_id)
+    for field in ("name", "version"):
+        if getattr(body, field) != getattr(api, field):
+            raise ApiError(
+                400, f"{field}: cannot be changed (create a new version of the API instead)"
+            )
+    body = body.model_copy(update={"provider": body.provider or api.provider})
+    _check_unique(session, body, exclude=api.id)
+    api.context = body.context
+    api.type = body.type
+    api.provider = body.provider or api.provider
+    api.definition = body.document()
+    api.updated_at = utcnow()
+    _commit(session)
+    return api
+
+
+def delete(session: Session, api_id: str, gateway: Gateway) -> None:
+    """Delete an API with its revisions, removing it from every gateway first."""
+    api = load(session, api_id)
+    deployed = session.scalar(select(func.count()).where(RevisionDeployment.api_id == api.id))
+    if deployed:
+        try:
+            gateway.undeploy(str(api.id))
+        except GatewayRejected as exc:
+            raise ApiError(exc.status, f"the adapter refused to undeploy: {exc.message}") from None
+    session.delete(api)
+    session.commit()
+    if deployed:
+        gateway.changed()

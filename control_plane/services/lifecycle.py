@@ -1,0 +1,88 @@
+"""The WSO2 API lifecycle: states, the actions that move between them, and their effect on
+what gateways run."""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from control_plane.errors import ApiError
+from control_plane.models import Api, utcnow
+from control_plane.push import Gateway, GatewayRejected
+from control_plane.schemas import LifecycleState, Transition
+from control_plane.services import apis as api_service
+from control_plane.services import deployments
+
+#: state -> {action: next state}, as in WSO2 API-M's default APILifeCycle.
+TRANSITIONS: dict[str, dict[str, str]] = {
+    "CREATED": {"Publish": "PUBLISHED", "Deploy as a Prototype": "PROTOTYPED"},
+    "PROTOTYPED": {
+        "Publish": "PUBLISHED",
+        "Demote to Created": "CREATED",
+        "Deploy as a Prototype": "PROTOTYPED",
+    },
+    "PUBLISHED": {
+        "Block": "BLOCKED",
+        "Deprecate": "DEPRECATED",
+        "Demote to Created": "CREATED",
+        "Deploy as a Prototype": "PROTOTYPED",
+        "Publish": "PUBLISHED",
+    },
+    "BLOCKED": {"Deprecate": "DEPRECATED", "Re-Publish": "PUBLISHED"},
+    "DEPRECATED": {"Retire": "RETIRED"},
+    "RETIRED": {},
+}
+ACTIONS = sorted({action for moves in TRANSITIONS.values() for action in moves})
+
+
+def next_state(current: str, action: str) -> str:
+    """The state ``action`` leads to from ``current``.
+
+    Raises:
+        ApiError: 400 for an action WSO2 does not have, 409 for one not allowed from here.
+    """
+    canonical = {name.lower(): name for name in ACTIONS}.get(action.strip().lower())
+    if canonical is None:
+        raise ApiError(400, f"action: {action!r} is not one of {', '.join(ACTIONS)}")
+    moves = TRANSITIONS.get(current, {})
+    if canonical not in moves:
+        allowed = ", ".join(moves) or "none"
+        raise ApiError(
+            409, f"cannot {canonical} an API in state {current}; allowed actions: {allowed}"
+        )
+    return moves[canonical]
+
+
+def state_of(api: Api) -> LifecycleState:
+    return LifecycleState(
+        state=api.lifecycle_status,
+        available_transitions=[
+            Transition(event=event, target_state=target)
+            for event, target in TRANSITIONS.get(api.lifecycle_status, {}).items()
+        ],
+    )
+
+
+def change(session: Session, api_id: str, action: str, gateway: Gateway) -> Api:
+    """Apply a lifecycle action; deployed revisions learn the new state (a retired API leaves
+    every gateway, as in WSO2).
+    """
+    api = api_service.load(session, api_id)
+    target = next_state(api.lifecycle_status, action)
+    api.lifecycle_status = target
+    api.updated_at = utcnow()
+    session.flush()
+    pushed = False
+    try:
+        if target == "RETIRED":
+            pushed = deployments.remove_all(session, api, gateway)
+        else:
+            for definition in deployments.definitions_for_api(session, api):
+                gateway.deploy(definition)
+                pushed = True
+    except GatewayRejected as exc:
+        session.rollback()
+        raise ApiError(exc.status, f"the adapter refused the change: {exc.message}") from None
+    session.commit()
+    if pushed:
+        gateway.changed()
+    return api

@@ -1,0 +1,93 @@
+"""Request bodies, calls and a fake adapter shared by the control-plane unit tests."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import grpc
+from fastapi.testclient import TestClient
+
+from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
+
+AUTH = ("admin", "admin")
+BASE = "/api/am/publisher/v4"
+
+
+def api_body(**changes: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "Echo",
+        "context": "/echo",
+        "version": "1.0",
+        "type": "WS",
+        "description": "echoes",
+        "endpointConfig": {
+            "endpoint_type": "ws",
+            "production_endpoints": {"url": "ws://localhost:8765"},
+            "sandbox_endpoints": {"url": "wss://sandbox.example:8443/echo"},
+        },
+        "operations": [
+            {"target": "/notifications", "verb": "SUBSCRIBE", "scopes": ["read"]},
+            {"target": "/rooms/{room}", "verb": "PUBLISH", "uriMapping": "/r/{room}"},
+        ],
+        "scopes": [{"scope": {"name": "read", "displayName": "Read", "bindings": ["user"]}}],
+        "policies": ["AsyncGold"],
+        "apiThrottlingPolicy": "Unlimited",
+    }
+    body.update(changes)
+    return body
+
+
+class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
+    """Records what the control plane sends; answers with ``reject`` when set."""
+
+    def __init__(self) -> None:
+        self.boot_id = "boot-1"
+        self.reject: grpc.StatusCode | None = None
+        self.deployed: list[definition_pb2.ApiDefinition] = []
+        self.undeployed: list[deploy_pb2.UndeployRequest] = []
+        self.syncs: list[list[definition_pb2.ApiDefinition]] = []
+        self.lock = threading.Lock()
+
+    def Deploy(self, request: Any, context: Any) -> Any:
+        if self.reject is not None:
+            context.abort(self.reject, "rejected by the fake adapter")
+        with self.lock:
+            self.deployed.append(request.api)
+        return deploy_pb2.DeployResponse(versions={"Default": "1"})
+
+    def Undeploy(self, request: Any, context: Any) -> Any:
+        with self.lock:
+            self.undeployed.append(request)
+        return deploy_pb2.UndeployResponse()
+
+    def Sync(self, request: Any, context: Any) -> Any:
+        with self.lock:
+            self.syncs.append(list(request.apis))
+        return deploy_pb2.SyncResponse()
+
+    def Status(self, request: Any, context: Any) -> Any:
+        return deploy_pb2.StatusResponse(boot_id=self.boot_id)
+
+
+def create_api(client: TestClient, **changes: Any) -> dict[str, Any]:
+    response = client.post(f"{BASE}/apis", json=api_body(**changes))
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def create_revision(client: TestClient, api_id: str, description: str = "") -> dict[str, Any]:
+    response = client.post(f"{BASE}/apis/{api_id}/revisions", json={"description": description})
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def deploy(
+    client: TestClient, api_id: str, revision_id: str, *envs: str, action: str = "deploy"
+) -> Any:
+    body = [{"name": env, "vhost": "localhost", "displayOnDevportal": True} for env in envs]
+    return client.post(
+        f"{BASE}/apis/{api_id}/{action}-revision", params={"revisionId": revision_id}, json=body
+    )
