@@ -1,0 +1,322 @@
+"""WebSocket frame-header scanning (RFC 6455 section 5), Sans-I/O.
+
+The relay forwards bytes unchanged; this module only walks the frame headers in them, across
+arbitrary chunk boundaries, to count frames and messages, enforce the size limit and validate
+the framing. Payloads are skipped arithmetically: never copied nor unmasked (except the at most
+125 bytes of a close frame, whose code is worth logging).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable
+from enum import IntEnum
+
+
+class Opcode(IntEnum):
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(IntEnum):
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005
+    ABNORMAL = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+CLOSE_CODE_EXPLANATIONS: dict[int, str] = {
+    1000: "normal closure",
+    1001: "going away",
+    1002: "protocol error",
+    1003: "unsupported data",
+    1005: "no status received",
+    1006: "connection closed abnormally",
+    1007: "invalid frame payload data",
+    1008: "policy violation",
+    1009: "message too big",
+    1010: "mandatory extension",
+    1011: "internal error",
+    1012: "service restart",
+    1013: "try again later",
+    1014: "bad gateway",
+    1015: "TLS handshake failure",
+}
+
+
+def explain_close(code: int | None) -> str:
+    """``1009 (message too big)`` style text for logs."""
+    if code is None:
+        return "none"
+    if code in CLOSE_CODE_EXPLANATIONS:
+        return f"{code} ({CLOSE_CODE_EXPLANATIONS[code]})"
+    if 3000 <= code <= 4999:
+        return f"{code} (application)"
+    return f"{code} (unknown)"
+
+
+class ProtocolError(Exception):
+    """The peer broke RFC 6455 framing; the connection is closed with 1002."""
+
+    close_code = CloseCode.PROTOCOL_ERROR
+
+
+class PayloadTooBig(Exception):
+    """A message exceeds the configured size limit; the connection is closed with 1009."""
+
+    close_code = CloseCode.MESSAGE_TOO_BIG
+
+
+DEFAULT_MAX_MESSAGE = 1024 * 1024
+_DATA_OPCODES = frozenset((0, 1, 2))
+_CONTROL_OPCODES = frozenset((8, 9, 10))
+_MAX_HEADER = 14
+_close_counter = itertools.count(1)
+
+FrameHook = Callable[[int, bool, int], None]  # opcode, fin, payload length
+MessageHook = Callable[[int, int], None]  # opcode of the first frame, total payload length
+
+
+class FrameScanner:
+    """Walks frame headers of one direction of a WebSocket stream.
+
+    Args:
+        masked: whether frames in this direction must be masked (True from the client).
+        max_message: largest message payload allowed, in bytes (0 disables the check).
+        allow_rsv: accept RSV bits (an extension such as permessage-deflate was negotiated).
+        on_frame / on_message: optional hooks; left unset on the hot path when not needed.
+    """
+
+    __slots__ = (
+        "_close_buf",
+        "_close_mask",
+        "_msg_opcode",
+        "_msg_size",
+        "_partial",
+        "_remaining",
+        "allow_rsv",
+        "bytes",
+        "close_code",
+        "close_reason",
+        "close_seen",
+        "close_seq",
+        "fed_at_boundary",
+        "frames",
+        "masked",
+        "max_message",
+        "messages",
+        "on_frame",
+        "on_message",
+    )
+
+    def __init__(
+        self,
+        masked: bool,
+        max_message: int = DEFAULT_MAX_MESSAGE,
+        allow_rsv: bool = False,
+        on_frame: FrameHook | None = None,
+        on_message: MessageHook | None = None,
+    ) -> None:
+        self.masked = masked
+        self.max_message = max_message
+        self.allow_rsv = allow_rsv
+        self.on_frame = on_frame
+        self.on_message = on_message
+        self.bytes = 0
+        self.frames = 0
+        self.messages = 0
+        self.close_seen = False
+        self.close_seq = 0  # orders close frames across scanners: who closed first
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.fed_at_boundary = True  # whether the last feed() started between frames
+        self._remaining = 0  # payload bytes of the current frame still to skip
+        self._partial = b""  # start of a header split across chunks
+        self._msg_opcode = -1  # opcode of the message in progress, -1 between messages
+        self._msg_size = 0
+        self._close_buf: bytearray | None = None  # payload of a close frame being collected
+        self._close_mask = b""
+
+    @property
+    def at_boundary(self) -> bool:
+        """True between frames: the router may inject a frame of its own here."""
+        return not self._remaining and not self._partial
+
+    def feed(self, data: bytes) -> None:
+        """Scan ``data``, the next bytes of the stream.
+
+        Raises:
+            ProtocolError: invalid framing (close with 1002).
+            PayloadTooBig: a message over ``max_message`` (close with 1009).
+        """
+        n = len(data)
+        self.bytes += n
+        self.fed_at_boundary = not self._remaining and not self._partial
+        pos = 0
+        while pos < n:
+            remaining = self._remaining
+            if remaining:
+                avail = n - pos
+                if remaining > avail:
+                    if self._close_buf is not None:
+                        self._close_buf += data[pos:]
+                    self._remaining = remaining - avail
+                    return
+                if self._close_buf is not None:
+                    self._close_buf += data[pos : pos + remaining]
+                    self._finish_close()
+                pos += remaining
+                self._remaining = 0
+                continue
+            if self._partial:
+                partial = self._partial
+                buf = partial + data[pos : pos + _MAX_HEADER]
+                used = self._header(buf, 0)
+                if not used:
+                    self._partial = buf
+                    return
+                self._partial = b""
+                pos += used - len(partial)
+            else:
+                used = self._header(data, pos)
+                if not used:
+                    self._partial = data[pos:]
+                    return
+                pos += used
+
+    def _header(self, buf: bytes, pos: int) -> int:
+        """Parse the header at ``buf[pos:]``; return its length, or 0 when incomplete."""
+        avail = len(buf) - pos
+        if avail < 2:
+            return 0
+        b0 = buf[pos]
+        b1 = buf[pos + 1]
+        length = b1 & 0x7F
+        size = 2
+        if length == 126:
+            size = 4
+        elif length == 127:
+            size = 10
+        if b1 & 0x80:
+            size += 4
+        if avail < size:
+            return 0
+        if length == 126:
+            length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
+        elif length == 127:
+            length = int.from_bytes(buf[pos + 2 : pos + 10], "big")
+            if length >> 63:
+                raise ProtocolError("64-bit payload length with the top bit set")
+        if bool(b1 & 0x80) is not self.masked:
+            raise ProtocolError(
+                "unmasked frame from the client" if self.masked else "masked frame from the server"
+            )
+        opcode = b0 & 0x0F
+        fin = bool(b0 & 0x80)
+        if b0 & 0x70 and not self.allow_rsv:
+            raise ProtocolError("reserved bits set without a negotiated extension")
+        self.frames += 1
+        if opcode in _DATA_OPCODES:
+            self._data_frame(opcode, fin, length)
+        elif opcode in _CONTROL_OPCODES:
+            if length > 125:
+                raise ProtocolError(f"control frame with a {length}-byte payload")
+            if not fin:
+                raise ProtocolError("fragmented control frame")
+            if opcode == 8:
+                if not self.close_seen:
+                    self.close_seq = next(_close_counter)
+                self.close_seen = True
+                self._close_buf = bytearray()
+                self._close_mask = buf[pos + size - 4 : pos + size] if b1 & 0x80 else b""
+        else:
+            raise ProtocolError(f"reserved opcode {opcode:#x}")
+        if self.on_frame is not None:
+            self.on_frame(opcode, fin, length)
+        self._remaining = length
+        if not length and self._close_buf is not None:
+            self._finish_close()
+        return size
+
+    def _data_frame(self, opcode: int, fin: bool, length: int) -> None:
+        if opcode == 0:
+            if self._msg_opcode < 0:
+                raise ProtocolError("continuation frame without a message in progress")
+            self._msg_size += length
+        else:
+            if self._msg_opcode >= 0:
+                raise ProtocolError("new data frame before the previous message finished")
+            self._msg_opcode = opcode
+            self._msg_size = length
+        if self.max_message and self._msg_size > self.max_message:
+            raise PayloadTooBig(
+                f"message of at least {self._msg_size} bytes exceeds {self.max_message}"
+            )
+        if fin:
+            self.messages += 1
+            if self.on_message is not None:
+                self.on_message(self._msg_opcode, self._msg_size)
+            self._msg_opcode = -1
+
+    def _finish_close(self) -> None:
+        payload = bytes(self._close_buf or b"")
+        self._close_buf = None
+        if self._close_mask:
+            payload = unmask(payload, self._close_mask)
+        if len(payload) == 1:
+            raise ProtocolError("close frame with a 1-byte payload")
+        if payload:
+            self.close_code = int.from_bytes(payload[:2], "big")
+            self.close_reason = payload[2:].decode("utf-8", "replace")
+        else:
+            self.close_code = CloseCode.NO_STATUS
+
+
+def unmask(payload: bytes, mask: bytes) -> bytes:
+    """XOR ``payload`` with the 4-byte ``mask`` (used for tiny close payloads only)."""
+    n = len(payload)
+    if not n:
+        return payload
+    key = (mask * (n // 4 + 1))[:n]
+    return (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+
+
+def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = False) -> bytes:
+    """Serialize one frame; ``mask=True`` uses a random key (frames the router sends upstream)."""
+    head = bytearray([(0x80 if fin else 0) | opcode])
+    mask_bit = 0x80 if mask else 0
+    n = len(payload)
+    if n < 126:
+        head.append(mask_bit | n)
+    elif n < 65536:
+        head.append(mask_bit | 126)
+        head += n.to_bytes(2, "big")
+    else:
+        head.append(mask_bit | 127)
+        head += n.to_bytes(8, "big")
+    if mask:
+        key = os.urandom(4)
+        return bytes(head) + key + unmask(payload, key)
+    return bytes(head) + payload
+
+
+def close_frame(code: int, reason: str = "", *, mask: bool = False) -> bytes:
+    """A close frame; the reason is cut to fit the 125-byte control frame limit."""
+    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+    return encode_frame(Opcode.CLOSE, payload, mask=mask)

@@ -1,0 +1,122 @@
+"""`wsgate router`: the data plane process (plain :9090 and TLS :9095 listeners + xDS client)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvloop
+
+from router.config import RouteStore
+from router.enforcer_client import EnforcerClient
+from router.server import Router, RouterConfig, server_ssl_context
+from router.settings import RouterSettings
+from wsgate_common.logs import setup_logging
+from wsgate_common.pki import ensure_pki
+from wsgate_common.resources import ROUTE_TYPE_URL
+from wsgate_common.xds_client import XdsClient
+
+log = logging.getLogger("router")
+
+
+def parse_args(argv: list[str]) -> RouterSettings:
+    """Flags override ``WSGATE_*`` environment variables, which override the defaults."""
+    parser = argparse.ArgumentParser(
+        prog="wsgate router",
+        description="The wsgate data plane: checks WebSocket handshakes with the enforcer, "
+        "then relays frames to the backend. Routes arrive over xDS from the adapter.",
+    )
+    parser.add_argument("--host", help="listen address (WSGATE_ROUTER_HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="plain ws:// port (WSGATE_ROUTER_PORT, 9090)")
+    parser.add_argument(
+        "--tls-port", type=int, help="wss:// port (WSGATE_ROUTER_TLS_PORT, 9095); 0 disables"
+    )
+    parser.add_argument("--label", help="gateway label = xDS node id (WSGATE_LABEL, Default)")
+    parser.add_argument("--xds-address", help="adapter ADS host:port (WSGATE_XDS_ADDRESS)")
+    parser.add_argument(
+        "--enforcer-address", help="enforcer gRPC host:port (WSGATE_ENFORCER_ADDRESS)"
+    )
+    parser.add_argument(
+        "--enforcer-http-url", help="enforcer HTTP base URL for /testkey (WSGATE_ENFORCER_HTTP_URL)"
+    )
+    parser.add_argument(
+        "--max-message", type=int, help="largest WebSocket message in bytes (1 MiB)"
+    )
+    parser.add_argument("--data-dir", help="where the local PKI lives (WSGATE_DATA_DIR)")
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING ... (WSGATE_LOG_LEVEL)")
+    parser.add_argument("--log-format", choices=["text", "json"], help="(WSGATE_LOG_FORMAT)")
+    args = parser.parse_args(argv)
+    overrides = {
+        "router_host": args.host,
+        "router_port": args.port,
+        "router_tls_port": args.tls_port,
+        "label": args.label,
+        "xds_address": args.xds_address,
+        "enforcer_address": args.enforcer_address,
+        "enforcer_http_url": args.enforcer_http_url,
+        "router_max_message": args.max_message,
+        "data_dir": args.data_dir,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    }
+    return RouterSettings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+async def serve(settings: RouterSettings) -> None:
+    """Run until SIGTERM/SIGINT, then close relays with 1001 and return."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    store = RouteStore()
+    enforcer = EnforcerClient(settings.enforcer_address, settings.router_enforcer_timeout)
+    config = RouterConfig(
+        enforcer_http_url=settings.enforcer_http_url,
+        max_message=settings.router_max_message,
+        handshake_timeout=settings.router_handshake_timeout,
+        backend_connect_timeout=settings.router_backend_connect_timeout,
+    )
+    router = Router(config, store, enforcer)
+    await router.listen(settings.router_host, settings.router_port)
+    if settings.router_tls_port:
+        pki = ensure_pki(settings.pki_dir)
+        ctx = server_ssl_context(str(pki.cert), str(pki.key))
+        await router.listen(settings.router_host, settings.router_tls_port, ctx)
+    log.info(
+        "router listening on %s:%d (ws) and :%d (wss), label %s, xDS %s, enforcer %s",
+        settings.router_host,
+        settings.router_port,
+        settings.router_tls_port,
+        settings.label,
+        settings.xds_address,
+        settings.enforcer_address,
+    )
+    xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply})
+    xds_task = loop.create_task(xds.run())
+    try:
+        await stop.wait()
+    finally:
+        log.info("router shutting down")
+        xds_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await xds_task
+        await router.shutdown()
+
+
+def main(argv: list[str]) -> int:
+    try:
+        settings = parse_args(argv)
+    except ValueError as exc:  # pydantic validation of env values
+        print(f"wsgate router: invalid settings: {exc}")
+        return 2
+    setup_logging("router", settings.log_level, settings.log_format)
+    try:
+        uvloop.run(serve(settings))
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    return 0

@@ -1,0 +1,418 @@
+"""The listeners: read a request head, answer health/ready/testkey, or run a WebSocket handshake.
+
+A handshake goes: route match -> enforcer Check -> backend upgrade -> 101 to the client -> the
+transports are handed to a :class:`router.relay.Relay`. Every failure on the way is answered
+with a JSON error and ``Connection: close``; nothing stays half-open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from typing import cast
+
+import httpx
+
+from router import backend, http11
+from router.config import RouteStore
+from router.enforcer_client import EnforcerClient, EnforcerUnavailable
+from router.http11 import HeadReader, HttpError, Request
+from router.relay import Relay, RelayInfo
+from router.routes import BadPath, Match, host_without_port
+from wsgate_proto import enforcer_pb2
+
+log = logging.getLogger(__name__)
+
+MAX_EARLY = 64 * 1024  # bytes a client may send before its handshake is answered
+MAX_TESTKEY_BODY = 64 * 1024
+NO_MATCH = "No matching resource found for the API request"
+FORWARDED_TO_BACKEND = ("sec-websocket-protocol", "sec-websocket-extensions", "origin")
+FORWARDED_TO_TESTKEY = ("authorization", "content-type", "accept", "user-agent")
+
+
+@dataclass(slots=True)
+class RouterConfig:
+    """The knobs the listeners need (a subset of RouterSettings, easy to build in tests)."""
+
+    enforcer_http_url: str = "http://localhost:8082"
+    max_message: int = 1024 * 1024
+    handshake_timeout: float = 10.0
+    backend_connect_timeout: float = 10.0
+
+
+class Handshake(Exception):
+    """Ends a handshake early with an HTTP error answer (status, code, message, description)."""
+
+    def __init__(self, status: int, code: int, message: str, description: str) -> None:
+        super().__init__(description)
+        self.status, self.code, self.message, self.description = status, code, message, description
+
+
+class Router:
+    """State shared by all connections: routes, the enforcer, live relays."""
+
+    def __init__(self, config: RouterConfig, routes: RouteStore, enforcer: EnforcerClient) -> None:
+        self.config = config
+        self.routes = routes
+        self.enforcer = enforcer
+        self.http = httpx.AsyncClient(timeout=5.0)
+        self.relays: set[Relay] = set()
+        self.pending: set[Connection] = set()
+        self.servers: list[asyncio.Server] = []
+
+    async def listen(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None) -> int:
+        """Start one listener; returns the port actually bound (``port`` may be 0)."""
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: Connection(self),
+            host,
+            port,
+            ssl=ssl_ctx,
+            ssl_handshake_timeout=self.config.handshake_timeout if ssl_ctx else None,
+            backlog=1024,
+            reuse_address=True,
+        )
+        self.servers.append(server)
+        return int(server.sockets[0].getsockname()[1])
+
+    async def shutdown(self, drain: float = 2.0) -> None:
+        """Stop accepting, close relays with 1001, give them ``drain`` seconds, then release."""
+        for server in self.servers:
+            server.close()
+        for conn in list(self.pending):
+            conn.abort()
+        for relay in list(self.relays):
+            relay.shutdown()
+        deadline = time.monotonic() + drain
+        while self.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded poll
+            await asyncio.sleep(0.05)
+        for relay in list(self.relays):
+            for side in (relay.client, relay.backend):
+                side.transport.abort()
+        await self.http.aclose()
+        await self.enforcer.close()
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+class Connection(asyncio.Protocol):
+    """A client connection until its handshake is answered (then a Relay owns the transport)."""
+
+    def __init__(self, router: Router) -> None:
+        self.router = router
+        self.transport: asyncio.Transport | None = None
+        self.reader: HeadReader | None = HeadReader()
+        self.request: Request | None = None
+        self.early = bytearray()
+        self.body_needed = 0
+        self.task: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.client_ip = ""
+
+    # -- transport callbacks ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self.client_ip = str(peer[0]) if peer else ""
+        self.router.pending.add(self)
+        loop = asyncio.get_running_loop()
+        self.timer = loop.call_later(self.router.config.handshake_timeout, self._timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        if self.reader is None:
+            self.early += data
+            if len(self.early) > MAX_EARLY and self.transport is not None:
+                self.transport.pause_reading()
+            self._maybe_body_complete()
+            return
+        try:
+            got = self.reader.feed(data)
+            if got is None:
+                return
+            head, rest = got
+            self.reader = None
+            self.request = http11.parse_request_head(head)
+        except HttpError as exc:
+            self.reply(http11.http_error_response(exc))
+            return
+        self.early += rest
+        self._dispatch(self.request)
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self.router.pending.discard(self)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def reply(self, data: bytes) -> None:
+        """Send a complete answer and close (the router never keeps plain HTTP alive)."""
+        self._cancel_timer()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if self.task is None:
+            log.info("handshake timeout from %s", self.client_ip)
+            self.reply(
+                http11.error_response(
+                    408, 408, "Request Timeout", "The request head was not received in time."
+                )
+            )
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        self._cancel_timer()
+        self.task = asyncio.get_running_loop().create_task(coro)
+
+    # -- dispatch ----------------------------------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        path = request.path
+        if path == "/health":
+            self.reply(http11.response(200, b'{"status":"healthy"}'))
+        elif path == "/ready":
+            if self.router.routes.ready:
+                self.reply(http11.response(200, b'{"status":"ready"}'))
+            else:
+                self.reply(http11.response(503, b'{"status":"not ready"}'))
+        elif path == "/testkey":
+            self._start_testkey(request)
+        elif http11.is_upgrade(request):
+            self._spawn(self._upgrade(request))
+        else:
+            self.reply(
+                http11.error_response(
+                    404 if request.method == "GET" else 400,
+                    404 if request.method == "GET" else 400,
+                    "Not Found" if request.method == "GET" else "Bad Request",
+                    "This gateway serves WebSocket APIs: send a WebSocket upgrade request."
+                    if request.method == "GET"
+                    else "Expected a WebSocket upgrade request.",
+                )
+            )
+
+    # -- /testkey ----------------------------------------------------------------------------
+
+    def _start_testkey(self, request: Request) -> None:
+        if "chunked" in request.headers.get("transfer-encoding", "").lower():
+            self.reply(http11.error_response(411, 411, "Length Required", "Send Content-Length."))
+            return
+        try:
+            length = int(request.headers.get("content-length", "0") or "0")
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_TESTKEY_BODY:
+            self.reply(http11.error_response(400, 400, "Bad Request", "Invalid Content-Length."))
+            return
+        self.body_needed = length
+        if length and "100-continue" in request.headers.get("expect", "").lower():
+            assert self.transport is not None
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        self._maybe_body_complete()
+
+    def _maybe_body_complete(self) -> None:
+        request = self.request
+        if request is None or request.path != "/testkey" or self.task is not None:
+            return
+        if len(self.early) >= self.body_needed:
+            self._spawn(self._testkey(request, bytes(self.early[: self.body_needed])))
+
+    async def _testkey(self, request: Request, body: bytes) -> None:
+        url = self.router.config.enforcer_http_url.rstrip("/") + "/testkey"
+        if request.query:
+            url += "?" + request.query
+        headers = {k: v for k, v in request.headers.items() if k in FORWARDED_TO_TESTKEY}
+        try:
+            answer = await self.router.http.request(
+                request.method, url, headers=headers, content=body
+            )
+        except httpx.HTTPError as exc:
+            log.warning("testkey: enforcer unreachable at %s: %s", url, exc)
+            self.reply(
+                http11.error_response(
+                    503, 503, "Service Unavailable", "The enforcer could not be reached."
+                )
+            )
+            return
+        content_type = answer.headers.get("content-type", "application/octet-stream")
+        self.reply(http11.response(answer.status_code, answer.content, content_type))
+
+    # -- WebSocket upgrade -------------------------------------------------------------------
+
+    async def _upgrade(self, request: Request) -> None:
+        started = time.monotonic()
+        request_id = request.headers.get("x-request-id", "") or uuid.uuid4().hex
+        api, topic, status = "-", "-", 101
+        try:
+            try:
+                key = http11.validate_upgrade(request)
+            except HttpError as exc:
+                status = exc.status
+                self.reply(http11.http_error_response(exc))
+                return
+            host = host_without_port(request.headers.get("host", ""))
+            match = self._match(host, request.path)
+            api, topic = f"{match.route.api_name}:{match.route.api_version}", match.topic.path
+            verdict = await self._check(request, request_id, host, match)
+            url, ca_pem = self._endpoint(match, verdict.key_type)
+            conn = await self._connect_backend(request, request_id, url, ca_pem)
+            if self.closed or self.transport is None:
+                conn.transport.abort()
+                status = 499
+                return
+            self._start_relay(request, key, conn, RelayInfo(request_id, api, topic, self.client_ip))
+        except Handshake as exc:
+            status = exc.status
+            self.reply(http11.error_response(exc.status, exc.code, exc.message, exc.description))
+        except asyncio.CancelledError:
+            status = 499  # the client went away mid-handshake
+            raise
+        except Exception:
+            status = 500
+            log.exception("handshake %s failed", request_id)
+            self.reply(
+                http11.error_response(500, 500, "Internal Server Error", "Unexpected router error.")
+            )
+        finally:
+            log.info(
+                "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms",
+                request_id,
+                api,
+                topic,
+                request.path,
+                "upgraded" if status == 101 else "rejected",
+                status,
+                (time.monotonic() - started) * 1000,
+                extra={"request_id": request_id, "api": api, "topic": topic, "status": status},
+            )
+
+    def _match(self, host: str, path: str) -> Match:
+        try:
+            match = self.router.routes.table.match(host, path)
+        except BadPath as exc:
+            raise Handshake(400, 400, "Bad Request", f"Invalid request path: {exc}") from None
+        if match is None:
+            raise Handshake(404, 404, "Not Found", NO_MATCH)
+        return match
+
+    async def _check(
+        self, request: Request, request_id: str, host: str, match: Match
+    ) -> enforcer_pb2.HandshakeResponse:
+        check = enforcer_pb2.HandshakeRequest(
+            request_id=request_id,
+            api_id=match.route.api_id,
+            topic=match.topic.path,
+            path=request.path,
+            host=host,
+            authorization=request.headers.get("authorization", ""),
+            client_ip=self.client_ip,
+            headers={k: v for k, v in request.headers.items() if k != "authorization"},
+        )
+        try:
+            verdict = await self.router.enforcer.check(check)
+        except EnforcerUnavailable as exc:
+            log.warning("enforcer unavailable for %s: %s", request_id, exc)
+            raise Handshake(
+                503, 503, "Service Unavailable", "The gateway could not verify the request."
+            ) from None
+        if not verdict.allowed:
+            status = verdict.http_status or 403
+            raise Handshake(
+                status,
+                verdict.error_code or status,
+                verdict.message or http11.HttpError(status, "").message,
+                verdict.description,
+            )
+        return verdict
+
+    @staticmethod
+    def _endpoint(match: Match, key_type: str) -> tuple[str, str]:
+        topic = match.topic
+        if key_type.upper() == "SANDBOX":
+            if not topic.sandbox_url:
+                raise Handshake(
+                    401,
+                    900901,
+                    "Invalid Credentials",
+                    "Sandbox key is not allowed: the API has no sandbox endpoint",
+                )
+            return topic.sandbox_url, topic.sandbox_ca_pem
+        if not topic.production_url:
+            raise Handshake(
+                401,
+                900901,
+                "Invalid Credentials",
+                "Production key is not allowed: the API has no production endpoint",
+            )
+        return topic.production_url, topic.production_ca_pem
+
+    async def _connect_backend(
+        self, request: Request, request_id: str, url: str, ca_pem: str
+    ) -> backend.BackendConnection:
+        try:
+            target = backend.parse_backend_url(url, request.query)
+        except ValueError as exc:
+            raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
+        headers = [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
+        headers += [("X-Forwarded-For", self.client_ip), ("X-Request-ID", request_id)]
+        try:
+            return await backend.connect(
+                target, ca_pem, headers, self.router.config.backend_connect_timeout
+            )
+        except backend.BackendError as exc:
+            log.warning("backend %s for %s: %s", url, request_id, exc.description)
+            message = "Gateway Timeout" if exc.status == 504 else "Connection Failure"
+            raise Handshake(exc.status, 101503, message, exc.description) from None
+
+    def _start_relay(
+        self, request: Request, key: str, conn: backend.BackendConnection, info: RelayInfo
+    ) -> None:
+        assert self.transport is not None
+        chosen = conn.response.headers
+        extensions = chosen.get("sec-websocket-extensions", "")
+        self.transport.write(
+            http11.switching_protocols(
+                http11.accept_key(key), chosen.get("sec-websocket-protocol", ""), extensions
+            )
+        )
+        router = self.router
+        relay = Relay(
+            self.transport,
+            conn.transport,
+            info,
+            max_message=router.config.max_message,
+            allow_rsv=bool(extensions),
+            on_done=router.relays.discard,
+        )
+        router.relays.add(relay)
+        router.pending.discard(self)
+        self.transport = None  # the relay owns it now
+        relay.start(bytes(self.early), conn.rest, conn.handshake.lost)
+        self.early = bytearray()
