@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := wsgate_proto/.generated
 WSCAT := node_modules/.bin/wscat
 
-.PHONY: run test install proto lint typecheck unit integration clean
+.PHONY: run test install proto lint typecheck unit integration bench clean
 
 run: $(INSTALLED) $(GENERATED)
 	$(VENV)/bin/wsgate up
@@ -56,6 +56,12 @@ test: $(INSTALLED) $(WSCAT)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy wsgate wsgate_common control_plane adapter router enforcer
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
+
+# nginx (Debian) and picows (PyPI) are only needed here, not by the product or its tests.
+bench: $(INSTALLED)
+	$(PIP) install -q -e '.[dev,bench]'
+	command -v nginx >/dev/null || apt-get install -y -qq nginx-light || apt-get install -y -qq nginx
+	$(PY) bench/run.py
 
 clean:
 	rm -rf $(VENV) wsgate_proto node_modules .wsgate

@@ -1,0 +1,180 @@
+"""`wsgate up`: port resolution, busy-port detection, instructions, the supervisor's restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wsgate import sample_api, up
+from wsgate.stack import (
+    Ports,
+    busy_ports,
+    component_env,
+    components,
+    duplicate_ports,
+    port_in_use,
+)
+from wsgate.supervise import BACKOFF_MAX, Child, next_backoff, prefixed
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_backoff_doubles_from_one_second_up_to_thirty() -> None:
+    delays = [1.0]
+    while delays[-1] < BACKOFF_MAX:
+        delays.append(next_backoff(delays[-1]))
+    assert delays == [1, 2, 4, 8, 16, 30]
+    assert next_backoff(30) == 30
+
+
+def test_output_lines_are_prefixed_with_the_child_name() -> None:
+    assert prefixed("router", 8, b"hello\r\n") == b"router   | hello\n"
+    assert prefixed("adapter", 7, b"x") == b"adapter | x\n"
+
+
+def test_flags_override_env_which_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WSGATE_ROUTER_PORT", "19090")
+    args = up.parse_args(["--cp-port", "1443", "--echo-port", "1765"])
+    ports = up.resolve_ports(up.UpSettings(), args)
+    assert (ports.cp, ports.echo, ports.router, ports.adapter_rest) == (1443, 1765, 19090, 9843)
+
+
+def test_component_env_wires_addresses_from_ports(tmp_path: Path) -> None:
+    env = component_env(Ports(adapter_xds=1, enforcer_grpc=2, adapter_deploy=3), tmp_path)
+    assert env["WSGATE_XDS_ADDRESS"] == "localhost:1"
+    assert env["WSGATE_ENFORCER_ADDRESS"] == "localhost:2"
+    assert env["WSGATE_CP_ADAPTER_ADDRESS"] == "localhost:3"
+    assert env["WSGATE_DATA_DIR"] == str(tmp_path)
+    names = [c.name for c in components(Ports())]
+    assert names.index("adapter") < names.index("router")
+
+
+def test_a_listening_port_is_reported_busy() -> None:
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert port_in_use(port)
+        assert busy_ports(Ports(router=port)) == [("router", port)]
+    assert not port_in_use(port)
+
+
+def test_up_fails_early_naming_a_taken_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("0.0.0.0", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        code = up.main(["--data-dir", str(tmp_path), "--router-port", str(port)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"port {port} (router) is already in use" in err
+    assert "--router-port" in err
+
+
+def test_up_refuses_one_port_for_two_listeners(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert duplicate_ports(Ports(router=1, echo=1)) == {1: ["router", "echo"]}
+    assert duplicate_ports(Ports()) == {}
+    assert up.main(["--data-dir", str(tmp_path), "--router-port", "8765"]) == 1
+    assert "one port given to several listeners" in capsys.readouterr().err
+
+
+def test_instructions_use_the_real_ports() -> None:
+    text = up.instructions(Ports(adapter_rest=1111, router=2222, router_tls=3333))
+    assert "wsgate mg add env dev --adapter https://localhost:1111" in text
+    assert "wsgate mg login dev -u admin -p admin -k" in text
+    assert "wsgate mg deploy api -f examples/EchoWebSocket-1.0.0 -e dev -k" in text
+    assert "https://localhost:3333/testkey" in text
+    assert 'ws://localhost:2222/echowebsocket/1.0.0/notifications -H "Authorization:Bearer' in text
+    assert "ws://localhost:2222/chat/1.0.0/rooms/lobby" in text
+    assert "npx wscat -n -c wss://localhost:3333/chat/1.0.0/rooms/lobby" in text
+    assert ".venv/bin/wsgate" in text
+
+
+def test_sample_body_points_at_this_stacks_echo_backend() -> None:
+    body = sample_api.load_body(REPO / "examples" / "chat-api.json", 4321)
+    assert body["endpointConfig"]["production_endpoints"]["url"] == "ws://localhost:4321"
+    assert body["endpointConfig"]["sandbox_endpoints"]["url"] == "ws://localhost:4321"
+    assert (body["name"], body["context"], body["version"], body["type"]) == (
+        "ChatWebSocket",
+        "/chat",
+        "1.0.0",
+        "WS",
+    )
+    assert {op["target"] for op in body["operations"]} == {"/rooms/{roomId}"}
+
+
+def test_existing_api_and_deployed_revision_are_recognised() -> None:
+    listing = {"list": [{"id": "1", "name": "ChatWebSocket", "version": "2.0.0"}]}
+    assert sample_api._find(listing, "ChatWebSocket", "1.0.0") is None
+    assert sample_api._find(listing, "ChatWebSocket", "2.0.0") == listing["list"][0]
+    assert not sample_api._deployed({"count": 1, "list": [{"id": "r", "deploymentInfo": []}]})
+    assert sample_api._deployed({"list": [{"deploymentInfo": [{"name": "Default"}]}]})
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "child.py"
+    path.write_text(body)
+    return [sys.executable, str(path)]
+
+
+async def test_a_crashing_child_is_restarted_with_backoff(tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    argv = _script(
+        tmp_path,
+        f"import pathlib\np = pathlib.Path({str(marker)!r})\n"
+        "p.write_text(p.read_text() + 'x' if p.exists() else 'x')\nprint('boom')\n"
+        "raise SystemExit(3)\n",
+    )
+    delays: list[float] = []
+
+    async def fast_sleep(seconds: float) -> None:
+        delays.append(seconds)
+        await asyncio.sleep(0)
+
+    out = io.BytesIO()
+    child = Child("flaky", argv, {}, out=out, sleep=fast_sleep)
+    task = asyncio.create_task(child.run())
+    deadline = time.monotonic() + 20
+    while child.restarts < 3 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await child.stop()
+    await asyncio.wait_for(task, 10)
+    assert delays[:3] == [1, 2, 4]
+    assert marker.read_text().startswith("xxx")
+    assert b"flaky          | boom\n" in out.getvalue()
+
+
+async def test_stop_terminates_then_kills_a_stubborn_child(tmp_path: Path) -> None:
+    argv = _script(
+        tmp_path,
+        "import signal, time, sys\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\ntime.sleep(60)\n",
+    )
+    out = io.BytesIO()
+    child = Child("stubborn", argv, {}, out=out)
+    task = asyncio.create_task(child.run())
+    deadline = time.monotonic() + 10
+    while b"ready" not in out.getvalue() and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    started = time.monotonic()
+    code = await child.stop(grace=0.5)
+    await asyncio.wait_for(task, 5)
+    assert code == -9
+    assert time.monotonic() - started < 5
+    assert child.restarts == 0
+
+
+def test_chat_api_example_is_valid_json() -> None:
+    data = json.loads((REPO / "examples" / "chat-api.json").read_text())
+    assert data["endpointConfig"]["production_endpoints"]["url"] == "ws://localhost:8765"

@@ -1,0 +1,141 @@
+"""Child processes for `wsgate up`: output prefixed with the child's name, restarts with
+backoff when a child dies on its own, SIGTERM-then-SIGKILL when we stop them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import BinaryIO
+
+log = logging.getLogger("wsgate.up")
+
+BACKOFF_START = 1.0
+BACKOFF_MAX = 30.0
+# A child that stayed up this long is considered healthy again: the next crash restarts fast.
+STABLE_AFTER = 60.0
+STOP_GRACE = 10.0
+LINE_LIMIT = 1 << 20
+
+PR_SET_PDEATHSIG = 1
+
+
+def next_backoff(current: float) -> float:
+    """1 s, 2 s, 4 s ... capped at 30 s."""
+    return min(current * 2, BACKOFF_MAX)
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: if `wsgate up` is killed outright, take the child along."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def prefixed(name: str, width: int, line: bytes) -> bytes:
+    """``adapter       | <line>``: one child's output line as `wsgate up` prints it."""
+    text = line.rstrip(b"\r\n")
+    return name.ljust(width).encode() + b" | " + text + b"\n"
+
+
+class Child:
+    """One supervised component: ``argv`` run again and again until :meth:`stop`."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: str | None = None,
+        width: int = 14,
+        out: BinaryIO | None = None,
+        sleep: Callable[[float], object] = asyncio.sleep,
+    ) -> None:
+        self.name = name
+        self.argv = argv
+        self.env = env
+        self.cwd = cwd
+        self.width = width
+        self.out = out if out is not None else sys.stdout.buffer
+        self.sleep = sleep
+        self.proc: asyncio.subprocess.Process | None = None
+        self.restarts = 0
+        self._stopping = asyncio.Event()
+
+    async def _pump(self, proc: asyncio.subprocess.Process) -> None:
+        assert proc.stdout is not None
+        while True:
+            try:
+                line = await proc.stdout.readline()
+            except ValueError:  # a line longer than LINE_LIMIT: print what we have
+                line = await proc.stdout.read(LINE_LIMIT)
+            if not line:
+                return
+            self.out.write(prefixed(self.name, self.width, line))
+            self.out.flush()
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
+            *self.argv,
+            env=self.env,
+            cwd=self.cwd,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            limit=LINE_LIMIT,
+        )
+
+    async def run(self) -> None:
+        """Keep the child running; returns once :meth:`stop` was called and it has exited."""
+        backoff = BACKOFF_START
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            self.proc = await self._spawn()
+            if self._stopping.is_set():  # stop() ran while we were spawning
+                self.signal(signal.SIGTERM)
+            await asyncio.gather(self._pump(self.proc), self.proc.wait())
+            if self._stopping.is_set():
+                return
+            code = self.proc.returncode
+            if time.monotonic() - started > STABLE_AFTER:
+                backoff = BACKOFF_START
+            self.restarts += 1
+            log.warning("%s exited with status %s; restarting in %.0f s", self.name, code, backoff)
+            stop_wait = asyncio.ensure_future(self._stopping.wait())
+            await asyncio.wait(
+                [stop_wait, asyncio.ensure_future(self._sleep(backoff))],
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            stop_wait.cancel()
+            backoff = next_backoff(backoff)
+
+    async def _sleep(self, seconds: float) -> None:
+        result = self.sleep(seconds)
+        if asyncio.iscoroutine(result):
+            await result
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
+    async def stop(self, grace: float = STOP_GRACE) -> int | None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; returns the exit status."""
+        self._stopping.set()
+        proc = self.proc
+        if proc is None or proc.returncode is not None:
+            return None if proc is None else proc.returncode
+        self.signal(signal.SIGTERM)
+        try:
+            return await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            log.warning("%s did not stop within %.0f s; killing it", self.name, grace)
+            self.signal(signal.SIGKILL)
+            return await proc.wait()

@@ -1,0 +1,271 @@
+"""`wsgate up` (what `make run` runs): every component as a child process, plus a sample API.
+
+It starts the echo backend, the adapter, the enforcer, the router and the control plane; waits
+until each is ready; publishes examples/chat-api.json through the control plane (once); checks
+that a message really travels through the router; then prints the commands a user types next.
+Ctrl-C or SIGTERM stops the children (SIGTERM, SIGKILL after 10 s) and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from pydantic_settings import SettingsConfigDict
+
+from wsgate import sample_api
+from wsgate.stack import (
+    Component,
+    Ports,
+    busy_ports,
+    component_env,
+    components,
+    duplicate_ports,
+)
+from wsgate.supervise import STOP_GRACE, Child
+from wsgate_common.logs import setup_logging
+from wsgate_common.pki import ensure_pki
+from wsgate_common.settings import CommonSettings, parse_users
+
+log = logging.getLogger("wsgate.up")
+
+REPO = Path(__file__).resolve().parent.parent
+CHAT_API = REPO / "examples" / "chat-api.json"
+READY_TIMEOUT = 60.0
+
+
+class UpSettings(CommonSettings):
+    """The same ``WSGATE_*`` port variables the components read; flags override them."""
+
+    model_config = SettingsConfigDict(env_prefix="WSGATE_", extra="ignore")
+
+    cp_port: int = 9443
+    adapter_rest_port: int = 9843
+    adapter_xds_port: int = 18000
+    adapter_deploy_port: int = 18001
+    enforcer_grpc_port: int = 8081
+    enforcer_http_port: int = 8082
+    router_port: int = 9090
+    router_tls_port: int = 9095
+    echo_port: int = 8765
+    cp_users: str = "admin:admin"
+    enforcer_users: str = "admin:admin"
+
+
+PORT_FLAGS = {
+    "cp": "--cp-port",
+    "adapter_rest": "--adapter-port",
+    "adapter_xds": "--xds-port",
+    "adapter_deploy": "--deploy-port",
+    "enforcer_grpc": "--enforcer-port",
+    "enforcer_http": "--enforcer-http-port",
+    "router": "--router-port",
+    "router_tls": "--router-tls-port",
+    "echo": "--echo-port",
+}
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="wsgate up",
+        description="Start every wsgate component locally with a sample API (`make run`).",
+    )
+    parser.add_argument("--data-dir", type=Path, help="state directory (default .wsgate)")
+    for field, flag in PORT_FLAGS.items():
+        parser.add_argument(flag, type=int, dest=field, metavar="PORT")
+    parser.add_argument(
+        "--no-sample", action="store_true", help="do not publish examples/chat-api.json"
+    )
+    return parser.parse_args(argv)
+
+
+def resolve_ports(settings: UpSettings, args: argparse.Namespace) -> Ports:
+    defaults = Ports(
+        cp=settings.cp_port,
+        adapter_rest=settings.adapter_rest_port,
+        adapter_xds=settings.adapter_xds_port,
+        adapter_deploy=settings.adapter_deploy_port,
+        enforcer_grpc=settings.enforcer_grpc_port,
+        enforcer_http=settings.enforcer_http_port,
+        router=settings.router_port,
+        router_tls=settings.router_tls_port,
+        echo=settings.echo_port,
+    )
+    chosen = {k: v for k, v in vars(args).items() if k in PORT_FLAGS and v is not None}
+    return Ports(**{**dict(defaults.items()), **chosen})
+
+
+def first_user(spec: str) -> tuple[str, str]:
+    users = parse_users(spec)
+    if not users:
+        raise ValueError("no user configured")
+    return next(iter(users.items()))
+
+
+def instructions(ports: Ports) -> str:
+    """The commands a user types next, with this stack's real ports."""
+    adapter = f"https://localhost:{ports.adapter_rest}"
+    testkey = (
+        f"TOKEN=$(curl -sk -X POST https://localhost:{ports.router_tls}/testkey "
+        f'-d "scope=read:notifications" -H "Authorization: Basic YWRtaW46YWRtaW4=")'
+    )
+    ws = f"ws://localhost:{ports.router}"
+    wss = f"wss://localhost:{ports.router_tls}"
+    bearer = '-H "Authorization:Bearer $TOKEN"'
+    return "\n".join(
+        [
+            "",
+            "wsgate is up. In another terminal (`source .venv/bin/activate` puts `wsgate` on",
+            "PATH, or type .venv/bin/wsgate):",
+            "",
+            "  # the chat API is already published through the control plane:",
+            testkey,
+            f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby {bearer}",
+            f"npx wscat -n -c {wss}/chat/1.0.0/rooms/lobby {bearer}",
+            "",
+            "  # deploy the EchoWebSocket project with the CLI (Choreo Connect standalone mode):",
+            f"wsgate mg add env dev --adapter {adapter}",
+            "wsgate mg login dev -u admin -p admin -k",
+            "wsgate mg deploy api -f examples/EchoWebSocket-1.0.0 -e dev -k",
+            "wsgate mg get apis -e dev -k",
+            testkey,
+            f"npx wscat -c {ws}/echowebsocket/1.0.0/notifications {bearer}",
+            f"npx wscat -n -c {wss}/echowebsocket/1.0.0/notifications {bearer}",
+            "",
+            f"Publisher REST API docs: https://localhost:{ports.cp}/docs",
+            "Ctrl-C stops everything.",
+            "",
+        ]
+    )
+
+
+async def wait_ready(component: Component, child: Child, limit: float = READY_TIMEOUT) -> None:
+    """Poll the component's ready URL; a crash loop shows up as a timeout naming it."""
+    deadline = time.monotonic() + limit
+    async with httpx.AsyncClient(verify=False, timeout=2) as http:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(component.ready_url)).status_code == 200:
+                    log.info("%s is ready (%s)", component.name, component.ready_url)
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(
+        f"{component.name} not ready at {component.ready_url} after {limit:.0f} s "
+        f"(restarted {child.restarts} times; see its output above)"
+    )
+
+
+def _argv(command: str) -> list[str]:
+    return [sys.executable, "-m", "wsgate", command]
+
+
+class Up:
+    """The running stack: children, their tasks, and the start-up sequence."""
+
+    def __init__(self, settings: UpSettings, ports: Ports, sample: bool) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.sample = sample
+        self.data_dir = settings.data_dir.resolve()
+        env = {**os.environ, **component_env(ports, self.data_dir)}
+        self.components = components(ports)
+        width = max(len(c.name) for c in self.components)
+        self.children = {
+            c.name: Child(c.name, _argv(c.command), env, str(REPO), width) for c in self.components
+        }
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        pki = ensure_pki(self.data_dir / "pki")
+        by_name = {c.name: c for c in self.components}
+        # Waves: the backend and the adapter first, then what connects to the adapter.
+        for wave in (("echo-backend", "adapter"), ("enforcer", "router", "control-plane")):
+            for name in wave:
+                self.tasks.append(asyncio.create_task(self.children[name].run()))
+            await asyncio.gather(*(wait_ready(by_name[n], self.children[n]) for n in wave))
+        if self.sample:
+            await self.publish_sample(pki.ca_cert)
+
+    async def publish_sample(self, ca_cert: Path) -> None:
+        verify = ssl.create_default_context(cafile=str(ca_cert))
+        cp_auth = sample_api.basic_auth(*first_user(self.settings.cp_users))
+        body = sample_api.load_body(CHAT_API, self.ports.echo)
+        api_id, deployed = await sample_api.ensure_published(
+            f"https://localhost:{self.ports.cp}", cp_auth, body, verify
+        )
+        state = "deployed" if deployed else "already deployed"
+        log.info("%s %s (id %s)", body["name"], state, api_id)
+        ws_url = (
+            f"ws://127.0.0.1:{self.ports.router}{body['context']}/{body['version']}/rooms/lobby"
+        )
+        router_auth = sample_api.basic_auth(*first_user(self.settings.enforcer_users))
+        took = await sample_api.echo_through_router(
+            f"http://127.0.0.1:{self.ports.router}", ws_url, router_auth
+        )
+        log.info("echo through the router works (%s, checked in %.2f s)", ws_url, took)
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(child.stop() for child in reversed(self.children.values())))
+        for task in self.tasks:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(task, STOP_GRACE + 5)
+
+
+async def run(settings: UpSettings, ports: Ports, sample: bool) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    up = Up(settings, ports, sample)
+    starting = asyncio.create_task(up.start())
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
+    status = 0
+    if starting.done():
+        try:
+            starting.result()
+            print(instructions(ports), flush=True)
+            await stopping
+        except (TimeoutError, sample_api.SampleApiError, OSError, ValueError) as exc:
+            log.error("wsgate up failed: %s", exc)
+            status = 1
+    else:
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+    stopping.cancel()
+    log.info("stopping children")
+    await up.stop()
+    log.info("all stopped")
+    return status
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    settings = UpSettings()
+    if args.data_dir is not None:
+        settings = settings.model_copy(update={"data_dir": args.data_dir})
+    setup_logging("up", settings.log_level, settings.log_format)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per readiness poll is noise
+    ports = resolve_ports(settings, args)
+    shared = duplicate_ports(ports)
+    if shared:
+        print(f"Error: one port given to several listeners: {shared}", file=sys.stderr)
+        return 1
+    busy = busy_ports(ports)
+    if busy:
+        for name, port in busy:
+            print(f"Error: port {port} ({name}) is already in use", file=sys.stderr)
+        flags = ", ".join(PORT_FLAGS[name] for name, _ in busy)
+        print(f"Stop whatever listens there, or choose other ports with {flags}.", file=sys.stderr)
+        return 1
+    return asyncio.run(run(settings, ports, not args.no_sample))
