@@ -46,7 +46,7 @@ def test_check_validates_real_tokens(
     assert (denied.http_status, denied.error_code) == (403, 900910)
     expired = ask(service, signer.issue("admin", ["read"], NOW - 7200))
     assert (expired.http_status, expired.description) == (401, "Access token expired")
-    lines = [r.getMessage() for r in caplog.records]
+    lines = [r.getMessage() for r in caplog.records if r.name == "enforcer.decisions"]
     assert len(lines) == 3
     assert "request r-1 api api topic /t: allowed PRODUCTION" in lines[0]
     assert "denied 403 900910 (scope mismatch)" in lines[1]

@@ -130,6 +130,19 @@ def test_limit_is_checked_from_the_header_alone() -> None:
         (bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]), False),  # 64-bit length, top bit set
         (bytes([0x88, 0x01, 0x03]), False),  # close with a 1-byte payload
     ],
+    # Fixed ids: a masked frame has a random key, and pytest-xdist workers must collect alike.
+    ids=[
+        "unmasked-from-client",
+        "masked-from-server",
+        "reserved-data-opcode",
+        "reserved-control-opcode",
+        "long-control-frame",
+        "fragmented-control-frame",
+        "orphan-continuation",
+        "rsv1-without-extension",
+        "length-top-bit",
+        "one-byte-close",
+    ],
 )
 def test_protocol_errors(data: bytes, masked: bool) -> None:
     with pytest.raises(ProtocolError) as info:
