@@ -20,14 +20,16 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-# grpcio-tools comes first: the generated package must exist before the editable install maps it.
+# Generated code is built, never committed. grpcio-tools comes first: the generated package must
+# exist before the editable install maps it. Built aside, then swapped in, so it is never half there.
 $(GENERATED): $(PROTOS) | $(VENV)/bin/python
 	$(PIP) install -q 'grpcio-tools>=1.70'
-	rm -rf wsgate_proto
-	mkdir -p wsgate_proto
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTOS)
-	touch wsgate_proto/__init__.py wsgate_proto/py.typed
-	touch $@
+	rm -rf .proto-out && mkdir -p .proto-out
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=.proto-out --pyi_out=.proto-out \
+		--grpc_python_out=.proto-out $(PROTOS)
+	touch .proto-out/wsgate_proto/__init__.py .proto-out/wsgate_proto/py.typed \
+		.proto-out/wsgate_proto/.generated
+	rm -rf wsgate_proto && mv .proto-out/wsgate_proto wsgate_proto && rm -rf .proto-out
 
 proto: $(GENERATED)
 
