@@ -11,7 +11,7 @@ WSCAT := node_modules/.bin/wscat
 
 .PHONY: run test install proto lint typecheck unit integration bench clean
 
-run: $(INSTALLED) $(GENERATED)
+run: $(INSTALLED) $(GENERATED) $(WSCAT)
 	$(VENV)/bin/wsgate up
 
 install: $(INSTALLED) $(GENERATED)
