@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import ipaddress
-import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +134,9 @@ def ensure_pki(pki_dir: Path) -> Pki:
     result = Pki(pki_dir / "ca.pem", pki_dir / "server.pem", pki_dir / "server-key.pem")
     with open(pki_dir / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if result.ca_cert.exists() and result.cert.exists() and result.key.exists():
+            # Issued elsewhere (a Kubernetes Secret, cert-manager): no CA key needed here.
+            return result
         if not (pki_dir / "ca.pem").exists() or not (pki_dir / "ca-key.pem").exists():
             ca_cert, ca_key = _make_ca(pki_dir)
             for stale in ("server.pem", "server-key.pem"):
@@ -147,7 +149,5 @@ def ensure_pki(pki_dir: Path) -> Pki:
             if not isinstance(loaded, ec.EllipticCurvePrivateKey):
                 raise ValueError(f"{pki_dir / 'ca-key.pem'} is not an EC private key")
             ca_key = loaded
-        if not result.cert.exists() or not result.key.exists():
-            _make_leaf(pki_dir, ca_cert, ca_key)
-        os.utime(pki_dir / ".lock")
+        _make_leaf(pki_dir, ca_cert, ca_key)
     return result

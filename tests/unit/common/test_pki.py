@@ -60,3 +60,12 @@ def test_usable_as_tls_server_and_client_trust(tmp_path: Path) -> None:
     server.load_cert_chain(pki.cert, pki.key)
     client = ssl.create_default_context(cafile=str(pki.ca_cert))
     assert client.verify_mode == ssl.CERT_REQUIRED
+
+
+def test_material_issued_elsewhere_is_used_without_a_ca_key(tmp_path: Path) -> None:
+    pki = ensure_pki(tmp_path / "pki")
+    (tmp_path / "pki" / "ca-key.pem").unlink()
+    before = pki.cert.read_bytes(), pki.ca_cert.read_bytes()
+    again = ensure_pki(tmp_path / "pki")
+    assert (again.cert.read_bytes(), again.ca_cert.read_bytes()) == before
+    assert not (tmp_path / "pki" / "ca-key.pem").exists()
