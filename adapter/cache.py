@@ -3,6 +3,11 @@
 Modelled on go-control-plane's ``pkg/cache/v3``: a snapshot is an immutable, versioned set of
 resources for one node id; ``SnapshotCache.set`` checks it is consistent, stores it and wakes
 every stream watching that node. The cache does no compiling and no I/O.
+
+Besides each label's own resources (routes, policies) the cache holds *shared* resources: the
+subscription data, the same on every label. ``set_shared`` replaces them and republishes every
+node's snapshot with new versions for the shared types that changed; a label that appears later
+starts with the current shared set.
 """
 
 from __future__ import annotations
@@ -14,9 +19,14 @@ from types import MappingProxyType
 
 from google.protobuf import any_pb2
 
-from wsgate_common.resources import API_POLICY_TYPE_URL, ROUTE_TYPE_URL
+from wsgate_common.resources import (
+    API_POLICY_TYPE_URL,
+    ROUTE_TYPE_URL,
+    SUBSCRIPTION_DATA_TYPE_URLS,
+)
 
 TYPE_URLS: tuple[str, ...] = (ROUTE_TYPE_URL, API_POLICY_TYPE_URL)
+SHARED_TYPE_URLS: tuple[str, ...] = SUBSCRIPTION_DATA_TYPE_URLS
 
 Resources = Mapping[str, Mapping[str, any_pb2.Any]]  # type URL -> resource name -> resource
 
@@ -54,12 +64,20 @@ class Snapshot:
 
 
 def _freeze(resources: Resources) -> Resources:
+    """Read-only copies; a mapping this module froze already is kept as it is (no copy)."""
     return MappingProxyType(
-        {type_url: MappingProxyType(dict(named)) for type_url, named in resources.items()}
+        {
+            type_url: named
+            if isinstance(named, MappingProxyType)
+            else MappingProxyType(dict(named))
+            for type_url, named in resources.items()
+        }
     )
 
 
 def _same(a: Mapping[str, any_pb2.Any], b: Mapping[str, any_pb2.Any]) -> bool:
+    if a is b:
+        return True
     return a.keys() == b.keys() and all(
         a[name].SerializeToString(deterministic=True)
         == b[name].SerializeToString(deterministic=True)
@@ -84,6 +102,7 @@ class SnapshotCache:
     def __init__(self, epoch: str = "0") -> None:
         self.epoch = epoch
         self._nodes: dict[str, _Node] = {}
+        self._shared: Resources = _freeze({t: {} for t in SHARED_TYPE_URLS})
 
     def _node(self, node_id: str) -> _Node:
         return self._nodes.setdefault(node_id, _Node())
@@ -96,11 +115,53 @@ class SnapshotCache:
         return node.snapshot if node else None
 
     def set(self, node_id: str, resources: Resources) -> Snapshot:
-        """Publish ``resources`` for a node, bumping the version only of the types that changed.
+        """Publish a node's own ``resources`` (with the shared ones added), bumping the version
+        only of the types that changed.
 
         Raises:
             InconsistentSnapshot: the resources fail the consistency check (nothing changes).
+            ValueError: ``resources`` holds a shared type (use :meth:`set_shared`).
         """
+        shared = sorted(set(resources) & set(SHARED_TYPE_URLS))
+        if shared:
+            raise ValueError(f"shared types are set with set_shared: {', '.join(shared)}")
+        return self._publish(node_id, {**resources, **self._shared}, changed_shared=())
+
+    def set_shared(self, resources: Resources) -> dict[str, str]:
+        """Replace the shared resources (missing shared types become empty) on every node.
+
+        Returns:
+            Node id -> its version after the change (unchanged nodes too).
+        Raises:
+            ValueError: ``resources`` holds a type that is not shared.
+        """
+        other = sorted(set(resources) - set(SHARED_TYPE_URLS))
+        if other:
+            raise ValueError(f"not shared types: {', '.join(other)}")
+        fresh = _freeze({t: resources.get(t, {}) for t in SHARED_TYPE_URLS})
+        changed = tuple(t for t in SHARED_TYPE_URLS if not _same(self._shared[t], fresh[t]))
+        # Unchanged types keep the very same mapping, so later comparisons are identity checks.
+        self._shared = _freeze(
+            {t: fresh[t] if t in changed else self._shared[t] for t in SHARED_TYPE_URLS}
+        )
+        if changed:
+            for node_id, node in self._nodes.items():
+                if node.snapshot is not None:
+                    own = {
+                        t: r
+                        for t, r in node.snapshot.resources.items()
+                        if t not in SHARED_TYPE_URLS
+                    }
+                    self._publish(node_id, {**own, **self._shared}, changed_shared=changed)
+        return {node_id: self.version(node_id) for node_id in self.nodes()}
+
+    def shared(self) -> Resources:
+        """The current shared resources (every shared type present, maybe empty)."""
+        return self._shared
+
+    def _publish(
+        self, node_id: str, resources: Resources, changed_shared: tuple[str, ...]
+    ) -> Snapshot:
         node = self._node(node_id)
         previous = node.snapshot
         candidate = Snapshot(_freeze(resources), {})
@@ -108,9 +169,15 @@ class SnapshotCache:
         next_version = f"{node.counter + 1}.{self.epoch}"
         versions: dict[str, str] = {}
         changed = False
-        for type_url in sorted(set(TYPE_URLS) | set(resources)):
+        for type_url in sorted(set(TYPE_URLS) | set(SHARED_TYPE_URLS) | set(resources)):
             new = candidate.resources.get(type_url, {})
-            if previous is not None and _same(previous.resources.get(type_url, {}), new):
+            if previous is None or type_url in changed_shared:
+                same = False
+            elif type_url in SHARED_TYPE_URLS:
+                same = True  # shared content changes only through set_shared
+            else:
+                same = _same(previous.resources.get(type_url, {}), new)
+            if same and previous is not None:
                 versions[type_url] = previous.version(type_url)
             else:
                 versions[type_url] = next_version

@@ -1,4 +1,5 @@
-"""The control plane's gRPC door into the registry: Deploy, Undeploy, Sync, Status."""
+"""The control plane's gRPC door into the registry: Deploy, Undeploy, Sync, Status and
+PutSubscriptionData."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import grpc.aio
 
 from adapter.compile import CompileError
 from adapter.deployments import SOURCE_CONTROL_PLANE, Conflict, NotFound, Registry
-from wsgate_proto import deploy_pb2, deploy_pb2_grpc
+from adapter.subscription_data import InvalidSubscriptionData
+from wsgate_proto import deploy_pb2, deploy_pb2_grpc, subscription_pb2
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,26 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
             log.warning("sync refused %s", error)
         return deploy_pb2.SyncResponse(versions=versions, errors=errors)
 
+    async def PutSubscriptionData(
+        self, request: subscription_pb2.SubscriptionData, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.PutSubscriptionDataResponse:
+        try:
+            versions = self.registry.put_subscription_data(request)
+        except InvalidSubscriptionData as exc:
+            log.warning("subscription data refused: %s", exc)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        log.info(
+            "subscription data: %d applications, %d subscriptions, %d key mappings, "
+            "%d policies, %d key managers, %d revoked tokens",
+            len(request.applications),
+            len(request.subscriptions),
+            len(request.key_mappings),
+            len(request.policies),
+            len(request.key_managers),
+            len(request.revoked_tokens),
+        )
+        return deploy_pb2.PutSubscriptionDataResponse(versions=versions)
+
     async def Status(
         self, request: deploy_pb2.StatusRequest, context: grpc.aio.ServicerContext
     ) -> deploy_pb2.StatusResponse:
@@ -70,7 +92,13 @@ async def start_deploy_server(
     service: DeploymentService, host: str, port: int
 ) -> tuple[grpc.aio.Server, int]:
     """Start the DeploymentService on ``host:port``; returns the server and the bound port."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        options=[
+            ("grpc.so_reuseport", 0),
+            # A full subscription data set can be large (10,000 subscriptions ~ 1.5 MB).
+            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+        ]
+    )
     deploy_pb2_grpc.add_DeploymentServiceServicer_to_server(service, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")

@@ -4,6 +4,10 @@ Two owners share one registry: the control plane (source "control-plane", replac
 Sync, never persisted because it re-syncs) and the CLI (source "adapter", persisted under
 ``<data_dir>/adapter/apis`` so an adapter restart keeps them). A change is checked completely
 (compiles, no context clash) before anything is stored, so a refused change leaves no trace.
+
+The subscription data set (applications, subscriptions, keys, tiers, key managers, revoked
+tokens) is held beside the APIs: the control plane replaces it whole, it is served on every
+label, and it is not persisted (the control plane re-sends it to a restarted adapter).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from google.protobuf.message import DecodeError
 
 from adapter.cache import SnapshotCache
 from adapter.compile import LabelResources, compile_api
+from adapter.subscription_data import to_resources
 from wsgate_common.resources import API_POLICY_TYPE_URL, ROUTE_TYPE_URL
-from wsgate_proto import definition_pb2
+from wsgate_proto import definition_pb2, subscription_pb2
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +196,18 @@ class Registry:
         } | {label for e in fresh.values() for label in e.compiled}
         self._entries = {**kept, **fresh}
         return self._rebuild(touched), errors
+
+    def put_subscription_data(self, data: subscription_pb2.SubscriptionData) -> dict[str, str]:
+        """Replace the subscription data served on every label; returns every label's version.
+
+        Raises:
+            InvalidSubscriptionData: the set is refused as a whole (nothing changes).
+        """
+        return self.cache.set_shared(to_resources(data))
+
+    def subscription_counts(self) -> dict[str, int]:
+        """Type URL -> number of items in the current subscription data set."""
+        return {type_url: len(named) for type_url, named in self.cache.shared().items()}
 
     def _deployments(self, api: definition_pb2.ApiDefinition) -> list[definition_pb2.Deployment]:
         return list(api.deployments) or [definition_pb2.Deployment(name="Default")]

@@ -280,11 +280,13 @@ async def list_apis(
 
 @router.get("/status", responses=_ERRORS, tags=["status"])
 async def status(request: Request, user: User) -> dict[str, Any]:
-    """Snapshot versions per label, connected xDS clients, and the last NACKs."""
+    """Snapshot versions per label, subscription data item counts, connected xDS clients, and
+    the last NACKs."""
     state = _state(request)
     return {
         "bootId": state.boot_id,
         "snapshots": state.registry.cache.versions(),
+        "subscriptionData": state.registry.subscription_counts(),
         "xds": state.xds_status.as_dict(),
     }
 

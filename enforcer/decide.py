@@ -3,17 +3,27 @@ or deny with a WSO2 error.
 
 Rules in order: unknown API (404), unknown topic (404), API blocked (503), unsecured topic
 (allowed as PRODUCTION, any token ignored), missing or non-Bearer credentials (401 900902),
-invalid token (401 900901), key type without a matching endpoint (401 900901), subscription
-(403 900908, via the pluggable checker), topic scopes (403 900910).
+invalid token (401 900901), revoked token (401 900901, any issuer), then for key-manager tokens
+(not test keys) the subscription (:func:`enforcer.subscriptions.resolve`: 403 900908 unknown
+consumer key or not subscribed, 401 900901 wrong key type, 403 900907 blocked), topic scopes
+(403 900910), key type without a matching endpoint (401 900901). An allowed answer carries the
+application, subscription and the frame quotas to enforce.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from enforcer.denials import Denial, ErrorCode
+from enforcer.denials import AuthError, Denial, ErrorCode
 from enforcer.policies import ApiEntry
-from enforcer.subscriptions import NO_SUBSCRIPTION_CHECKS, SubscriptionChecker
+from enforcer.subscriptions import (
+    EMPTY_STATE,
+    UNLIMITED,
+    Subscription,
+    SubscriptionState,
+    quotas,
+    resolve,
+)
 from enforcer.tokens import Claims
 from wsgate_proto import enforcer_pb2
 
@@ -66,7 +76,7 @@ def _check(
     request: enforcer_pb2.HandshakeRequest,
     entry: ApiEntry | None,
     authenticate: Authenticate,
-    subscriptions: SubscriptionChecker,
+    state: SubscriptionState,
 ) -> enforcer_pb2.HandshakeResponse:
     if entry is None:
         raise Denial(404, ErrorCode.NOT_FOUND, "Not Found", "No API is deployed for this request")
@@ -89,32 +99,17 @@ def _check(
         )
     if not topic.secured:
         return enforcer_pb2.HandshakeResponse(
-            allowed=True, key_type=PRODUCTION, api_tier=api.api_throttling_policy
+            allowed=True,
+            key_type=PRODUCTION,
+            api_tier=api.api_throttling_policy,
+            quotas=quotas(state, api, None),
         )
     claims = authenticate(bearer_token(request.authorization))
-    if claims.key_type == SANDBOX and not api.has_sandbox_endpoint:
-        raise Denial(
-            401,
-            ErrorCode.INVALID_CREDENTIALS,
-            "Invalid Credentials",
-            "Sandbox key offered to an API with no sandbox endpoint",
-        )
-    if claims.key_type == PRODUCTION and not api.has_production_endpoint:
-        raise Denial(
-            401,
-            ErrorCode.INVALID_CREDENTIALS,
-            "Invalid Credentials",
-            "Production key offered to an API with no production endpoint",
-        )
-    subscription_tier = "Unlimited"
-    app = claims.application
-    app_id, app_name, app_tier = (app.id, app.name, app.tier) if app else ("", "", "")
+    if state.is_revoked(claims.token_id):
+        raise AuthError("Access token revoked")
+    subscription: Subscription | None = None
     if claims.check_subscriptions:
-        subscription = subscriptions.check(claims, api, claims.key_type)
-        subscription_tier = subscription.tier
-        app_id = subscription.application_id or app_id
-        app_name = subscription.application_name or app_name
-        app_tier = subscription.application_tier or app_tier
+        subscription = resolve(state, claims, api.api_id)
     if topic.scopes and not set(topic.scopes) & set(claims.scopes):
         raise Denial(
             403,
@@ -123,29 +118,44 @@ def _check(
             f"User is NOT authorized to access the Resource: {request.topic}. "
             "Scope validation failed.",
         )
-    return enforcer_pb2.HandshakeResponse(
+    if claims.key_type == SANDBOX and not api.has_sandbox_endpoint:
+        raise AuthError("Sandbox key offered to an API with no sandbox endpoint")
+    if claims.key_type == PRODUCTION and not api.has_production_endpoint:
+        raise AuthError("Production key offered to an API with no production endpoint")
+    response = enforcer_pb2.HandshakeResponse(
         allowed=True,
         key_type=claims.key_type,
-        application_id=app_id,
-        application_name=app_name,
-        application_tier=app_tier,
         subscriber=claims.subject,
-        subscription_tier=subscription_tier,
+        subscription_tier=UNLIMITED,
         api_tier=api.api_throttling_policy,
         token_id=claims.token_id,
         token_expires_at=claims.expires_at,
         scopes=list(claims.scopes),
+        quotas=quotas(state, api, subscription),
     )
+    if subscription is not None:
+        response.application_id = subscription.application_id
+        response.application_name = subscription.application_name
+        response.application_tier = subscription.application_tier
+        response.subscriber = subscription.subscriber or claims.subject
+        response.subscription_id = subscription.subscription_id
+        response.subscription_tier = subscription.tier
+    elif claims.application is not None:  # a test key may name an application: report it
+        app = claims.application
+        response.application_id = app.id
+        response.application_name = app.name
+        response.application_tier = app.tier
+    return response
 
 
 def decide(
     request: enforcer_pb2.HandshakeRequest,
     entry: ApiEntry | None,
     authenticate: Authenticate,
-    subscriptions: SubscriptionChecker = NO_SUBSCRIPTION_CHECKS,
+    state: SubscriptionState = EMPTY_STATE,
 ) -> enforcer_pb2.HandshakeResponse:
     """Allow or deny one handshake; every refusal becomes a denial response, never an error."""
     try:
-        return _check(request, entry, authenticate, subscriptions)
+        return _check(request, entry, authenticate, state)
     except Denial as denial:
         return deny(denial)

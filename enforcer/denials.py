@@ -14,6 +14,7 @@ class ErrorCode(IntEnum):
     INVALID_CREDENTIALS = 900901
     MISSING_CREDENTIALS = 900902
     RESOURCE_NOT_FOUND = 900906
+    SUBSCRIPTION_BLOCKED = 900907
     FORBIDDEN = 900908
     INVALID_SCOPE = 900910
 
@@ -25,6 +26,7 @@ EXPLANATIONS: dict[ErrorCode, str] = {
     ErrorCode.INVALID_CREDENTIALS: "invalid credentials",
     ErrorCode.MISSING_CREDENTIALS: "missing credentials",
     ErrorCode.RESOURCE_NOT_FOUND: "no matching topic",
+    ErrorCode.SUBSCRIPTION_BLOCKED: "subscription blocked",
     ErrorCode.FORBIDDEN: "forbidden",
     ErrorCode.INVALID_SCOPE: "scope mismatch",
 }

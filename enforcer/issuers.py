@@ -1,9 +1,11 @@
 """Trusted token issuers ("key managers"): who may sign tokens, with which keys and algorithms.
 
 Algorithms are pinned per issuer and never read from a token. Keys come from a PEM public key or
-certificate, or from a JWKS document; an issuer remembers its ``jwks_url`` so that a refresher
-(not written yet) can fetch keys when a token names an unknown ``kid`` (see
-:class:`enforcer.denials.UnknownKeyError`) and swap in ``issuer.with_keys(...)``.
+certificate, or from a JWKS document; an issuer remembers its ``jwks_url`` so that the refresher
+(:mod:`enforcer.jwks`) can fetch keys when a token names an unknown ``kid`` (see
+:class:`enforcer.denials.UnknownKeyError`) and swap in ``issuer.with_keys(...)``. Issuers come
+from three places, merged by :mod:`enforcer.keymanagers`: the built-in test-key issuer, the
+optional issuers file, and the KeyManager resources streamed over xDS.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Issuer:
         audience: when non-empty, the token's ``aud`` must contain one of these.
         check_subscriptions: False for the built-in test-key issuer, whose tokens carry no
             application to look a subscription up for.
+        consumer_key_claim: the claim holding the OAuth2 client id (the consumer key).
     """
 
     name: str
@@ -54,6 +57,7 @@ class Issuer:
     audience: tuple[str, ...] = ()
     check_subscriptions: bool = True
     jwks_url: str | None = None
+    consumer_key_claim: str = "azp"
 
     def __post_init__(self) -> None:
         if not self.name or not self.issuer:

@@ -13,14 +13,18 @@ from pathlib import Path
 import grpc
 from pydantic import ValidationError
 
+from enforcer.feeds import Feeds
 from enforcer.http import bind, build_app, make_server
-from enforcer.issuers import IssuerRegistry, load_issuers_file
+from enforcer.issuers import load_issuers_file
+from enforcer.jwks import JwksRefresher, trust
+from enforcer.keymanagers import IssuerBook
 from enforcer.policies import PolicyStore
 from enforcer.service import HandshakeService
 from enforcer.settings import EnforcerSettings
+from enforcer.subscriptions import SubscriptionStore
 from enforcer.testkey import TestKeySigner, load_or_create_key
+from enforcer.watch import ConnectionWatch
 from wsgate_common.logs import setup_logging
-from wsgate_common.resources import API_POLICY_TYPE_URL
 from wsgate_common.settings import parse_users
 from wsgate_common.xds_client import XdsClient
 from wsgate_proto import enforcer_pb2_grpc
@@ -90,17 +94,26 @@ async def serve(settings: EnforcerSettings) -> int:
         issuers = [signer.as_issuer()]
         if settings.enforcer_issuers_file is not None:
             issuers += load_issuers_file(settings.enforcer_issuers_file)
-        registry = IssuerRegistry(issuers)
+        book = IssuerBook(issuers)
         users = parse_users(settings.enforcer_users)
+        refresher = JwksRefresher(book, verify=trust([settings.data_dir / "pki" / "ca.pem"]))
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
-    log.info("trusting %d token issuer(s): %s", len(registry), ", ".join(i.name for i in registry))
+    log.info(
+        "trusting %d token issuer(s): %s (more arrive as key managers over xDS)",
+        len(book.registry),
+        ", ".join(i.name for i in book.registry),
+    )
 
     policies = PolicyStore()
+    subscriptions = SubscriptionStore()
+    watch = ConnectionWatch()
+    feeds = Feeds(policies, subscriptions, book, watch, refresher)
     grpc_server = grpc.aio.server()
     enforcer_pb2_grpc.add_HandshakeServiceServicer_to_server(
-        HandshakeService(policies, registry), grpc_server
+        HandshakeService(policies, book, subscriptions, refresher=refresher, watch=watch),
+        grpc_server,
     )
     try:
         grpc_address = _grpc_address(settings.enforcer_host, settings.enforcer_grpc_port)
@@ -113,7 +126,7 @@ async def serve(settings: EnforcerSettings) -> int:
 
     app = build_app(signer, users, lambda: policies.applied_once)
     http_server = make_server(app)
-    xds = XdsClient(settings.xds_address, settings.label, {API_POLICY_TYPE_URL: policies.apply})
+    xds = XdsClient(settings.xds_address, settings.label, feeds.handlers())
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -1,22 +1,28 @@
-"""The gRPC HandshakeService: one Check per WebSocket handshake, one log line per decision."""
+"""The gRPC HandshakeService: one Check per WebSocket handshake, one log line per decision, and
+WatchConnections, the stream of connection rules routers apply to their live connections."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
+import grpc.aio
 
 from enforcer.decide import decide, deny
-from enforcer.denials import Denial, ErrorCode, explain
+from enforcer.denials import Denial, ErrorCode, UnknownKeyError, explain
 from enforcer.issuers import IssuerRegistry
+from enforcer.jwks import JwksRefresher
+from enforcer.keymanagers import IssuerBook
 from enforcer.policies import PolicyStore
-from enforcer.subscriptions import NO_SUBSCRIPTION_CHECKS, SubscriptionChecker
+from enforcer.subscriptions import EMPTY_STATE, SubscriptionState, SubscriptionStore
 from enforcer.tokens import Claims, validate
+from enforcer.watch import ConnectionWatch, ListenerTooSlow
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 log = logging.getLogger("enforcer.decisions")
+watch_log = logging.getLogger("enforcer.watch")
 
 INTERNAL_DENIAL = Denial(
     500,
@@ -32,28 +38,74 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
     def __init__(
         self,
         policies: PolicyStore,
-        issuers: IssuerRegistry,
-        subscriptions: SubscriptionChecker = NO_SUBSCRIPTION_CHECKS,
+        issuers: IssuerRegistry | IssuerBook,
+        subscriptions: SubscriptionStore | None = None,
         clock: Callable[[], float] = time.time,
+        *,
+        refresher: JwksRefresher | None = None,
+        watch: ConnectionWatch | None = None,
     ) -> None:
         self.policies = policies
         self.issuers = issuers
         self.subscriptions = subscriptions
         self.clock = clock
+        self.refresher = refresher
+        self.watch = watch if watch is not None else ConnectionWatch()
+
+    def registry(self) -> IssuerRegistry:
+        return self.issuers.registry if isinstance(self.issuers, IssuerBook) else self.issuers
+
+    def state(self) -> SubscriptionState:
+        return self.subscriptions.current if self.subscriptions is not None else EMPTY_STATE
 
     def authenticate(self, token: str) -> Claims:
-        return validate(token, self.issuers, self.clock())
+        return validate(token, self.registry(), self.clock())
 
-    def check(self, request: enforcer_pb2.HandshakeRequest) -> enforcer_pb2.HandshakeResponse:
-        """The decision for one request, with the log line."""
-        started = time.perf_counter()
+    def _decide(
+        self, request: enforcer_pb2.HandshakeRequest
+    ) -> tuple[enforcer_pb2.HandshakeResponse, UnknownKeyError | None]:
+        unknown: list[UnknownKeyError] = []
+
+        def authenticate(token: str) -> Claims:
+            try:
+                return self.authenticate(token)
+            except UnknownKeyError as exc:
+                unknown.append(exc)
+                raise
+
         try:
             response = decide(
-                request, self.policies.get(request.api_id), self.authenticate, self.subscriptions
+                request, self.policies.get(request.api_id), authenticate, self.state()
             )
         except Exception:
             log.exception("handshake check failed: request %s", request.request_id)
             response = deny(INTERNAL_DENIAL)
+        return response, (unknown[0] if unknown else None)
+
+    def check(self, request: enforcer_pb2.HandshakeRequest) -> enforcer_pb2.HandshakeResponse:
+        """The decision for one request (no JWKS refresh), with the log line."""
+        started = time.perf_counter()
+        response, _ = self._decide(request)
+        return self._logged(request, response, started)
+
+    async def check_async(
+        self, request: enforcer_pb2.HandshakeRequest
+    ) -> enforcer_pb2.HandshakeResponse:
+        """The decision; a token signed with a key the issuer does not hold yet makes its JWKS
+        be fetched (waiting about a second at most) and the decision taken once more."""
+        started = time.perf_counter()
+        response, unknown = self._decide(request)
+        if unknown is not None and self.refresher is not None:
+            if await self.refresher.refresh(unknown.issuer):
+                response, _ = self._decide(request)
+        return self._logged(request, response, started)
+
+    def _logged(
+        self,
+        request: enforcer_pb2.HandshakeRequest,
+        response: enforcer_pb2.HandshakeResponse,
+        started: float,
+    ) -> enforcer_pb2.HandshakeResponse:
         elapsed_ms = (time.perf_counter() - started) * 1000
         if response.allowed:
             outcome = f"allowed {response.key_type}"
@@ -82,4 +134,22 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
     async def Check(
         self, request: enforcer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> enforcer_pb2.HandshakeResponse:
-        return self.check(request)
+        return await self.check_async(request)
+
+    async def WatchConnections(
+        self, request: enforcer_pb2.WatchConnectionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[enforcer_pb2.ConnectionRule]:
+        who = request.router_id or context.peer()
+        watch_log.info(
+            "router %s watches connections (%d rules in force)", who, len(self.watch.in_force())
+        )
+        # Headers go out at once, so a router knows it is connected before any rule exists.
+        await context.send_initial_metadata(())
+        try:
+            async for rule in self.watch.stream():
+                yield rule.to_proto()
+        except ListenerTooSlow:
+            watch_log.warning("router %s fell too far behind; ending its stream", who)
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect")
+        finally:
+            watch_log.info("router %s stopped watching", who)

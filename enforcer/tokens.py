@@ -50,6 +50,8 @@ class Claims:
     application: Application | None
     check_subscriptions: bool
     raw: Mapping[str, Any]
+    # The OAuth2 client id (from the issuer's consumer key claim); "" when the token has none.
+    consumer_key: str = ""
 
 
 def _number(payload: Mapping[str, Any], claim: str) -> float | None:
@@ -98,6 +100,13 @@ def _key_type(payload: Mapping[str, Any]) -> str:
     if key_type not in KEY_TYPES:
         raise AuthError("Malformed token: 'keytype' is neither PRODUCTION nor SANDBOX")
     return key_type
+
+
+def _consumer_key(payload: Mapping[str, Any], claim: str) -> str:
+    value = payload.get(claim)
+    if value is None and claim == "azp":
+        value = payload.get("client_id")  # the RFC 9068 name for the same thing
+    return value if isinstance(value, str) else ""
 
 
 def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
@@ -177,4 +186,5 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
         application=_application(payload),
         check_subscriptions=issuer.check_subscriptions,
         raw=payload,
+        consumer_key=_consumer_key(payload, issuer.consumer_key_claim),
     )

@@ -8,7 +8,6 @@ import pytest
 from enforcer.decide import bearer_token, decide
 from enforcer.denials import AuthError, Denial, ErrorCode
 from enforcer.policies import ApiEntry
-from enforcer.subscriptions import Subscription
 from enforcer.tokens import Application, Claims
 from wsgate_proto import config_pb2, enforcer_pb2
 
@@ -187,35 +186,15 @@ def test_allowed_carries_token_details() -> None:
     assert response.subscription_tier == "Unlimited"
 
 
-class Recorder:
-    def __init__(self, result: Subscription | Denial) -> None:
-        self.result = result
-        self.calls = 0
-
-    def check(self, claims: Claims, api: config_pb2.ApiPolicy, key_type: str) -> Subscription:
-        self.calls += 1
-        if isinstance(self.result, Denial):
-            raise self.result
-        return self.result
-
-
-def test_subscription_checker_consulted_for_key_manager_tokens() -> None:
-    checker = Recorder(Subscription(tier="AsyncGold", application_id="a9", application_name="N"))
+def test_key_manager_tokens_are_checked_against_subscriptions() -> None:
+    # Without subscription data a key-manager token has no application: refused.
     c = token_claims(check_subscriptions=True)
-    response = decide(request(), entry(), accept(c), checker)
-    assert checker.calls == 1
-    assert response.subscription_tier == "AsyncGold"
-    assert (response.application_id, response.application_name) == ("a9", "N")
-
-
-def test_subscription_denial_is_passed_through() -> None:
-    checker = Recorder(Denial(403, ErrorCode.FORBIDDEN, "Forbidden", "not subscribed"))
-    response = decide(request(), entry(), accept(token_claims(check_subscriptions=True)), checker)
+    response = decide(request(), entry(), accept(c))
     assert (response.http_status, response.error_code) == (403, 900908)
+    assert response.description == "no application is registered for this consumer key"
 
 
 def test_test_keys_skip_subscription_checks() -> None:
-    checker = Recorder(Denial(403, ErrorCode.FORBIDDEN, "Forbidden", "not subscribed"))
-    response = decide(request(), entry(), accept(token_claims()), checker)
+    response = decide(request(), entry(), accept(token_claims()))
     assert response.allowed
-    assert checker.calls == 0
+    assert response.subscription_id == ""
