@@ -158,6 +158,29 @@ class FrameScanner:
         """True between frames: the router may inject a frame of its own here."""
         return not self._remaining and not self._partial
 
+    @property
+    def out_at_boundary(self) -> bool:
+        """Whether the bytes FORWARDED so far end between frames (all of them, here)."""
+        return not self._remaining and not self._partial
+
+    def feed_to_boundary(self, data: bytes) -> int:
+        """Scan only as much of ``data`` as finishes the current frame; return that count.
+
+        Used when the router wants to inject a close frame mid-frame: it forwards
+        ``data[:count]`` and injects once :attr:`at_boundary` is true. Not a hot path.
+        """
+        used = 0
+        n = len(data)
+        while self._partial and used < n:  # complete a split header byte by byte (<= 13)
+            self.feed(data[used : used + 1])
+            used += 1
+        if self._partial or used == n:
+            return used
+        take = min(self._remaining, n - used)
+        if take:
+            self.feed(data[used : used + take])
+        return used + take
+
     def feed(self, data: bytes) -> None:
         """Scan ``data``, the next bytes of the stream.
 
@@ -288,6 +311,114 @@ class FrameScanner:
             self.close_code = CloseCode.NO_STATUS
 
 
+Admit = Callable[[int], bool]  # opcode of a new data message -> deliver it?
+_base_data_frame = FrameScanner._data_frame
+
+
+class GatedScanner(FrameScanner):
+    """A scanner that can withhold whole messages from the forwarded stream (throttling).
+
+    ``admit`` is asked once per data message, at its first frame (continuation frames follow
+    their message, control frames always pass). :meth:`feed_gated` returns the bytes to
+    forward: ``data`` itself when everything passes, else ``data`` with the refused
+    messages' frames cut out at frame boundaries. A header split across chunks is held back
+    until it is complete, so the decision is known before any of its bytes are forwarded.
+    Only connections with quotas use this class; the others keep :meth:`FrameScanner.feed`.
+    """
+
+    __slots__ = ("_frame_kept", "admit", "dropped", "dropping")
+
+    def __init__(self, masked: bool, max_message: int, allow_rsv: bool, admit: Admit) -> None:
+        super().__init__(masked, max_message, allow_rsv)
+        self.admit = admit
+        self.dropping = False  # the current message was refused
+        self.dropped = 0  # messages refused
+        self._frame_kept = True  # whether the frame whose payload is being skipped is forwarded
+
+    @property
+    def out_at_boundary(self) -> bool:
+        """Held header bytes and refused payloads are not forwarded: only a kept frame counts."""
+        return not (self._remaining and self._frame_kept)
+
+    def _data_frame(self, opcode: int, fin: bool, length: int) -> None:
+        _base_data_frame(self, opcode, fin, length)
+        if opcode:
+            self.dropping = not self.admit(opcode)
+            if self.dropping:
+                self.dropped += 1
+
+    def _kept(self, b0: int) -> bool:
+        kept = (b0 & 0x0F) >= 8 or not self.dropping
+        self._frame_kept = kept
+        return kept
+
+    def feed_gated(self, data: bytes) -> bytes:
+        """Scan ``data`` like :meth:`feed`; return the part of it to forward.
+
+        Raises:
+            ProtocolError, PayloadTooBig: as :meth:`feed`.
+        """
+        n = len(data)
+        self.bytes += n
+        self.fed_at_boundary = self.out_at_boundary
+        pieces: list[bytes] = []
+        # Start of the run of bytes being kept, -1 while inside a refused frame or a held header.
+        keep = 0 if (self._frame_kept or not self._remaining) and not self._partial else -1
+        pos = 0
+        while pos < n:
+            remaining = self._remaining
+            if remaining:
+                avail = n - pos
+                if remaining > avail:
+                    if self._close_buf is not None:
+                        self._close_buf += data[pos:]
+                    self._remaining = remaining - avail
+                    pos = n
+                    break
+                if self._close_buf is not None:
+                    self._close_buf += data[pos : pos + remaining]
+                    self._finish_close()
+                pos += remaining
+                self._remaining = 0
+                continue
+            if self._partial:  # only ever at pos == 0: the previous chunk ended inside a header
+                partial = self._partial
+                buf = partial + data[:_MAX_HEADER]
+                used = self._header(buf, 0)
+                if not used:
+                    self._partial = buf
+                    return b""
+                self._partial = b""
+                if self._kept(buf[0]):
+                    pieces.append(partial)
+                    keep = 0
+                pos = used - len(partial)
+                continue
+            used = self._header(data, pos)
+            if not used:
+                self._partial = data[pos:]
+                if keep >= 0:
+                    if pos > keep:
+                        pieces.append(data[keep:pos])
+                    keep = -1
+                break
+            kept = (data[pos] & 0x0F) >= 8 or not self.dropping
+            self._frame_kept = kept
+            if kept:
+                if keep < 0:
+                    keep = pos
+            elif keep >= 0:
+                if pos > keep:
+                    pieces.append(data[keep:pos])
+                keep = -1
+            pos += used
+        if keep == 0 and not pieces:
+            return data
+        if keep >= 0 and keep < n:
+            pieces.append(data[keep:])
+        return b"".join(pieces)
+
+
 def unmask(payload: bytes, mask: bytes) -> bytes:
     """XOR ``payload`` with the 4-byte ``mask`` (used for tiny close payloads only)."""
     n = len(payload)
@@ -316,7 +447,18 @@ def encode_frame(opcode: int, payload: bytes, *, fin: bool = True, mask: bool = 
     return bytes(head) + payload
 
 
+MAX_CLOSE_REASON = 123  # a control frame payload is <= 125 bytes, 2 of them the code
+
+
+def truncate_utf8(text: str, limit: int = MAX_CLOSE_REASON) -> bytes:
+    """``text`` encoded as UTF-8 and cut to ``limit`` bytes without splitting a character."""
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return raw
+    return raw[:limit].decode("utf-8", "ignore").encode("utf-8")
+
+
 def close_frame(code: int, reason: str = "", *, mask: bool = False) -> bytes:
-    """A close frame; the reason is cut to fit the 125-byte control frame limit."""
-    payload = code.to_bytes(2, "big") + reason.encode("utf-8")[:123]
+    """A close frame; the reason is cut (UTF-8 safe) to fit the 125-byte control frame limit."""
+    payload = code.to_bytes(2, "big") + truncate_utf8(reason)
     return encode_frame(Opcode.CLOSE, payload, mask=mask)

@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 
 import uvloop
 
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
+from router.rules import RuleWatcher
 from router.server import Router, RouterConfig, server_ssl_context
 from router.settings import RouterSettings
 from wsgate_common.logs import setup_logging
@@ -97,13 +99,17 @@ async def serve(settings: RouterSettings) -> None:
     )
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply})
     xds_task = loop.create_task(xds.run())
+    router_id = f"{settings.label}/{socket.gethostname()}:{settings.router_port}"
+    rules = RuleWatcher(settings.enforcer_address, router.apply_rule, router_id)
+    rules_task = loop.create_task(rules.run())
     try:
         await stop.wait()
     finally:
         log.info("router shutting down")
-        xds_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await xds_task
+        for task in (xds_task, rules_task):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await router.shutdown()
 
 

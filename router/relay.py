@@ -4,6 +4,19 @@ Bytes go through unchanged (client frames stay masked, backend frames unmasked);
 direction's frame scanner only counts and enforces limits. Backpressure uses the transports'
 own watermarks: when one side's write buffer fills, reading from the other side pauses.
 The router injects a frame of its own (a close) only where the stream is between frames.
+
+Two things change bytes, and only on connections that need them:
+- throttling (a connection with quotas gets a :class:`_GatedSide` for its client side, chosen
+  once at construction): a refused message's frames are cut out of the client->backend stream
+  at frame boundaries; connections without quotas keep the plain :class:`_Side`;
+- :meth:`Relay.terminate` (a ConnectionRule, token expiry, "stop on quota reach"): the client
+  gets a close frame with the router's code and reason, injected at a frame boundary of the
+  backend->client stream: right away when it is between frames, else right after the current
+  frame, or the TCP connection is dropped if that frame does not end within CLOSE_GRACE. The
+  backend is told the client went away with a masked close 1001 when the client->backend
+  stream is between frames (else its TCP connection is simply closed), and nothing more the
+  client sends reaches it. Swapping the transports' protocols does this, so the normal data
+  path has no extra check.
 """
 
 from __future__ import annotations
@@ -15,14 +28,24 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from router.frames import CloseCode, FrameScanner, PayloadTooBig, ProtocolError, close_frame
+from router.frames import (
+    CloseCode,
+    FrameScanner,
+    GatedScanner,
+    PayloadTooBig,
+    ProtocolError,
+    close_frame,
+)
 from router.frames import explain_close as explain
+from router.throttle import ConnectionThrottle
 
 log = logging.getLogger(__name__)
 
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 CLOSE_GRACE = 1.0  # seconds a closing transport may spend flushing before it is aborted
+THROTTLED_REASON = "message throttled out"
+BACKEND_CLOSE_REASON = "client connection closed by the gateway"
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +105,90 @@ class _Side(asyncio.Protocol):
         self.relay.side_lost(self)
 
 
+class _GatedSide(_Side):
+    """The client side of a connection with quotas: forwards what the throttle admits."""
+
+    __slots__ = ("gate",)
+
+    def __init__(self, relay: Relay, transport: asyncio.Transport, scanner: GatedScanner) -> None:
+        super().__init__(relay, transport, scanner)
+        self.gate = scanner
+
+    def data_received(self, data: bytes) -> None:
+        relay = self.relay
+        try:
+            out = self.gate.feed_gated(data)
+        except (ProtocolError, PayloadTooBig) as exc:
+            relay.stream_error(self, exc)
+            return
+        if out:
+            self.peer.transport.write(out)
+        if relay.stop_pending:
+            relay.terminate(CloseCode.POLICY_VIOLATION, THROTTLED_REASON)
+
+
+class _Detached(asyncio.Protocol):
+    """Takes over a side's transport once the router closes the relay: reads are ignored;
+    flow control and the end of the connection still reach the side."""
+
+    __slots__ = ("side",)
+
+    def __init__(self, side: _Side) -> None:
+        self.side = side
+
+    def data_received(self, data: bytes) -> None:
+        return None
+
+    def pause_writing(self) -> None:
+        self.side.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.side.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.side.connection_lost(exc)
+
+
+class _FinishFrame(_Detached):
+    """Backend side while a close waits for the frame in flight to the client to end."""
+
+    __slots__ = ()
+
+    def data_received(self, data: bytes) -> None:
+        side = self.side
+        try:
+            used = side.scanner.feed_to_boundary(data)
+        except (ProtocolError, PayloadTooBig):
+            side.relay.abort("backend stream broke while closing")
+            return
+        if used:
+            side.peer.transport.write(data if used == len(data) else data[:used])
+        if side.scanner.at_boundary:
+            side.relay.close_client()
+
+
 class Relay:
     """Both sides of one proxied WebSocket connection."""
 
-    __slots__ = ("_on_done", "backend", "client", "closed_by", "info", "router_code", "started")
+    __slots__ = (
+        "_grace",
+        "_on_done",
+        "_tell_backend",
+        "backend",
+        "client",
+        "closed_by",
+        "info",
+        "router_code",
+        "router_reason",
+        "started",
+        "stop_pending",
+        "terminating",
+        "throttle",
+        "throttle_policy",
+    )
 
     def __init__(
         self,
@@ -96,13 +199,26 @@ class Relay:
         max_message: int,
         allow_rsv: bool,
         on_done: Callable[[Relay], None] | None = None,
+        throttle: ConnectionThrottle | None = None,
     ) -> None:
         self.info = info
         self.started = time.monotonic()
         self.closed_by = ""  # who dropped the TCP connection first, when nobody sent a close
         self.router_code: int | None = None  # close code the router itself sent, if any
+        self.router_reason = ""
+        self.terminating = False
+        self.stop_pending = False  # a quota with stop_on_quota_reach was hit: close after the chunk
+        self.throttle = throttle
+        self.throttle_policy = ""
+        self._grace: asyncio.TimerHandle | None = None
+        self._tell_backend = False
         self._on_done = on_done
-        self.client = _Side(self, client_transport, FrameScanner(True, max_message, allow_rsv))
+        self.client: _Side
+        if throttle is None:
+            self.client = _Side(self, client_transport, FrameScanner(True, max_message, allow_rsv))
+        else:
+            gate = GatedScanner(True, max_message, allow_rsv, self._admit)
+            self.client = _GatedSide(self, client_transport, gate)
         self.backend = _Side(self, backend_transport, FrameScanner(False, max_message, allow_rsv))
         self.client.peer = self.backend
         self.backend.peer = self.client
@@ -122,6 +238,86 @@ class Relay:
         with contextlib.suppress(RuntimeError, AttributeError):
             self.backend.transport.resume_reading()
             self.client.transport.resume_reading()
+
+    def _admit(self, opcode: int) -> bool:
+        """Throttle decision for one client data message (asked by the GatedScanner)."""
+        throttle = self.throttle
+        if self.stop_pending or self.terminating or throttle is None:
+            return False
+        limit = throttle.admit(time.monotonic())
+        if limit is None:
+            return True
+        if limit.stop:
+            self.stop_pending = True
+            self.throttle_policy = limit.policy
+        elif not self.throttled:
+            log.info(
+                "throttling %s: quota %s (%s) reached, dropping messages",
+                self.info.request_id,
+                limit.key,
+                limit.policy,
+                extra={"request_id": self.info.request_id, "quota": limit.key},
+            )
+        return False
+
+    @property
+    def throttled(self) -> int:
+        """Client messages refused by a quota so far."""
+        client = self.client
+        return client.gate.dropped if isinstance(client, _GatedSide) else 0
+
+    def terminate(self, code: int, reason: str) -> bool:
+        """Close the connection on the router's own decision (see the module docstring).
+
+        Returns False when the relay was already being closed by the router or is gone.
+        """
+        client, backend = self.client, self.backend
+        if self.terminating or (client.lost and backend.lost):
+            return False
+        self.terminating = True
+        self.closed_by = self.closed_by or "router"
+        self.router_code, self.router_reason = code, reason
+        if not client.lost:
+            client.transport.set_protocol(_Detached(client))
+        # The client->backend stream stops here; the backend gets a close only if it is
+        # between frames (and once the backend->client stream is, see close_client).
+        self._tell_backend = client.scanner.out_at_boundary and not client.scanner.close_seen
+        if backend.lost or backend.transport.is_closing() or backend.scanner.at_boundary:
+            self.close_client()
+        else:
+            backend.transport.set_protocol(_FinishFrame(backend))
+            self._grace = asyncio.get_running_loop().call_later(
+                CLOSE_GRACE, self.abort, "backend frame in flight did not end in time"
+            )
+        return True
+
+    def close_client(self) -> None:
+        """Second half of :meth:`terminate`: the backend->client stream is between frames."""
+        client, backend = self.client, self.backend
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
+        if not backend.lost:
+            backend.transport.set_protocol(_Detached(backend))
+        code = self.router_code if self.router_code is not None else CloseCode.POLICY_VIOLATION
+        if not client.lost and not client.transport.is_closing() and not backend.scanner.close_seen:
+            client.transport.write(close_frame(code, self.router_reason))
+        if self._tell_backend and not backend.lost and not backend.transport.is_closing():
+            backend.transport.write(
+                close_frame(CloseCode.GOING_AWAY, BACKEND_CLOSE_REASON, mask=True)
+            )
+        if not client.lost:
+            _close(client.transport)
+        if not backend.lost:
+            _close(backend.transport)
+
+    def abort(self, why: str) -> None:
+        """Drop both TCP connections without a close frame (a close could not be injected)."""
+        self._grace = None
+        log.info("aborting %s: %s", self.info.request_id, why)
+        for side in (self.client, self.backend):
+            if not side.lost:
+                side.transport.abort()
 
     def side_lost(self, side: _Side) -> None:
         """One socket closed: close the other, telling the client why when nobody else did."""
@@ -184,6 +380,9 @@ class Relay:
             _close(side.transport)
 
     def _finish(self) -> None:
+        if self._grace is not None:
+            self._grace.cancel()
+            self._grace = None
         up, down = self.client.scanner, self.backend.scanner
         code: int | None
         if self.router_code is not None:
@@ -196,13 +395,14 @@ class Relay:
             by, code = self.closed_by or "unknown", CloseCode.ABNORMAL
         elapsed = time.monotonic() - self.started
         log.info(
-            "closed %s api=%s topic=%s by=%s close=%s duration=%.1fs "
-            "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes",
+            "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "
+            "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes%s",
             self.info.request_id,
             self.info.api,
             self.info.topic,
             by,
             explain(code),
+            f' reason="{self.router_reason}"' if self.router_reason else "",
             elapsed,
             up.messages,
             up.frames,
@@ -210,6 +410,7 @@ class Relay:
             down.messages,
             down.frames,
             down.bytes,
+            f", throttled: {self.throttled} msgs" if self.throttle is not None else "",
             extra={
                 "request_id": self.info.request_id,
                 "api": self.info.api,
@@ -218,6 +419,7 @@ class Relay:
                 "bytes_up": up.bytes,
                 "frames_down": down.frames,
                 "bytes_down": down.bytes,
+                "throttled": self.throttled,
             },
         )
         if self._on_done is not None:

@@ -21,8 +21,11 @@ from router import backend, http11
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
 from router.http11 import HeadReader, HttpError, Request
+from router.live import Live, LiveConnections
+from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
+from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
 from wsgate_proto import enforcer_pb2
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,20 @@ class Handshake(Exception):
 
 
 class Router:
-    """State shared by all connections: routes, the enforcer, live relays."""
+    """State shared by all connections: routes, the enforcer, live relays, quota counters."""
 
-    def __init__(self, config: RouterConfig, routes: RouteStore, enforcer: EnforcerClient) -> None:
+    def __init__(
+        self,
+        config: RouterConfig,
+        routes: RouteStore,
+        enforcer: EnforcerClient,
+        counters: CounterStore | None = None,
+    ) -> None:
         self.config = config
         self.routes = routes
         self.enforcer = enforcer
+        self.counters: CounterStore = counters or InProcessCounterStore()
+        self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
         self.relays: set[Relay] = set()
         self.pending: set[Connection] = set()
@@ -78,6 +89,14 @@ class Router:
         )
         self.servers.append(server)
         return int(server.sockets[0].getsockname()[1])
+
+    def apply_rule(self, rule: enforcer_pb2.ConnectionRule) -> int:
+        """A WatchConnections rule: close the live connections it selects."""
+        return self.live.apply_rule(rule)
+
+    def relay_done(self, relay: Relay, live: Live) -> None:
+        self.relays.discard(relay)
+        self.live.end(live)
 
     async def shutdown(self, drain: float = 2.0) -> None:
         """Stop accepting, close relays with 1001, give them ``drain`` seconds, then release."""
@@ -280,14 +299,24 @@ class Connection(asyncio.Protocol):
             host = host_without_port(request.headers.get("host", ""))
             match = self._match(host, request.path)
             api, topic = f"{match.route.api_name}:{match.route.api_version}", match.topic.path
+            checked_at = time.monotonic()
             verdict = await self._check(request, request_id, host, match)
-            url, ca_pem = self._endpoint(match, verdict.key_type)
-            conn = await self._connect_backend(request, request_id, url, ca_pem)
-            if self.closed or self.transport is None:
-                conn.transport.abort()
-                status = 499
-                return
-            self._start_relay(request, key, conn, RelayInfo(request_id, api, topic, self.client_ip))
+            identity = Identity.of(
+                verdict.token_id, verdict.application_id, match.route.api_id, verdict.key_type
+            )
+            live = self.router.live.begin(identity, checked_at)
+            try:
+                url, ca_pem = self._endpoint(match, verdict.key_type)
+                conn = await self._connect_backend(request, request_id, url, ca_pem)
+                if self.closed or self.transport is None:
+                    conn.transport.abort()
+                    status = 499
+                    return
+                info = RelayInfo(request_id, api, topic, self.client_ip)
+                self._start_relay(request, key, conn, info, live, verdict)
+            finally:
+                if live.relay is None:
+                    self.router.live.end(live)
         except Handshake as exc:
             status = exc.status
             self.reply(http11.error_response(exc.status, exc.code, exc.message, exc.description))
@@ -392,7 +421,13 @@ class Connection(asyncio.Protocol):
             raise Handshake(exc.status, 101503, message, exc.description) from None
 
     def _start_relay(
-        self, request: Request, key: str, conn: backend.BackendConnection, info: RelayInfo
+        self,
+        request: Request,
+        key: str,
+        conn: backend.BackendConnection,
+        info: RelayInfo,
+        live: Live,
+        verdict: enforcer_pb2.HandshakeResponse,
     ) -> None:
         assert self.transport is not None
         chosen = conn.response.headers
@@ -403,16 +438,22 @@ class Connection(asyncio.Protocol):
             )
         )
         router = self.router
+        throttle = None
+        if verdict.quotas:
+            throttle = connection_throttle(verdict.quotas, router.counters, time.monotonic())
+            live.throttle = throttle
         relay = Relay(
             self.transport,
             conn.transport,
             info,
             max_message=router.config.max_message,
             allow_rsv=bool(extensions),
-            on_done=router.relays.discard,
+            on_done=lambda done: router.relay_done(done, live),
+            throttle=throttle,
         )
         router.relays.add(relay)
         router.pending.discard(self)
         self.transport = None  # the relay owns it now
         relay.start(bytes(self.early), conn.rest, conn.handshake.lost)
         self.early = bytearray()
+        router.live.attach(live, relay, verdict.token_expires_at)

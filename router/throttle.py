@@ -1,0 +1,235 @@
+"""Per-message throttling arithmetic, pure: no I/O, no clock of its own (``now`` is passed in).
+
+Semantics (exact sliding window): a quota of N messages per W seconds admits a message at time
+``t`` if and only if fewer than N messages were admitted in ``(t - W, t]``. So a burst of N
+passes, the N+1th is refused, at most N messages ever pass in any window of length W, and a
+message is never refused while fewer than N passed in the last W seconds. Slots come back one
+by one, exactly W seconds after the message that used them (a continuous refill, not a reset
+at fixed window edges, so there is no 2N burst across an edge).
+
+Implementation: a ring of the admit times of the last N admitted messages. The N-th most
+recent admit is the ring's oldest entry; the message is admitted when that entry is at least W
+old. One compare and one store per message; 8 bytes per slot, allocated only as slots are first
+used. Quotas above :data:`EXACT_LIMIT` messages per window (in practice "unlimited" for one
+router) use a token bucket of the same burst and rate instead, so memory stays bounded: there,
+a window may see up to 2N messages (N of burst + N refilled), never a burst above N.
+
+Counters live in a :class:`CounterStore`, keyed by the quota key the enforcer chose
+(``api:<api_id>``, ``sub:<app>:<api>``, ``app:<app>:<subscriber>``): every connection of this
+router with the same key shares one counter. The in-process store is the only one for now;
+a store shared between routers (Redis) implements the same protocol.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from wsgate_proto import enforcer_pb2
+
+EXACT_LIMIT = 100_000
+SWEEP_INTERVAL = 60.0  # seconds between sweeps of unused counters in the in-process store
+
+
+class Counter(Protocol):
+    """One quota key's counter: ``available`` asks, ``take`` records an admitted message."""
+
+    limit: int
+    window: float
+
+    def available(self, now: float) -> bool: ...
+
+    def take(self, now: float) -> None: ...
+
+    def idle(self, now: float) -> bool:
+        """True when the counter is indistinguishable from a fresh one (safe to forget)."""
+        ...
+
+
+class SlidingWindow:
+    """Exact sliding-window log of the last ``limit`` admit times (see the module docstring)."""
+
+    __slots__ = ("_head", "_ring", "last", "limit", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a quota needs limit >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self._ring = array("d")
+        self._head = 0  # index of the oldest entry once the ring is full
+        self.last = float("-inf")  # time of the last admitted message
+
+    def available(self, now: float) -> bool:
+        ring = self._ring
+        return len(ring) < self.limit or ring[self._head] <= now - self.window
+
+    def take(self, now: float) -> None:
+        ring = self._ring
+        if len(ring) < self.limit:
+            ring.append(now)
+        else:
+            ring[self._head] = now
+            self._head = (self._head + 1) % self.limit
+        self.last = now
+
+    def idle(self, now: float) -> bool:
+        return self.last <= now - self.window
+
+
+class TokenBucket:
+    """Burst ``limit``, refilled continuously at ``limit / window`` per second."""
+
+    __slots__ = ("_stamp", "_tokens", "last", "limit", "rate", "window")
+
+    def __init__(self, limit: int, window: float) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a quota needs limit >= 1 and window > 0")
+        self.limit = limit
+        self.window = window
+        self.rate = limit / window
+        self._tokens = float(limit)
+        self._stamp = float("-inf")
+        self.last = float("-inf")
+
+    def _refill(self, now: float) -> None:
+        if now > self._stamp:
+            elapsed = now - self._stamp
+            self._tokens = min(float(self.limit), self._tokens + elapsed * self.rate)
+            self._stamp = now
+
+    def available(self, now: float) -> bool:
+        self._refill(now)
+        return self._tokens >= 1.0
+
+    def take(self, now: float) -> None:
+        if now != self._stamp:  # usually just refilled by available(now)
+            self._refill(now)
+        self._tokens -= 1.0
+        self.last = now
+
+    def idle(self, now: float) -> bool:
+        return self.last <= now - self.window
+
+
+def new_counter(limit: int, window: float) -> Counter:
+    return SlidingWindow(limit, window) if limit <= EXACT_LIMIT else TokenBucket(limit, window)
+
+
+class CounterStore(Protocol):
+    """Where counters live. ``acquire`` when a connection starts, ``release`` when it ends."""
+
+    def acquire(self, key: str, limit: int, window: float, now: float) -> Counter: ...
+
+    def release(self, key: str, now: float) -> None: ...
+
+
+class InProcessCounterStore:
+    """Counters shared by the connections of this router process, keyed by quota key.
+
+    A counter is kept while a connection uses it and, after the last one ends, until it is
+    idle (its window has passed), so reconnecting does not reset a quota. If a key comes back
+    with another limit or window (the policy changed), new connections get a fresh counter;
+    the ones still holding the old counter keep it.
+    """
+
+    def __init__(self) -> None:
+        self._counters: dict[str, Counter] = {}
+        self._refs: dict[str, int] = {}
+        self._swept = 0.0
+
+    def __len__(self) -> int:
+        return len(self._counters)
+
+    def acquire(self, key: str, limit: int, window: float, now: float) -> Counter:
+        if now - self._swept > SWEEP_INTERVAL:
+            self.sweep(now)
+        counter = self._counters.get(key)
+        if counter is None or counter.limit != limit or counter.window != window:
+            counter = new_counter(limit, window)
+            self._counters[key] = counter
+        self._refs[key] = self._refs.get(key, 0) + 1
+        return counter
+
+    def release(self, key: str, now: float) -> None:
+        refs = self._refs.get(key, 0) - 1
+        if refs > 0:
+            self._refs[key] = refs
+            return
+        self._refs.pop(key, None)
+        counter = self._counters.get(key)
+        if counter is not None and counter.idle(now):
+            del self._counters[key]
+
+    def sweep(self, now: float) -> None:
+        """Forget counters nobody uses and whose window has passed."""
+        self._swept = now
+        for key, counter in list(self._counters.items()):
+            if key not in self._refs and counter.idle(now):
+                del self._counters[key]
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One quota as the relay needs it: its counter and what happens when it is reached."""
+
+    key: str
+    policy: str
+    counter: Counter
+    stop: bool
+
+
+class ConnectionThrottle:
+    """The quotas of one connection, checked in the enforcer's order for every data message.
+
+    A message is admitted only if every quota has room; only then is it counted against all of
+    them (a refused message uses none of them up).
+    """
+
+    __slots__ = ("counters", "limits", "store")
+
+    def __init__(self, limits: tuple[Limit, ...], store: CounterStore) -> None:
+        self.limits = limits
+        self.counters = tuple(limit.counter for limit in limits)
+        self.store = store
+
+    def admit(self, now: float) -> Limit | None:
+        """None when the message may pass (and was counted), else the first quota reached."""
+        counters = self.counters
+        for i, counter in enumerate(counters):
+            if not counter.available(now):
+                return self.limits[i]
+        for counter in counters:
+            counter.take(now)
+        return None
+
+    def release(self, now: float) -> None:
+        for limit in self.limits:
+            self.store.release(limit.key, now)
+
+
+def connection_throttle(
+    quotas: Iterable[enforcer_pb2.Quota],
+    store: CounterStore,
+    now: float,
+) -> ConnectionThrottle | None:
+    """The throttle for a connection's quotas, or None when none limits anything.
+
+    Quotas without a key, with ``message_count <= 0`` (unlimited) or a non-positive window are
+    skipped; a key repeated in the list is counted once.
+    """
+    limits: list[Limit] = []
+    seen: set[str] = set()
+    for quota in quotas:
+        if not quota.key or quota.message_count <= 0 or not quota.window_seconds > 0:
+            continue
+        if quota.key in seen:
+            continue
+        seen.add(quota.key)
+        counter = store.acquire(quota.key, quota.message_count, quota.window_seconds, now)
+        limits.append(Limit(quota.key, quota.policy, counter, quota.stop_on_quota_reach))
+    if not limits:
+        return None
+    return ConnectionThrottle(tuple(limits), store)

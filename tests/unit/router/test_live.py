@@ -1,0 +1,413 @@
+"""Live-connection behaviour of the router, in-process on free ports: per-message throttling,
+closes by enforcer rule (WatchConnections) and at token expiry.
+
+The backend is a real `websockets` echo server; the enforcer is a TEST DOUBLE (in-process
+grpc.aio HandshakeService): its Check answers the verdict registered for the bearer token, its
+WatchConnections streams the rules the test puts in its queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import grpc
+import grpc.aio
+import pytest
+import uvloop
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from router.config import RouteStore
+from router.enforcer_client import EnforcerClient
+from router.registry import Identity
+from router.relay import Relay
+from router.rules import RuleWatcher
+from router.server import Router, RouterConfig
+from tests.unit.router.test_server import packed
+from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
+
+pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy"')
+
+
+@pytest.fixture(params=["uvloop", "asyncio"])
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    if request.param == "uvloop":
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
+@dataclass
+class Backend:
+    received: list[str | bytes] = field(default_factory=list)
+    closes: list[tuple[int | None, str]] = field(default_factory=list)
+    finish_half: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class Enforcer(enforcer_pb2_grpc.HandshakeServiceServicer):
+    """Check: the verdict registered for the bearer token. WatchConnections: queued rules."""
+
+    def __init__(self) -> None:
+        self.verdicts: dict[str, enforcer_pb2.HandshakeResponse] = {}
+        self.rules: asyncio.Queue[enforcer_pb2.ConnectionRule] = asyncio.Queue()
+        self.watchers = 0
+
+    async def Check(
+        self, request: enforcer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
+    ) -> enforcer_pb2.HandshakeResponse:
+        token = request.authorization.removeprefix("Bearer ")
+        return self.verdicts.get(token) or enforcer_pb2.HandshakeResponse(
+            allowed=True, key_type="PRODUCTION", token_id=token
+        )
+
+    async def WatchConnections(
+        self, request: enforcer_pb2.WatchConnectionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[enforcer_pb2.ConnectionRule]:
+        self.watchers += 1
+        await context.send_initial_metadata(())
+        while True:
+            yield await self.rules.get()
+
+
+@dataclass
+class Env:
+    port: int
+    grpc_port: int
+    backend: Backend
+    enforcer: Enforcer
+    router: Router
+
+    def url(self, path: str = "/echo/1.0.0") -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def allow(self, token: str, *quotas: enforcer_pb2.Quota, **fields: object) -> None:
+        verdict = enforcer_pb2.HandshakeResponse(
+            allowed=True, key_type="PRODUCTION", token_id="jti-" + token, quotas=list(quotas)
+        )
+        for name, value in fields.items():
+            setattr(verdict, name, value)
+        self.enforcer.verdicts[token] = verdict
+
+    def client(self, token: str, path: str = "/echo/1.0.0") -> connect:
+        return connect(self.url(path), additional_headers={"Authorization": f"Bearer {token}"})
+
+    def relay_of(self, token: str) -> Relay:
+        for live in self.router.live.registry.match(token_id="jti-" + token):
+            if live.relay is not None:
+                return live.relay
+        raise AssertionError(f"no live relay for {token}")
+
+
+async def backend_handler(ws: ServerConnection, log: Backend) -> None:
+    assert ws.request is not None
+    try:
+        if ws.request.path == "/half":
+            # A 1000-byte binary frame sent in two halves, the second once the test says so.
+            await ws.recv()
+            assert ws.transport is not None
+            ws.transport.write(b"\x82\x7e\x03\xe8" + b"h" * 500)
+            await log.finish_half.wait()
+            ws.transport.write(b"h" * 500)
+            await asyncio.sleep(10)
+            return
+        async for message in ws:
+            log.received.append(message)
+            await ws.send(message)
+    except ConnectionClosed:
+        pass
+    finally:
+        await ws.wait_closed()
+        log.closes.append((ws.close_code, ws.close_reason or ""))
+
+
+@pytest.fixture
+async def env() -> AsyncIterator[Env]:
+    log = Backend()
+
+    async def slow_handshake(ws: ServerConnection, request: object) -> None:
+        if ws.request is not None and ws.request.path == "/slow":
+            await asyncio.sleep(0.5)
+
+    backend = await serve(
+        lambda ws: backend_handler(ws, log), "127.0.0.1", 0, process_request=slow_handshake
+    )
+    backend_port = next(iter(backend.sockets)).getsockname()[1]
+    enforcer = Enforcer()
+    grpc_server = grpc.aio.server()
+    enforcer_pb2_grpc.add_HandshakeServiceServicer_to_server(enforcer, grpc_server)
+    grpc_port = grpc_server.add_insecure_port("127.0.0.1:0")
+    await grpc_server.start()
+    url = f"ws://127.0.0.1:{backend_port}"
+    route = config_pb2.Route(
+        api_id="echo-id",
+        api_name="Echo",
+        api_version="1.0.0",
+        vhost="localhost",
+        base_path="/echo/1.0.0",
+        topics=[
+            config_pb2.RouteTopic(path="/", production_url=url + "/echo"),
+            config_pb2.RouteTopic(path="/half", production_url=url + "/half"),
+            config_pb2.RouteTopic(path="/slow", production_url=url + "/slow"),
+        ],
+    )
+    store = RouteStore()
+    store.apply("v1", packed([route]))
+    router = Router(RouterConfig(), store, EnforcerClient(f"127.0.0.1:{grpc_port}"))
+    port = await router.listen("127.0.0.1", 0)
+    try:
+        yield Env(port, grpc_port, log, enforcer, router)
+    finally:
+        await router.shutdown(drain=0.5)
+        backend.close()
+        await grpc_server.stop(0)
+
+
+def quota(key: str, n: int, window: float = 10.0, stop: bool = True) -> enforcer_pb2.Quota:
+    return enforcer_pb2.Quota(
+        key=key, policy=f"{n}PerWindow", message_count=n, window_seconds=window,
+        stop_on_quota_reach=stop,
+    )  # fmt: skip
+
+
+async def closed_with(ws: ClientConnection) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as info:
+        while True:
+            await asyncio.wait_for(ws.recv(), 3)
+    assert info.value.rcvd is not None, "no close frame from the router"
+    return info.value.rcvd.code, info.value.rcvd.reason
+
+
+async def echo(ws: ClientConnection, message: str) -> None:
+    await ws.send(message)
+    assert await asyncio.wait_for(ws.recv(), 3) == message
+
+
+async def wait_until(check: Callable[[], bool], within: float = 3.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+# -- throttling ----------------------------------------------------------------------------
+
+
+async def test_quota_reached_closes_with_1008_throttled_out(env: Env) -> None:
+    env.allow("t", quota("sub:app:echo-id", 5))
+    async with env.client("t") as ws:
+        for i in range(5):
+            await echo(ws, f"m{i}")
+        await ws.send("m5")
+        assert await closed_with(ws) == (1008, "message throttled out")
+    await wait_until(lambda: len(env.backend.closes) == 1)
+    assert env.backend.received == [f"m{i}" for i in range(5)]  # the 6th never reached it
+    assert env.backend.closes[0][0] == 1001  # the backend is told the client went away
+    await wait_until(lambda: not env.router.relays and not len(env.router.live))
+
+
+async def test_drop_mode_drops_silently_and_keeps_the_connection(env: Env) -> None:
+    env.allow("t", quota("sub:app:echo-id", 5, stop=False))
+    async with env.client("t") as ws:
+        for i in range(5):
+            await echo(ws, f"m{i}")
+        await ws.send("dropped-1")
+        await ws.send("dropped-2")
+        pong = await ws.ping()  # control frames never count and still pass
+        await asyncio.wait_for(pong, 3)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+        relay = env.relay_of("t")
+        assert relay.throttled == 2
+    assert env.backend.received == [f"m{i}" for i in range(5)]
+
+
+async def test_fragments_count_as_one_message(env: Env) -> None:
+    env.allow("t", quota("sub:app:echo-id", 2))
+    async with env.client("t") as ws:
+        await ws.send(["frag", "mented", "!"])  # one message in three frames
+        assert await ws.recv() == "fragmented!"
+        await echo(ws, "second")
+        await ws.send("third")
+        assert await closed_with(ws) == (1008, "message throttled out")
+
+
+async def test_different_keys_do_not_affect_each_other(env: Env) -> None:
+    env.allow("a", quota("sub:appA:echo-id", 2), application_id="appA")
+    env.allow("b", quota("sub:appB:echo-id", 2), application_id="appB")
+    async with env.client("a") as a, env.client("b") as b:
+        await echo(a, "a1")
+        await echo(a, "a2")
+        await a.send("a3")
+        assert await closed_with(a) == (1008, "message throttled out")
+        await echo(b, "b1")
+        await echo(b, "b2")
+
+
+async def test_a_subscription_key_is_shared_across_connections(env: Env) -> None:
+    env.allow("one", quota("sub:app:echo-id", 5))
+    env.allow("two", quota("sub:app:echo-id", 5))
+    async with env.client("one") as one, env.client("two") as two:
+        for i in range(3):
+            await echo(one, f"one{i}")
+        await echo(two, "two0")
+        await echo(two, "two1")
+        await two.send("two2")
+        assert await closed_with(two) == (1008, "message throttled out")
+        await one.send("one3")  # the shared quota is used up for this one too
+        assert await closed_with(one) == (1008, "message throttled out")
+
+
+async def test_reconnecting_does_not_reset_the_quota(env: Env) -> None:
+    env.allow("t", quota("app:app:user", 2))
+    async with env.client("t") as ws:
+        await echo(ws, "1")
+        await echo(ws, "2")
+    async with env.client("t") as ws:
+        await ws.send("3")
+        assert await closed_with(ws) == (1008, "message throttled out")
+
+
+async def test_quotas_are_checked_in_order_api_first(env: Env) -> None:
+    env.allow("t", quota("api:echo-id", 1, stop=False), quota("sub:app:echo-id", 1, stop=True))
+    async with env.client("t") as ws:
+        await echo(ws, "1")
+        await ws.send("2")  # the API-level quota (drop) is reached first: no close
+        pong = await ws.ping()
+        await asyncio.wait_for(pong, 3)
+    assert env.backend.received == ["1"]
+
+
+async def test_no_quota_means_the_plain_relay(env: Env) -> None:
+    env.allow("t", quota("api:echo-id", 0))  # unlimited
+    async with env.client("t") as ws:
+        for i in range(20):
+            await echo(ws, str(i))
+        relay = env.relay_of("t")
+        assert relay.throttle is None and type(relay.client).__name__ == "_Side"
+
+
+# -- rules (WatchConnections) ----------------------------------------------------------------
+
+
+async def test_rule_closes_only_matching_connections(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.live")
+    env.allow("a1", application_id="app1")
+    env.allow("a2", application_id="app1", key_type="SANDBOX")
+    env.allow("b", application_id="app2")
+    async with env.client("a1") as a1, env.client("b") as b:
+        await echo(a1, "x")
+        await echo(b, "x")
+        reason = "subscription blocked " + "é" * 80  # > 123 bytes: cut, UTF-8 safe
+        closed = env.router.apply_rule(
+            enforcer_pb2.ConnectionRule(
+                application_id="app1", key_type="PRODUCTION", close_code=1008, reason=reason
+            )
+        )
+        assert closed == 1
+        code, got = await closed_with(a1)
+        assert code == 1008 and reason.startswith(got) and len(got.encode()) in (122, 123)
+        await echo(b, "still here")
+    assert env.router.live.stats["closed_by_rule"] == 1
+    assert any("closing" in r.message and "app=app1" in r.message for r in caplog.records)
+
+
+async def test_rules_stream_from_the_enforcer_closes_within_a_second(env: Env) -> None:
+    watcher = RuleWatcher(f"127.0.0.1:{env.grpc_port}", env.router.apply_rule, "test")
+    task = asyncio.get_running_loop().create_task(watcher.run())
+    try:
+        await asyncio.wait_for(watcher.connected.wait(), 5)
+        env.allow("t", application_id="app1")
+        async with env.client("t") as ws:
+            await echo(ws, "x")
+            started = time.monotonic()
+            await env.enforcer.rules.put(
+                enforcer_pb2.ConnectionRule(token_id="jti-t", close_code=1008, reason="revoked")
+            )
+            assert await closed_with(ws) == (1008, "revoked")
+            assert time.monotonic() - started < 1.0
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_rule_racing_the_check_is_replayed_at_registration(env: Env) -> None:
+    checked_at = time.monotonic()  # the Check was sent before the rule arrived
+    env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="revoked"))
+    live = env.router.live.begin(Identity.of("jti-t", "", "echo-id", "PRODUCTION"), checked_at)
+    assert live.doom is not None and live.doom[:2] == (1008, "revoked")
+    env.router.live.end(live)
+    assert not len(env.router.live)
+    env.allow("t")  # a handshake checked after the rule is not touched by it
+    async with env.client("t") as ws:
+        await echo(ws, "x")
+
+
+async def test_rule_during_the_backend_handshake_closes_right_after_it(env: Env) -> None:
+    env.allow("t")
+    pending = asyncio.get_running_loop().create_task(
+        env.client("t", "/echo/1.0.0/slow").__aenter__()
+    )
+    await wait_until(lambda: len(env.router.live) == 1)  # allowed, backend still connecting
+    assert not env.router.relays
+    assert env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="gone")) == 0
+    ws = await asyncio.wait_for(pending, 3)
+    try:
+        assert await closed_with(ws) == (1008, "gone")
+    finally:
+        await ws.close()
+    assert env.router.live.stats["closed_by_rule"] == 1
+
+
+async def test_close_waits_for_the_frame_in_flight(env: Env) -> None:
+    env.allow("t")
+    async with env.client("t", "/echo/1.0.0/half") as ws:
+        await ws.send("go")
+        relay = env.relay_of("t")
+        await wait_until(lambda: relay.backend.scanner.bytes >= 504)
+        assert not relay.backend.scanner.at_boundary
+        env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
+        await asyncio.sleep(0.1)
+        env.backend.finish_half.set()
+        assert await asyncio.wait_for(ws.recv(), 3) == b"h" * 1000  # the frame is whole
+        assert await closed_with(ws) == (1008, "blocked")
+
+
+async def test_a_frame_that_never_ends_drops_the_connection_after_a_second(env: Env) -> None:
+    env.allow("t")
+    async with env.client("t", "/echo/1.0.0/half") as ws:
+        await ws.send("go")
+        relay = env.relay_of("t")
+        await wait_until(lambda: relay.backend.scanner.bytes >= 504)
+        started = time.monotonic()
+        env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 3)
+        assert info.value.rcvd is None  # no close frame could be injected mid-frame
+        assert 0.9 < time.monotonic() - started < 2.0
+    await wait_until(lambda: not env.router.relays)
+
+
+# -- token expiry ----------------------------------------------------------------------------
+
+
+async def test_token_expiry_closes_with_1008(env: Env) -> None:
+    env.allow("soon", token_expires_at=int(time.time()) + 1, application_id="app1")
+    env.allow("later", token_expires_at=int(time.time()) + 3600)
+    async with env.client("soon") as soon, env.client("later") as later:
+        await echo(soon, "x")
+        assert await closed_with(soon) == (1008, "token expired")
+        await echo(later, "still here")
+        assert env.router.live.stats["token_expired"] == 1
+        expiry = env.router.live.registry.match(token_id="jti-later")[0].expiry
+        assert expiry is not None
+    await wait_until(lambda: not len(env.router.live))
+    assert expiry.cancelled()  # the timer went with the connection
