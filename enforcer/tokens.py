@@ -22,7 +22,9 @@ from jwt.exceptions import (
 from enforcer.denials import AuthError, UnknownKeyError
 from enforcer.issuers import IssuerRegistry
 
-LEEWAY = 30  # seconds of clock skew tolerated for exp, nbf and iat
+# Seconds of clock skew tolerated for nbf and iat. None for exp: the router closes a connection
+# when its token expires, so a token already past exp must not be upgraded only to be closed.
+LEEWAY = 30
 KEY_TYPES = ("PRODUCTION", "SANDBOX")
 
 
@@ -164,7 +166,7 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
     except InvalidTokenError as exc:
         raise AuthError(f"Malformed token: {exc}") from None
     exp = _number(payload, "exp")
-    if exp is None or exp <= now - LEEWAY:
+    if exp is None or exp <= now:
         raise AuthError("Access token expired")
     nbf = _number(payload, "nbf")
     if nbf is not None and nbf > now + LEEWAY:

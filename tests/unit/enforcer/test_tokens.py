@@ -38,9 +38,12 @@ def test_expired_token(signer: TestKeySigner, registry: IssuerRegistry) -> None:
     assert err.value.description == "Access token expired"
 
 
-def test_expiry_within_leeway_is_accepted(signer: TestKeySigner, registry: IssuerRegistry) -> None:
-    token = rs256(signer.private_key, claims(exp=NOW - 10), signer.kid)
-    assert validate(token, registry, NOW).expires_at == NOW - 10
+def test_expiry_has_no_leeway(signer: TestKeySigner, registry: IssuerRegistry) -> None:
+    just_expired = rs256(signer.private_key, claims(exp=NOW - 1), signer.kid)
+    with pytest.raises(AuthError, match="Access token expired"):
+        validate(just_expired, registry, NOW)
+    still_valid = rs256(signer.private_key, claims(exp=NOW + 1), signer.kid)
+    assert validate(still_valid, registry, NOW).expires_at == NOW + 1
 
 
 def test_unknown_issuer(signer: TestKeySigner, registry: IssuerRegistry) -> None:
