@@ -10,11 +10,22 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane import db
+from control_plane import db, signing
 from control_plane.errors import install_error_handlers
 from control_plane.push import AdapterClient, AdapterSync, BlockingGateway
-from control_plane.routers import PUBLISHER_PREFIX, apis, lifecycle, revisions
-from control_plane.services import deployments
+from control_plane.routers import (
+    PUBLISHER_PREFIX,
+    admin,
+    apis,
+    devportal,
+    lifecycle,
+    oauth,
+    revisions,
+    subscriptions,
+    transfer,
+)
+from control_plane.services import deployments, gateway_data
+from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 
 log = logging.getLogger(__name__)
@@ -24,16 +35,27 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     """Build the app; the database is migrated and the adapter sync started in its lifespan.
 
     Raises:
-        ValueError: ``cp_users`` is malformed.
+        ValueError: ``cp_users`` or ``cp_roles`` is malformed, or the signing key file is not
+            an RSA key.
     """
     engine = db.make_engine(settings.resolved_database_url)
+    roles = settings.roles
+    issuer = TokenIssuer(
+        key=signing.load_or_create(settings.state_dir),
+        issuer=settings.cp_token_issuer,
+        default_validity=settings.cp_token_validity,
+        roles=roles,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(db.migrate, engine)
         client = AdapterClient(settings.cp_adapter_address, settings.cp_adapter_timeout)
         sync = AdapterSync(
-            client, deployments.loader(app.state.sessionmaker), settings.cp_sync_interval
+            client,
+            deployments.loader(app.state.sessionmaker),
+            settings.cp_sync_interval,
+            load_subscriptions=gateway_data.loader(app.state.sessionmaker, issuer),
         )
         app.state.sync = sync
         app.state.gateway = BlockingGateway(client, sync, asyncio.get_running_loop())
@@ -50,16 +72,31 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
 
     app = FastAPI(
         title="wsgate control plane",
-        description="Publisher REST API (WSO2 API-M v4 style) for WebSocket APIs.",
+        description="WSO2 API-M style REST APIs for WebSocket APIs: publisher "
+        "(/api/am/publisher/v4), admin (/api/am/admin/v4), developer portal "
+        "(/api/am/devportal/v3) and the OAuth2 token service (/oauth2).",
         version="0.1.0",
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.users = settings.users
+    app.state.roles = roles
+    app.state.token_issuer = issuer
     app.state.sessionmaker = db.make_sessionmaker(engine)
     install_error_handlers(app)
-    for router in (lifecycle.router, apis.router, revisions.router):
+    # transfer and lifecycle first: /apis/export and /apis/change-lifecycle must not be taken
+    # for an /apis/{apiId}.
+    for router in (
+        transfer.router,
+        lifecycle.router,
+        apis.router,
+        revisions.router,
+        subscriptions.router,
+    ):
         app.include_router(router, prefix=PUBLISHER_PREFIX)
+    app.include_router(admin.router, prefix=admin.ADMIN_PREFIX)
+    app.include_router(devportal.router, prefix=devportal.DEVPORTAL_PREFIX)
+    app.include_router(oauth.router)
 
     @app.get("/health", tags=["Health"])
     def health() -> dict[str, str]:

@@ -1,14 +1,20 @@
-"""HTTP Basic authentication against the users in ``WSGATE_CP_USERS``."""
+"""HTTP Basic authentication against ``WSGATE_CP_USERS`` and role checks per API.
+
+The publisher API needs the ``publisher`` role, the developer portal ``subscriber``, the admin
+API ``admin`` (which implies the other two); see ``roles.py``.
+"""
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from control_plane.errors import ApiError
+from control_plane.roles import ADMIN, PUBLISHER, SUBSCRIBER
 
 _basic = HTTPBasic(auto_error=False, realm="wsgate")
 
@@ -31,4 +37,21 @@ def current_user(
     )
 
 
+def user_roles(request: Request, user: str) -> frozenset[str]:
+    roles: dict[str, frozenset[str]] = request.app.state.roles
+    return roles.get(user, frozenset())
+
+
+def _requiring(role: str, api: str) -> Callable[[Request, str], str]:
+    def check(request: Request, user: Annotated[str, Depends(current_user)]) -> str:
+        if role not in user_roles(request, user):
+            raise ApiError(403, f"user {user!r} lacks the {role!r} role that the {api} requires")
+        return user
+
+    return check
+
+
 User = Annotated[str, Depends(current_user)]
+Publisher = Annotated[str, Depends(_requiring(PUBLISHER, "publisher API"))]
+Subscriber = Annotated[str, Depends(_requiring(SUBSCRIBER, "developer portal API"))]
+Admin = Annotated[str, Depends(_requiring(ADMIN, "admin API"))]

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.db import get_session
 from control_plane.push import Gateway
+from control_plane.services.oauth import TokenIssuer
 
 DbSession = Annotated[Session, Depends(get_session)]
 
@@ -23,3 +24,11 @@ AdapterGateway = Annotated[Gateway, Depends(get_gateway)]
 #: WSO2 names path parameters in camelCase.
 ApiId = Annotated[str, Path(alias="apiId")]
 RevisionPath = Annotated[str, Path(alias="revisionId")]
+
+
+def get_token_issuer(request: Request) -> TokenIssuer:
+    issuer: TokenIssuer = request.app.state.token_issuer
+    return issuer
+
+
+Issuer = Annotated[TokenIssuer, Depends(get_token_issuer)]

@@ -26,6 +26,8 @@ _FLAGS = {
     "database_url": "database_url",
     "adapter_address": "cp_adapter_address",
     "users": "cp_users",
+    "roles": "cp_roles",
+    "token_issuer": "cp_token_issuer",
     "data_dir": "data_dir",
     "log_level": "log_level",
     "log_format": "log_format",
@@ -35,8 +37,10 @@ _FLAGS = {
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="wsgate control-plane",
-        description="Serve the publisher REST API (https://HOST:PORT/api/am/publisher/v4, "
-        "docs at /docs) and push deployed API revisions to the adapter over gRPC.",
+        description="Serve the publisher, admin and developer portal REST APIs "
+        "(https://HOST:PORT/api/am/{publisher/v4,admin/v4,devportal/v3}, docs at /docs) and "
+        "the OAuth2 token service (/oauth2/token); push deployed API revisions and the "
+        "subscription data to the adapter over gRPC.",
     )
     parser.add_argument("--host", help="address to listen on (WSGATE_CP_HOST, 0.0.0.0)")
     parser.add_argument("--port", type=int, help="HTTPS port (WSGATE_CP_PORT, 9443)")
@@ -50,6 +54,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="adapter deployment gRPC host:port (WSGATE_CP_ADAPTER_ADDRESS, localhost:18001)",
     )
     parser.add_argument("--users", help="Basic auth users 'u:p,u2:p2' (WSGATE_CP_USERS)")
+    parser.add_argument(
+        "--roles",
+        help="roles per user 'dev=subscriber;pub=publisher,subscriber' (WSGATE_CP_ROLES; "
+        "unlisted: admin for 'admin', subscriber for others)",
+    )
+    parser.add_argument(
+        "--token-issuer",
+        help="iss of issued access tokens (WSGATE_CP_TOKEN_ISSUER, "
+        "https://localhost:9443/oauth2/token)",
+    )
     parser.add_argument("--data-dir", help="state and PKI directory (WSGATE_DATA_DIR, .wsgate)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (WSGATE_LOG_LEVEL)")
     parser.add_argument(
@@ -72,6 +86,7 @@ def main(argv: list[str]) -> int:
     try:
         settings = load_settings(args)
         users = settings.users
+        settings.roles  # noqa: B018 (validates WSGATE_CP_ROLES)
     except (ValidationError, ValueError) as exc:
         print(f"wsgate control-plane: invalid settings: {exc}", file=sys.stderr)
         return 2
@@ -88,6 +103,8 @@ def main(argv: list[str]) -> int:
         log_config=None,
         access_log=False,
         lifespan="on",
+        # Idle keep-alive clients must not hold a SIGTERM up for long.
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     # uvicorn re-raises the signal that stopped it once it has shut down; these handlers

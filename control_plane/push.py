@@ -7,6 +7,11 @@ Two paths reach the adapter:
 * ``AdapterSync`` polls ``Status`` and sends the full deployed set with ``Sync`` whenever the
   adapter restarted (new boot id) or a push could not reach it. That is how a change saved
   while the adapter was down still gets there.
+* subscription data (applications, subscriptions, keys, tiers, key managers, revoked tokens)
+  goes as one complete set with ``PutSubscriptionData`` *after* each commit that changes it,
+  with every Sync, and on the next tick after a push that failed. Pushes are serialised and
+  each reads the database when its turn comes, so the last one sent is never older than the
+  last commit.
 
 A generation counter closes the race between the two: a change committed while a Sync was
 being assembled marks the adapter stale, so the next tick sends the set again.
@@ -24,7 +29,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
+from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc, subscription_pb2
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +110,18 @@ class AdapterClient:
             raise GatewayUnavailable(f"{exc.code().name}: {exc.details()}") from None
         return response
 
+    async def put_subscription_data(
+        self, data: subscription_pb2.SubscriptionData, wait: bool = False
+    ) -> None:
+        """Replace the adapter's subscription data.
+
+        Raises: GatewayUnavailable (also when the adapter does not implement the call yet).
+        """
+        try:
+            await self._stub.PutSubscriptionData(data, timeout=self.timeout, wait_for_ready=wait)
+        except grpc.aio.AioRpcError as exc:
+            raise GatewayUnavailable(f"{exc.code().name}: {exc.details()}") from None
+
     async def status(self) -> deploy_pb2.StatusResponse:
         """Raises: GatewayUnavailable."""
         try:
@@ -135,10 +152,17 @@ class AdapterSync:
         client: AdapterClient,
         load: Callable[[], list[definition_pb2.ApiDefinition]],
         interval: float = 1.0,
+        load_subscriptions: Callable[[], subscription_pb2.SubscriptionData] | None = None,
     ) -> None:
         self.client = client
         self.load = load
+        self.load_subscriptions = load_subscriptions
         self.interval = interval
+        self._subscriptions_stale = load_subscriptions is not None
+        self._subscriptions_error: str | None = None
+        self._push_lock: asyncio.Lock | None = None
+        #: How long the last subscription-data push took (database read + RPC), in ms.
+        self.last_push_ms: float | None = None
         self.boot_id: str | None = None
         self.reachable: bool | None = None
         self._stale = True
@@ -155,6 +179,9 @@ class AdapterSync:
         """The adapter missed a change: send it everything on the next tick."""
         with self._lock:
             self._stale = True
+
+    def mark_subscriptions_stale(self) -> None:
+        self._subscriptions_stale = True
 
     async def run(self) -> None:
         while True:
@@ -178,6 +205,53 @@ class AdapterSync:
             due = self._stale or status.boot_id != self.boot_id
         if due:
             await self.sync(status.boot_id)
+            await self.push_subscriptions(wait=False)
+        elif self._subscriptions_stale:
+            await self.push_subscriptions(wait=False)
+
+    async def push_subscriptions(self, wait: bool = False) -> bool:
+        """Send the complete subscription data now; True when the adapter took it.
+
+        Never raises: a failure is logged (once per kind of failure) and retried by ``tick``.
+        """
+        if self.load_subscriptions is None:
+            return True
+        if self._push_lock is None:
+            self._push_lock = asyncio.Lock()
+        async with self._push_lock:
+            self._subscriptions_stale = False
+            started = time.monotonic()
+            try:
+                data = await asyncio.to_thread(self.load_subscriptions)
+                read = time.monotonic()
+                await self.client.put_subscription_data(data, wait=wait)
+            except Exception as exc:
+                self._subscriptions_stale = True
+                message = str(exc)
+                if message != self._subscriptions_error:
+                    log.warning(
+                        "subscription data not pushed to adapter at %s (%s); will retry",
+                        self.client.address,
+                        message,
+                    )
+                self._subscriptions_error = message
+                return False
+            done = time.monotonic()
+            self._subscriptions_error = None
+            self.last_push_ms = (done - started) * 1000
+            log.info(
+                "pushed subscription data to adapter in %.1f ms (read %.1f ms, rpc %.1f ms): "
+                "%d applications, %d subscriptions, %d keys, %d policies, %d revoked tokens",
+                self.last_push_ms,
+                (read - started) * 1000,
+                (done - read) * 1000,
+                len(data.applications),
+                len(data.subscriptions),
+                len(data.key_mappings),
+                len(data.policies),
+                len(data.revoked_tokens),
+            )
+            return True
 
     async def sync(self, boot_id: str) -> None:
         with self._lock:
@@ -223,6 +297,10 @@ class Gateway(Protocol):
 
     def changed(self) -> None: ...
 
+    def subscriptions_changed(self) -> None:
+        """Subscription data was committed: push the complete set (never raises)."""
+        ...
+
 
 class BlockingGateway:
     """Runs the async client's calls on the serving loop for the threadpool's handlers.
@@ -254,6 +332,17 @@ class BlockingGateway:
 
     def changed(self) -> None:
         self.sync.note_change()
+
+    def subscriptions_changed(self) -> None:
+        future = asyncio.run_coroutine_threadsafe(
+            self.sync.push_subscriptions(wait=self.sync.reachable is True), self.loop
+        )
+        try:
+            future.result(timeout=self.client.timeout * 2 + 1)
+        except Exception as exc:  # a timeout, or the loop shutting down
+            future.cancel()
+            self.sync.mark_subscriptions_stale()
+            log.warning("subscription data push did not finish (%r); will retry", exc)
 
     def _wait(self, coroutine: Coroutine[Any, Any, None]) -> None:
         future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from control_plane.roles import parse_roles, roles_of
 from wsgate_common.settings import CommonSettings, parse_users
 
 
@@ -14,10 +17,17 @@ class ControlPlaneSettings(CommonSettings):
     database_url: str = ""
     cp_adapter_address: str = "localhost:18001"
     cp_users: str = "admin:admin"
+    #: Roles per user, ``"dev=subscriber;pub=publisher,subscriber"``. A user not listed is
+    #: ``admin`` when named admin and ``subscriber`` otherwise (see control_plane/roles.py).
+    cp_roles: str = ""
     #: Seconds between adapter Status polls (and re-syncs when its boot id changes).
     cp_sync_interval: float = 1.0
     #: Seconds one Deploy/Undeploy/Sync call may take before the adapter counts as unreachable.
     cp_adapter_timeout: float = 5.0
+    #: ``iss`` of the access tokens the OAuth2 service signs.
+    cp_token_issuer: str = "https://localhost:9443/oauth2/token"
+    #: Lifetime (seconds) of a token when the key or request does not say otherwise.
+    cp_token_validity: int = 3600
 
     @property
     def resolved_database_url(self) -> str:
@@ -27,6 +37,21 @@ class ControlPlaneSettings(CommonSettings):
         return f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"
 
     @property
+    def state_dir(self) -> Path:
+        """Where the control plane keeps files of its own (the token signing key)."""
+        return self.data_dir / "control-plane"
+
+    @property
     def users(self) -> dict[str, str]:
         """User name -> password for HTTP Basic auth."""
         return parse_users(self.cp_users)
+
+    @property
+    def roles(self) -> dict[str, frozenset[str]]:
+        """User name -> roles, for every configured user.
+
+        Raises:
+            ValueError: ``cp_roles`` is malformed.
+        """
+        listed = parse_roles(self.cp_roles)
+        return {name: roles_of(name, listed) for name in self.users}

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from control_plane.auth import User
+from control_plane.auth import Publisher
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession
 from control_plane.schemas import ApiBody, ApiList, ApiOut, Pagination
 from control_plane.services import apis as service
@@ -15,7 +15,7 @@ router = APIRouter(prefix="/apis", tags=["APIs"])
 
 
 @router.post("", status_code=201, response_model=ApiOut, response_model_by_alias=True)
-def create_api(body: ApiBody, session: DbSession, user: User, response: Response) -> ApiOut:
+def create_api(body: ApiBody, session: DbSession, user: Publisher, response: Response) -> ApiOut:
     """Create a WebSocket API in state CREATED (it runs nowhere until a revision is deployed)."""
     api = service.create(session, body, user)
     response.headers["Location"] = f"{router.prefix}/{api.id}"
@@ -25,7 +25,7 @@ def create_api(body: ApiBody, session: DbSession, user: User, response: Response
 @router.get("", response_model=ApiList)
 def list_apis(
     session: DbSession,
-    _: User,
+    _: Publisher,
     query: Annotated[str, Query(description="free text, or name:x context:x status:x ...")] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 25,
     offset: Annotated[int, Query(ge=0)] = 0,
@@ -39,19 +39,19 @@ def list_apis(
 
 
 @router.get("/{apiId}", response_model=ApiOut)
-def get_api(api_id: ApiId, session: DbSession, _: User) -> ApiOut:
+def get_api(api_id: ApiId, session: DbSession, _: Publisher) -> ApiOut:
     return service.to_out(service.load(session, api_id))
 
 
 @router.put("/{apiId}", response_model=ApiOut)
-def update_api(api_id: ApiId, body: ApiBody, session: DbSession, _: User) -> ApiOut:
+def update_api(api_id: ApiId, body: ApiBody, session: DbSession, _: Publisher) -> ApiOut:
     """Replace the working copy; create and deploy a revision to take it to gateways."""
     return service.to_out(service.update(session, api_id, body))
 
 
 @router.delete("/{apiId}", status_code=200)
 def delete_api(
-    api_id: ApiId, session: DbSession, gateway: AdapterGateway, _: User
+    api_id: ApiId, session: DbSession, gateway: AdapterGateway, _: Publisher
 ) -> dict[str, str]:
     """Delete an API, its revisions, and undeploy it from every gateway."""
     service.delete(session, api_id, gateway)

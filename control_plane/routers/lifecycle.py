@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from control_plane.auth import User
+from control_plane.auth import Publisher
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession
 from control_plane.schemas import LifecycleChange, LifecycleState
 from control_plane.services import apis as api_service
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/apis", tags=["API Lifecycle"])
 def change_lifecycle(
     session: DbSession,
     gateway: AdapterGateway,
-    _: User,
+    _: Publisher,
     api_id: Annotated[str, Query(alias="apiId")],
     action: Annotated[str, Query(description=", ".join(service.ACTIONS))],
 ) -> LifecycleChange:
@@ -29,5 +29,5 @@ def change_lifecycle(
 
 
 @router.get("/{apiId}/lifecycle-state", response_model=LifecycleState)
-def lifecycle_state(api_id: ApiId, session: DbSession, _: User) -> LifecycleState:
+def lifecycle_state(api_id: ApiId, session: DbSession, _: Publisher) -> LifecycleState:
     return service.state_of(api_service.load(session, api_id))

@@ -6,15 +6,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 
-from control_plane.auth import User
+from control_plane.auth import Publisher
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession, RevisionPath
 from control_plane.schemas import (
+    ApiOut,
     DeploymentInfo,
     DeploymentTarget,
     RevisionCreate,
     RevisionList,
     RevisionOut,
 )
+from control_plane.services import apis as api_service
 from control_plane.services import deployments as service
 
 router = APIRouter(prefix="/apis/{apiId}", tags=["API Revisions"])
@@ -27,7 +29,7 @@ RevisionQuery = Annotated[str, Query(alias="revisionId")]
 def create_revision(
     api_id: ApiId,
     session: DbSession,
-    _: User,
+    _: Publisher,
     body: RevisionCreate | None = None,
 ) -> RevisionOut:
     """Snapshot the API as it is now (at most 5 revisions per API)."""
@@ -39,7 +41,7 @@ def create_revision(
 def list_revisions(
     api_id: ApiId,
     session: DbSession,
-    _: User,
+    _: Publisher,
     query: Annotated[str, Query(description="deployed:true lists deployed ones only")] = "",
 ) -> RevisionList:
     deployed_only = query.replace(" ", "").lower() == "deployed:true"
@@ -49,7 +51,7 @@ def list_revisions(
 
 @router.get("/revisions/{revisionId}", response_model=RevisionOut)
 def get_revision(
-    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: User
+    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: Publisher
 ) -> RevisionOut:
     api = service.api_service.load(session, api_id)
     return service.revision_out(service.load_revision(session, api, revision_id))
@@ -57,7 +59,7 @@ def get_revision(
 
 @router.delete("/revisions/{revisionId}", status_code=200)
 def delete_revision(
-    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: User
+    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: Publisher
 ) -> dict[str, str]:
     """Delete a revision that is not deployed anywhere."""
     service.delete_revision(session, api_id, revision_id)
@@ -71,7 +73,7 @@ def deploy_revision(
     targets: Targets,
     session: DbSession,
     gateway: AdapterGateway,
-    _: User,
+    _: Publisher,
 ) -> list[DeploymentInfo]:
     """Deploy a revision to gateway environments; it replaces the API's previous revision
     there. Answers with every environment the revision is now deployed on."""
@@ -86,8 +88,16 @@ def undeploy_revision(
     targets: Targets,
     session: DbSession,
     gateway: AdapterGateway,
-    _: User,
+    _: Publisher,
 ) -> list[DeploymentInfo]:
     """Remove a revision from gateway environments; answers with where it still runs."""
     rows = service.undeploy(session, api_id, revision_id, targets, gateway)
     return [service.deployment_info(row) for row in rows]
+
+
+@router.post("/restore-revision", status_code=201, response_model=ApiOut)
+def restore_revision(
+    api_id: ApiId, revision_id: RevisionQuery, session: DbSession, _: Publisher
+) -> ApiOut:
+    """Make a revision's snapshot the API's working copy again (nothing is redeployed)."""
+    return api_service.to_out(service.restore(session, api_id, revision_id))

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 
 from control_plane.db import as_utc
 from control_plane.errors import ApiError, not_found
-from control_plane.models import Api, RevisionDeployment, utcnow
+from control_plane.models import Api, RevisionDeployment, Subscription, utcnow
 from control_plane.push import Gateway, GatewayRejected
 from control_plane.schemas import ApiBody, ApiInfo, ApiOut
+from control_plane.services import policies
 
 CREATED = "CREATED"
 
@@ -93,8 +94,19 @@ def _commit(session: Session) -> None:
         raise ApiError(409, "an API with this name or context and version already exists") from None
 
 
+def check_tiers(session: Session, body: ApiBody) -> None:
+    """400 naming the field when the API names a throttling policy that does not exist."""
+    policies.check_known(session, "subscription", "policies", body.policies)
+    policies.check_known(session, "api", "apiThrottlingPolicy", [body.api_throttling_policy])
+    for index, operation in enumerate(body.operations):
+        policies.check_known(
+            session, "api", f"operations[{index}].throttlingPolicy", [operation.throttling_policy]
+        )
+
+
 def create(session: Session, body: ApiBody, user: str) -> Api:
     body = body.model_copy(update={"provider": body.provider or user})
+    check_tiers(session, body)
     _check_unique(session, body)
     now = utcnow()
     api = Api(
@@ -131,6 +143,18 @@ def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[
     return list(page), total
 
 
+def replace_definition(session: Session, api: Api, document: dict[str, object]) -> Api:
+    """Make ``document`` (a revision snapshot) the working copy again."""
+    body = ApiBody.model_validate(document)
+    _check_unique(session, body, exclude=api.id)
+    api.context = body.context
+    api.provider = body.provider or api.provider
+    api.definition = body.document()
+    api.updated_at = utcnow()
+    _commit(session)
+    return api
+
+
 def update(session: Session, api_id: str, body: ApiBody) -> Api:
     """Replace the working copy; deployed revisions are snapshots and stay as they are."""
     api = load(session, api_id)
@@ -140,6 +164,7 @@ def update(session: Session, api_id: str, body: ApiBody) -> Api:
                 400, f"{field}: cannot be changed (create a new version of the API instead)"
             )
     body = body.model_copy(update={"provider": body.provider or api.provider})
+    check_tiers(session, body)
     _check_unique(session, body, exclude=api.id)
     api.context = body.context
     api.type = body.type
@@ -153,6 +178,13 @@ def update(session: Session, api_id: str, body: ApiBody) -> Api:
 def delete(session: Session, api_id: str, gateway: Gateway) -> None:
     """Delete an API with its revisions, removing it from every gateway first."""
     api = load(session, api_id)
+    subscribed = session.scalar(select(func.count()).where(Subscription.api_id == api.id))
+    if subscribed:
+        raise ApiError(
+            409,
+            f"API {api.name} {api.version} has {subscribed} subscription(s);"
+            " they must be removed before the API can be deleted",
+        )
     deployed = session.scalar(select(func.count()).where(RevisionDeployment.api_id == api.id))
     if deployed:
         try:

@@ -16,6 +16,7 @@ from control_plane.models import Api, ApiRevision, RevisionDeployment, utcnow
 from control_plane.push import Gateway, GatewayRejected
 from control_plane.schemas import DeploymentInfo, DeploymentTarget, RevisionOut
 from control_plane.services import apis as api_service
+from control_plane.services import environments
 from wsgate_proto import definition_pb2
 
 MAX_REVISIONS = 5
@@ -172,6 +173,7 @@ def deploy(
     revision = load_revision(session, api, revision_id)
     if api.lifecycle_status == "RETIRED":
         raise ApiError(409, f"API {api.id} is RETIRED and cannot be deployed")
+    environments.check_targets(session, [(target.name, target.vhost) for target in targets])
     now = utcnow()
     for current in _rows(session, RevisionDeployment.api_id == api.id):
         current.revision_id = revision.id
@@ -243,6 +245,13 @@ def remove_all(session: Session, api: Api, gateway: Gateway) -> bool:
         session.flush()
         gateway.undeploy(str(api.id))
     return bool(rows)
+
+
+def restore(session: Session, api_id: str, revision_id: str) -> Api:
+    """Copy a revision back into the API's working copy (deployments are unchanged)."""
+    api = api_service.load(session, api_id)
+    revision = load_revision(session, api, revision_id)
+    return api_service.replace_definition(session, api, dict(revision.definition))
 
 
 def _unique(targets: Sequence[DeploymentTarget]) -> list[DeploymentTarget]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -10,6 +11,7 @@ import grpc
 import pytest
 from fastapi.testclient import TestClient
 
+from control_plane import signing
 from control_plane.app import create_app
 from control_plane.settings import ControlPlaneSettings
 from tests.procs import free_port
@@ -17,9 +19,35 @@ from tests.unit.control_plane.helpers import AUTH, FakeAdapter
 from wsgate_proto import deploy_pb2_grpc
 
 
+@pytest.fixture(scope="session")
+def signing_key_pem(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """One RSA key for the whole session: generating one per test costs ~0.1 s each."""
+    directory = tmp_path_factory.mktemp("signing")
+    signing.load_or_create(directory)
+    return (directory / signing.KEY_FILE).read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_log_handlers() -> Iterator[None]:
+    """Another test's ``setup_logging`` (e.g. ``wsgate up`` in tests/unit/cli) can leave the
+    root logger writing to a stream pytest has closed since; the control plane's background
+    sync would then print "--- Logging error ---". Drop such handlers, restore afterwards."""
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers[:] = [
+        h
+        for h in saved
+        if not (isinstance(h, logging.StreamHandler) and getattr(h.stream, "closed", False))
+    ]
+    yield
+    root.handlers[:] = saved
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> ControlPlaneSettings:
+def settings(tmp_path: Path, signing_key_pem: bytes) -> ControlPlaneSettings:
     """Settings whose adapter address has nobody listening."""
+    (tmp_path / "control-plane").mkdir()
+    (tmp_path / "control-plane" / signing.KEY_FILE).write_bytes(signing_key_pem)
     return ControlPlaneSettings(
         data_dir=tmp_path,
         cp_adapter_address=f"127.0.0.1:{free_port()}",

@@ -8,10 +8,12 @@ from typing import Any
 import grpc
 from fastapi.testclient import TestClient
 
-from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
+from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc, subscription_pb2
 
 AUTH = ("admin", "admin")
 BASE = "/api/am/publisher/v4"
+ADMIN = "/api/am/admin/v4"
+DEVPORTAL = "/api/am/devportal/v3"
 
 
 def api_body(**changes: Any) -> dict[str, Any]:
@@ -47,6 +49,9 @@ class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
         self.deployed: list[definition_pb2.ApiDefinition] = []
         self.undeployed: list[deploy_pb2.UndeployRequest] = []
         self.syncs: list[list[definition_pb2.ApiDefinition]] = []
+        self.subscription_data: list[subscription_pb2.SubscriptionData] = []
+        #: Answer PutSubscriptionData with UNIMPLEMENTED, like an adapter that predates it.
+        self.unimplemented = False
         self.lock = threading.Lock()
 
     def Deploy(self, request: Any, context: Any) -> Any:
@@ -65,6 +70,17 @@ class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
         with self.lock:
             self.syncs.append(list(request.apis))
         return deploy_pb2.SyncResponse()
+
+    def PutSubscriptionData(self, request: Any, context: Any) -> Any:
+        if self.unimplemented:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        with self.lock:
+            self.subscription_data.append(request)
+        return deploy_pb2.PutSubscriptionDataResponse(versions={"Default": "1"})
+
+    def latest(self) -> subscription_pb2.SubscriptionData:
+        with self.lock:
+            return self.subscription_data[-1]
 
     def Status(self, request: Any, context: Any) -> Any:
         return deploy_pb2.StatusResponse(boot_id=self.boot_id)
@@ -91,3 +107,42 @@ def deploy(
     return client.post(
         f"{BASE}/apis/{api_id}/{action}-revision", params={"revisionId": revision_id}, json=body
     )
+
+
+def add_environment(client: TestClient, name: str, host: str = "localhost") -> dict[str, Any]:
+    body = {"name": name, "vhosts": [{"host": host, "wsPort": 9090, "wssPort": 9095}]}
+    response = client.post(f"{ADMIN}/environments", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def published_api(client: TestClient, **changes: Any) -> str:
+    """An API in state PUBLISHED offering AsyncGold and AsyncBronze; its id."""
+    changes.setdefault("policies", ["AsyncGold", "AsyncBronze"])
+    api_id = str(create_api(client, **changes)["id"])
+    answer = client.post(
+        f"{BASE}/apis/change-lifecycle", params={"apiId": api_id, "action": "Publish"}
+    )
+    assert answer.status_code == 200, answer.text
+    return api_id
+
+
+def create_application(client: TestClient, name: str = "App", **changes: Any) -> dict[str, Any]:
+    body = {"name": name, "throttlingPolicy": "Unlimited", "description": "an app", **changes}
+    response = client.post(f"{DEVPORTAL}/applications", json=body)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def subscribe(client: TestClient, app_id: str, api_id: str, tier: str = "AsyncGold") -> Any:
+    body = {"applicationId": app_id, "apiId": api_id, "throttlingPolicy": tier}
+    return client.post(f"{DEVPORTAL}/subscriptions", json=body)
+
+
+def generate_keys(
+    client: TestClient, app_id: str, key_type: str = "PRODUCTION", **more: Any
+) -> Any:
+    body = {"keyType": key_type, "grantTypesToBeSupported": ["client_credentials"], **more}
+    return client.post(f"{DEVPORTAL}/applications/{app_id}/generate-keys", json=body)

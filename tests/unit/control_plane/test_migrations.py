@@ -1,24 +1,90 @@
-"""The Alembic migrations build exactly the schema the models describe."""
+"""The Alembic migrations build exactly the schema the models describe (SQLite and
+PostgreSQL), seed the default tiers and environment, and keep data across restarts."""
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import Engine, inspect, select
 
-from control_plane.db import make_engine, migrate
-from control_plane.models import Base
+from control_plane.db import make_engine, make_sessionmaker, migrate
+from control_plane.models import Base, Environment, ThrottlingPolicy
+
+TABLES = {
+    "apis",
+    "api_revisions",
+    "revision_deployments",
+    "throttling_policies",
+    "environments",
+    "applications",
+    "subscriptions",
+    "key_mappings",
+    "revoked_tokens",
+}
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def check_schema(engine: Engine) -> None:
+    migrate(engine)
+    migrate(engine)  # a second start finds nothing to do (and seeds nothing twice)
+    assert TABLES <= set(inspect(engine).get_table_names())
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    with make_sessionmaker(engine)() as session:
+        policies = session.scalars(select(ThrottlingPolicy)).all()
+        assert len(policies) == 16
+        gold = next(p for p in policies if p.name == "AsyncGold")
+        assert (gold.kind, gold.count, gold.time_unit) == ("subscription", 5000, "min")
+        [default] = session.scalars(select(Environment)).all()
+        assert default.name == "Default" and default.vhosts[0]["host"] == "localhost"
 
 
 def test_upgrade_head_matches_models_and_is_repeatable(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/nested/cp.db")
+    check_schema(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine() -> Iterator[Engine]:
+    psycopg = pytest.importorskip("psycopg")
+    schema = f"wsgate_cp_unit_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        engine = make_engine(
+            f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        )
+        try:
+            yield engine
+        finally:
+            engine.dispose()
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def test_upgrade_on_postgresql(pg_engine: Engine) -> None:
+    check_schema(pg_engine)
+    columns = {c["name"]: c for c in inspect(pg_engine).get_columns("applications")}
+    assert "JSONB" in str(columns["attributes"]["type"]).upper()
+
+
+def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
+    from alembic import command
+
+    from control_plane.db import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path}/cp.db")
     migrate(engine)
-    migrate(engine)  # a second start finds nothing to do
-    assert {"apis", "api_revisions", "revision_deployments"} <= set(
-        inspect(engine).get_table_names()
-    )
-    with engine.connect() as connection:
-        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    command.downgrade(alembic_config(engine), "0001_initial")
+    assert "applications" not in inspect(engine).get_table_names()
+    assert "apis" in inspect(engine).get_table_names()
+    check_schema(engine)
     engine.dispose()

@@ -14,6 +14,7 @@ from control_plane.models import RevisionDeployment
 from tests.unit.control_plane.helpers import (
     BASE,
     FakeAdapter,
+    add_environment,
     create_api,
     create_revision,
     deploy,
@@ -54,6 +55,7 @@ def test_lifecycle_change_repushes_deployed_revision(adapter_client: Pair) -> No
 
 def test_one_definition_per_api_across_environments(adapter_client: Pair) -> None:
     client, adapter = adapter_client
+    add_environment(client, "Edge")
     api_id = create_api(client)["id"]
     first = create_revision(client, api_id)
     second = create_revision(client, api_id)
@@ -66,6 +68,7 @@ def test_one_definition_per_api_across_environments(adapter_client: Pair) -> Non
 
 def test_undeploy_and_delete_call_undeploy(adapter_client: Pair) -> None:
     client, adapter = adapter_client
+    add_environment(client, "Edge")
     api_id = create_api(client)["id"]
     revision = create_revision(client, api_id)
     deploy(client, api_id, revision["id"], "Default", "Edge")

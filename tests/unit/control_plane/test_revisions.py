@@ -8,7 +8,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from control_plane.models import ApiRevision, RevisionDeployment
-from tests.unit.control_plane.helpers import BASE, create_api, create_revision, deploy
+from tests.unit.control_plane.helpers import (
+    BASE,
+    add_environment,
+    create_api,
+    create_revision,
+    deploy,
+)
 
 
 def test_revisions_are_numbered_and_capped_at_five(client: TestClient) -> None:
@@ -58,6 +64,7 @@ def test_new_revision_replaces_old_one_on_every_environment_of_the_api(
     client: TestClient,
 ) -> None:
     """Gateways hold one definition per API, so its environments all move to the new one."""
+    add_environment(client, "Edge")
     api_id = create_api(client)["id"]
     first = create_revision(client, api_id)
     second = create_revision(client, api_id)
@@ -70,6 +77,7 @@ def test_new_revision_replaces_old_one_on_every_environment_of_the_api(
 
 
 def test_undeploy_and_delete_rules(client: TestClient) -> None:
+    add_environment(client, "Edge")
     api_id = create_api(client)["id"]
     revision = create_revision(client, api_id)
     deploy(client, api_id, revision["id"], "Default", "Edge")

@@ -1,0 +1,94 @@
+"""``POST /apis/import-asyncapi`` and ``GET /apis/export``: APIs in and out as documents."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from control_plane import asyncapi
+from control_plane.auth import Publisher
+from control_plane.dependencies import DbSession
+from control_plane.errors import ApiError
+from control_plane.export import project_zip
+from control_plane.models import RevisionDeployment
+from control_plane.schemas import ApiBody, ApiOut
+from control_plane.services import apis as service
+from control_plane.services import deployments
+
+router = APIRouter(prefix="/apis", tags=["Import and Export"])
+
+MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        field = ""
+        for part in error.get("loc", ()):
+            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        lines.append(f"{field}: {message}" if field else message)
+    return "; ".join(lines)
+
+
+@router.post("/import-asyncapi", status_code=201, response_model=ApiOut)
+async def import_asyncapi(
+    session: DbSession,
+    user: Publisher,
+    response: Response,
+    file: Annotated[UploadFile | None, File(description="AsyncAPI 2.x, YAML or JSON")] = None,
+    additional_properties: Annotated[
+        str | None,
+        Form(alias="additionalProperties", description="JSON: name, context, version, ..."),
+    ] = None,
+) -> ApiOut:
+    """Create a WebSocket API from an AsyncAPI document; its channels become the topics."""
+    if file is None:
+        raise ApiError(400, "file: an AsyncAPI document is required (multipart field 'file')")
+    content = await file.read(MAX_DOCUMENT_BYTES + 1)
+    if len(content) > MAX_DOCUMENT_BYTES:
+        raise ApiError(400, f"file: larger than {MAX_DOCUMENT_BYTES} bytes")
+    try:
+        document = asyncapi.load_document(content)
+        properties = asyncapi.load_properties(additional_properties)
+        body = ApiBody.model_validate(asyncapi.to_api_body(document, properties))
+    except asyncapi.AsyncApiError as exc:
+        raise ApiError(400, str(exc)) from None
+    except ValidationError as exc:
+        raise ApiError(400, _describe(exc)) from None
+    api = await run_in_threadpool(service.create, session, body, user)
+    response.headers["Location"] = f"{router.prefix}/{api.id}"
+    return service.to_out(api)
+
+
+@router.get("/export", response_class=Response)
+def export_api(
+    session: DbSession,
+    _: Publisher,
+    api_id: Annotated[str, Query(alias="apiId")],
+    revision_id: Annotated[str | None, Query(alias="revisionId")] = None,
+    format: Annotated[str, Query(description="YAML (JSON is not offered)")] = "YAML",
+) -> Response:
+    """The API (or one revision of it) as a WSO2 API project zip."""
+    if format.upper() != "YAML":
+        raise ApiError(400, f"format: {format!r} is not supported; use YAML")
+    api = service.load(session, api_id)
+    snapshot = api.definition
+    if revision_id:
+        snapshot = deployments.load_revision(session, api, revision_id).definition
+    rows = session.scalars(select(RevisionDeployment).where(RevisionDeployment.api_id == api.id))
+    name, data = project_zip(
+        dict(snapshot),
+        api_id=str(api.id),
+        lifecycle_status=api.lifecycle_status,
+        deployments=[(row.environment, row.vhost, row.display_on_devportal) for row in rows],
+    )
+    return Response(
+        data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
