@@ -53,6 +53,13 @@ class Stack:
     work: Path
     env: dict[str, str]
     procs: dict[str, Proc] = field(default_factory=dict)
+    log_dir: Path | None = None
+    exit_stack: contextlib.ExitStack | None = None
+
+    @property
+    def cp_url(self) -> str:
+        """The control plane's root (publisher, admin, devportal, /oauth2) over HTTPS."""
+        return f"https://127.0.0.1:{self.ports.cp}"
 
     @property
     def adapter_url(self) -> str:
@@ -89,6 +96,39 @@ class Stack:
             state = "running" if proc.alive() else f"exited {proc.popen.returncode}"
             parts.append(f"----- {name} ({state}) -----\n" + "\n".join(lines))
         return "\n".join(parts)
+
+    def stop(self, name: str) -> None:
+        """Stop one component (SIGTERM, then SIGKILL after 10 s)."""
+        self.procs[name].stop()
+
+    def start(self, name: str, timeout: float = 60) -> Proc:
+        """Start one component again with the same ports, data dir and environment, and wait
+        until it is ready; its previous log is kept as ``<name>.<n>.log``."""
+        assert self.log_dir is not None and self.exit_stack is not None, "not a fixture stack"
+        component = next(c for c in components(self.ports) if c.name == name)
+        old = self.procs.get(name)
+        if old is not None:
+            assert not old.alive(), f"{name} is still running: stop it first"
+            generation = len(list(self.log_dir.glob(f"{name}.*.log"))) + 1
+            old.log_path.rename(self.log_dir / f"{name}.{generation}.log")
+            old.log_path = self.log_dir / f"{name}.{generation}.log"
+        url = component.ready_url
+        proc = self.exit_stack.enter_context(
+            running(
+                name,
+                [component.command],
+                self.env,
+                self.log_dir,
+                lambda: http_ok(url),
+                timeout=timeout,
+            )
+        )
+        self.procs[name] = proc
+        return proc
+
+    def restart(self, name: str) -> Proc:
+        self.stop(name)
+        return self.start(name)
 
     def wsgate(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run ``python -m wsgate <args>`` as the user would, in the repository folder."""
@@ -282,6 +322,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     }
     result = Stack(ports, data_dir, cli_home, work, env)
     with contextlib.ExitStack() as exit_stack:
+        result.log_dir, result.exit_stack = base / "logs", exit_stack
         try:
             _start(result, base / "logs", exit_stack)
         except RuntimeError as exc:
