@@ -26,7 +26,7 @@ def grant_scopes(
 
     Args:
         requested: scopes the client asked for.
-        api_scopes: scope name -> role bindings, from the APIs the application subscribes to;
+        api_scopes: scope name -> role bindings, over every API;
             a scope without bindings is open to everyone.
         roles: the application owner's roles.
     """

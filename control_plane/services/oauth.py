@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from control_plane import tokens
-from control_plane.models import Application, KeyMapping, RevokedToken
+from control_plane.models import Api, KeyMapping, RevokedToken
 from control_plane.secret_hash import verify_secret
 from control_plane.signing import SigningKey
 
@@ -34,11 +34,15 @@ class Issued:
     validity: int
 
 
-def api_scopes(app: Application) -> dict[str, list[str]]:
-    """Scope -> role bindings, over the APIs ``app`` subscribes to."""
+def api_scopes(session: Session) -> dict[str, list[str]]:
+    """Scope -> role bindings over every API.
+
+    Scopes are one namespace, as in WSO2's key manager: what a token may carry depends on the
+    owner's roles, not on subscriptions, so a token taken before subscribing already has them.
+    """
     found: dict[str, list[str]] = {}
-    for sub in app.subscriptions:
-        for item in sub.api.definition.get("scopes") or []:
+    for definition in session.scalars(select(Api.definition)):
+        for item in (definition or {}).get("scopes") or []:
             scope = item.get("scope", {}) if isinstance(item, dict) else {}
             name = scope.get("name")
             if isinstance(name, str):
@@ -61,7 +65,10 @@ def issue(
     validity: int | None = None,
 ) -> Issued:
     app = mapping.application
-    granted = tokens.grant_scopes(requested, api_scopes(app), issuer.roles.get(app.owner, ()))
+    session = object_session(mapping)
+    if session is None:
+        raise RuntimeError("key mapping is not attached to a session")
+    granted = tokens.grant_scopes(requested, api_scopes(session), issuer.roles.get(app.owner, ()))
     lifetime = validity or mapping.validity_time or issuer.default_validity
     claims = tokens.claims(
         issuer=issuer.issuer,

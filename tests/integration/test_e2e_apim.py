@@ -139,10 +139,7 @@ def test_deploy_revision_to_first_echo_is_under_a_second(stack: Stack) -> None:
 
 
 def test_subscribe_to_first_allowed_handshake_is_under_a_second(stack: Stack) -> None:
-    """Keys and token before the subscription: 403 900908 until it reaches the enforcer.
-
-    The topic without scopes is used: the control plane grants a scope only from the APIs the
-    application is already subscribed to, so a token taken before subscribing lacks it."""
+    """Keys and token before the subscription: 403 900908 until it reaches the enforcer."""
     with apim(stack) as am:
         api_id = am.live_api(ws_api_body("SubTimed", "/subtimed", stack.ports.echo))
         app_id = am.create_application("SubTimedApp")

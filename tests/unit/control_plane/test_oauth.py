@@ -108,6 +108,24 @@ def test_grant_scopes_rules() -> None:
     assert grant_scopes(["read", "read"], available, {"subscriber"}) == ["read"]
 
 
+def test_scopes_do_not_depend_on_subscriptions(oauth: TestClient) -> None:
+    scoped_api(oauth)
+    auth = ("dev", "dev")
+    app = oauth.post(
+        f"{DEVPORTAL}/applications",
+        json={"name": "early", "throttlingPolicy": "10PerMin"},
+        auth=auth,
+    ).json()
+    made = oauth.post(
+        f"{DEVPORTAL}/applications/{app['applicationId']}/generate-keys",
+        json={"keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"]},
+        auth=auth,
+    )
+    assert made.status_code == 200, made.text
+    before = token(oauth, made.json(), "read admin:all")
+    assert before.json()["scope"] == "read"  # not subscribed yet; still a subscriber's scope
+
+
 def test_token_claims_verify_against_jwks(oauth: TestClient) -> None:
     api_id = scoped_api(oauth)
     app, keys = keys_for(oauth, "dev", api_id)
