@@ -1,4 +1,4 @@
-"""The enforcer's HTTP side (plain HTTP, internal): /testkey, /jwks, /health, /ready.
+"""The enforcer's HTTP side (plain HTTP, internal): /testkey, /jwks, /health, /ready, /metrics.
 
 The router forwards ``/testkey`` on :9090/:9095 here, so
 ``curl -X POST https://localhost:9095/testkey -d scope=read -u admin:admin`` yields a raw JWT.
@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enforcer.denials import Denial
 from enforcer.testkey import TestKeySigner, basic_auth_user, parse_request
+from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 
 def error_response(denial: Denial, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -33,6 +34,8 @@ def build_app(
     users: Mapping[str, str],
     is_ready: Callable[[], bool],
     clock: Callable[[], float] = time.time,
+    *,
+    metrics: Callable[[], bytes] | None = None,
 ) -> FastAPI:
     app = FastAPI(title="wsgate enforcer", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -52,6 +55,13 @@ def build_app(
             {"status": "not ready", "description": "no API policy snapshot applied yet"},
             status_code=503,
         )
+
+    if metrics is not None:
+        render = metrics
+
+        @app.get("/metrics")
+        async def metrics_endpoint() -> Response:
+            return Response(render(), media_type=METRICS_CONTENT_TYPE)
 
     @app.get("/jwks")
     async def jwks() -> dict[str, list[dict[str, str]]]:

@@ -18,6 +18,7 @@ from enforcer.http import bind, build_app, make_server
 from enforcer.issuers import load_issuers_file
 from enforcer.jwks import JwksRefresher, trust
 from enforcer.keymanagers import IssuerBook
+from enforcer.metrics import EnforcerMetrics
 from enforcer.policies import PolicyStore
 from enforcer.service import HandshakeService
 from enforcer.settings import EnforcerSettings
@@ -110,9 +111,12 @@ async def serve(settings: EnforcerSettings) -> int:
     subscriptions = SubscriptionStore()
     watch = ConnectionWatch()
     feeds = Feeds(policies, subscriptions, book, watch, refresher)
+    metrics = EnforcerMetrics()
     grpc_server = grpc.aio.server()
     enforcer_pb2_grpc.add_HandshakeServiceServicer_to_server(
-        HandshakeService(policies, book, subscriptions, refresher=refresher, watch=watch),
+        HandshakeService(
+            policies, book, subscriptions, refresher=refresher, watch=watch, metrics=metrics
+        ),
         grpc_server,
     )
     try:
@@ -124,9 +128,15 @@ async def serve(settings: EnforcerSettings) -> int:
         log.error("cannot start: %s", exc)
         return 1
 
-    app = build_app(signer, users, lambda: policies.applied_once)
+    app = build_app(signer, users, lambda: policies.applied_once, metrics=metrics.render)
     http_server = make_server(app)
     xds = XdsClient(settings.xds_address, settings.label, feeds.handlers())
+    metrics.watch_state(
+        nacks=lambda: xds.nacks,
+        subscriptions=lambda: subscriptions.current,
+        policies=policies,
+        watch=watch,
+    )
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -15,6 +15,7 @@ from enforcer.denials import Denial, ErrorCode, UnknownKeyError, explain
 from enforcer.issuers import IssuerRegistry
 from enforcer.jwks import JwksRefresher
 from enforcer.keymanagers import IssuerBook
+from enforcer.metrics import EnforcerMetrics
 from enforcer.policies import PolicyStore
 from enforcer.subscriptions import EMPTY_STATE, SubscriptionState, SubscriptionStore
 from enforcer.tokens import Claims, validate
@@ -44,6 +45,7 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         *,
         refresher: JwksRefresher | None = None,
         watch: ConnectionWatch | None = None,
+        metrics: EnforcerMetrics | None = None,
     ) -> None:
         self.policies = policies
         self.issuers = issuers
@@ -51,6 +53,7 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         self.clock = clock
         self.refresher = refresher
         self.watch = watch if watch is not None else ConnectionWatch()
+        self.metrics = metrics
 
     def registry(self) -> IssuerRegistry:
         return self.issuers.registry if isinstance(self.issuers, IssuerBook) else self.issuers
@@ -106,7 +109,10 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         response: enforcer_pb2.HandshakeResponse,
         started: float,
     ) -> enforcer_pb2.HandshakeResponse:
-        elapsed_ms = (time.perf_counter() - started) * 1000
+        elapsed = time.perf_counter() - started
+        elapsed_ms = elapsed * 1000
+        if self.metrics is not None:
+            self.metrics.decided(response.allowed, response.http_status, elapsed)
         if response.allowed:
             outcome = f"allowed {response.key_type}"
         else:

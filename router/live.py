@@ -110,7 +110,8 @@ class LiveConnections:
         if relay is None:
             live.doom = (code, reason, cause)
             return False
-        if not relay.terminate(code, reason):
+        kind = "token expiry" if cause == "token expiry" else "rule"
+        if not relay.terminate(code, reason, cause=kind):
             return False
         self.stats["token_expired" if cause == "token expiry" else "closed_by_rule"] += 1
         ident = live.identity

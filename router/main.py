@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import signal
 import socket
 
 import uvloop
 
+from router.analytics import JsonLinesFile, JsonLinesLog, Sink
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
+from router.oslimits import raise_nofile_limit
+from router.redis_store import RedisCounterStore, build_store
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig, server_ssl_context
 from router.settings import RouterSettings
@@ -67,6 +71,29 @@ def parse_args(argv: list[str]) -> RouterSettings:
     return RouterSettings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+def analytics_sink(settings: RouterSettings) -> Sink:
+    path = settings.analytics_path
+    return JsonLinesLog() if path is None else JsonLinesFile(path)
+
+
+def redis_counter_store(settings: RouterSettings) -> RedisCounterStore | None:
+    """The Redis-backed quota counters when ``WSGATE_RATELIMIT_REDIS_URL`` is set."""
+    if not settings.ratelimit_redis_url:
+        return None
+    if importlib.util.find_spec("redis") is None:
+        log.error("WSGATE_RATELIMIT_REDIS_URL needs the redis package: pip install 'wsgate[redis]'")
+        raise SystemExit(2)
+    return build_store(
+        settings.ratelimit_redis_url,
+        prefix=settings.ratelimit_redis_prefix,
+        failure_mode=settings.ratelimit_redis_failure_mode,
+        expected_routers=settings.ratelimit_expected_routers,
+        sub_windows=settings.ratelimit_redis_sub_windows,
+        max_lease=settings.ratelimit_redis_max_lease,
+        timeout=settings.ratelimit_redis_timeout,
+    )
+
+
 async def serve(settings: RouterSettings) -> None:
     """Run until SIGTERM/SIGINT, then close relays with 1001 and return."""
     loop = asyncio.get_running_loop()
@@ -81,8 +108,17 @@ async def serve(settings: RouterSettings) -> None:
         max_message=settings.router_max_message,
         handshake_timeout=settings.router_handshake_timeout,
         backend_connect_timeout=settings.router_backend_connect_timeout,
+        idle_timeout=settings.router_idle_timeout,
+        max_connections=settings.router_max_connections,
+        analytics_interval=settings.router_analytics_interval,
+        analytics_queue=settings.router_analytics_queue,
     )
-    router = Router(config, store, enforcer)
+    raise_nofile_limit()
+    counters = redis_counter_store(settings)
+    router = Router(config, store, enforcer, counters=counters, sinks=[analytics_sink(settings)])
+    if counters is not None:
+        counters.register_metrics(router.metrics.registry)
+        await counters.check()
     await router.listen(settings.router_host, settings.router_port)
     if settings.router_tls_port:
         pki = ensure_pki(settings.pki_dir)
@@ -111,6 +147,8 @@ async def serve(settings: RouterSettings) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await router.shutdown()
+        if counters is not None:
+            await counters.close()
 
 
 def main(argv: list[str]) -> int:

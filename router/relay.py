@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from router.analytics import ZERO, Counts
 from router.frames import (
     CloseCode,
     FrameScanner,
@@ -56,6 +57,9 @@ class RelayInfo:
     api: str
     topic: str
     client_ip: str
+    api_id: str = ""
+    application_id: str = ""
+    key_type: str = ""
 
 
 def _close(transport: asyncio.Transport) -> None:
@@ -124,7 +128,7 @@ class _GatedSide(_Side):
         if out:
             self.peer.transport.write(out)
         if relay.stop_pending:
-            relay.terminate(CloseCode.POLICY_VIOLATION, THROTTLED_REASON)
+            relay.terminate(CloseCode.POLICY_VIOLATION, THROTTLED_REASON, cause="throttled")
 
 
 class _Detached(asyncio.Protocol):
@@ -174,13 +178,20 @@ class Relay:
     """Both sides of one proxied WebSocket connection."""
 
     __slots__ = (
+        "_backend_reason",
         "_grace",
         "_on_done",
         "_tell_backend",
+        "activity",
         "backend",
+        "cause",
         "client",
+        "close_by",
+        "close_code",
         "closed_by",
+        "idle_since",
         "info",
+        "reported",
         "router_code",
         "router_reason",
         "started",
@@ -210,6 +221,13 @@ class Relay:
         self.stop_pending = False  # a quota with stop_on_quota_reach was hit: close after the chunk
         self.throttle = throttle
         self.throttle_policy = ""
+        self.cause = ""  # why the router closed the connection (rule, idle timeout, ...)
+        self.close_code: int | None = None  # set when the connection is over
+        self.close_by = ""  # client, backend, router, unknown: set when it is over
+        self.reported = ZERO  # counters as of the last analytics event (see router.analytics)
+        self.activity = 0  # bytes both ways at the last idle sweep (see router.idle)
+        self.idle_since = self.started  # monotonic time the bytes last moved, per the sweeps
+        self._backend_reason = BACKEND_CLOSE_REASON
         self._grace: asyncio.TimerHandle | None = None
         self._tell_backend = False
         self._on_done = on_done
@@ -266,10 +284,26 @@ class Relay:
         client = self.client
         return client.gate.dropped if isinstance(client, _GatedSide) else 0
 
-    def terminate(self, code: int, reason: str) -> bool:
+    def counts(self) -> Counts:
+        """The scanners' counters right now (read by the analytics flush, not per frame)."""
+        up, down = self.client.scanner, self.backend.scanner
+        return Counts(
+            up.frames, down.frames, up.messages, down.messages, up.bytes, down.bytes, self.throttled
+        )
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes received from both peers so far: what the idle sweep watches."""
+        return self.client.scanner.bytes + self.backend.scanner.bytes
+
+    def terminate(
+        self, code: int, reason: str, *, cause: str = "", backend_reason: str = ""
+    ) -> bool:
         """Close the connection on the router's own decision (see the module docstring).
 
-        Returns False when the relay was already being closed by the router or is gone.
+        ``cause`` is recorded for analytics; ``backend_reason`` replaces the reason of the
+        1001 the backend is sent. Returns False when the relay was already being closed by the
+        router or is gone.
         """
         client, backend = self.client, self.backend
         if self.terminating or (client.lost and backend.lost):
@@ -277,6 +311,9 @@ class Relay:
         self.terminating = True
         self.closed_by = self.closed_by or "router"
         self.router_code, self.router_reason = code, reason
+        self.cause = cause
+        if backend_reason:
+            self._backend_reason = backend_reason
         if not client.lost:
             client.transport.set_protocol(_Detached(client))
         # The client->backend stream stops here; the backend gets a close only if it is
@@ -304,7 +341,7 @@ class Relay:
             client.transport.write(close_frame(code, self.router_reason))
         if self._tell_backend and not backend.lost and not backend.transport.is_closing():
             backend.transport.write(
-                close_frame(CloseCode.GOING_AWAY, BACKEND_CLOSE_REASON, mask=True)
+                close_frame(CloseCode.GOING_AWAY, self._backend_reason, mask=True)
             )
         if not client.lost:
             _close(client.transport)
@@ -393,6 +430,13 @@ class Relay:
             by, code = "backend", down.close_code
         else:
             by, code = self.closed_by or "unknown", CloseCode.ABNORMAL
+        self.close_code = code
+        if self.terminating:
+            self.close_by = "router"
+        elif self.router_code is not None:  # a stream error, a vanished backend, a shutdown
+            self.close_by = self.closed_by or "unknown"
+        else:
+            self.close_by = by
         elapsed = time.monotonic() - self.started
         log.info(
             "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "

@@ -8,24 +8,31 @@ with a JSON error and ``Connection: close``; nothing stays half-open.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import httpx
 
 from router import backend, http11
+from router.analytics import ConnectionEvent, HandshakeEvent, Pipeline, Sink, Tags, delta
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
+from router.frames import CloseCode
 from router.http11 import HeadReader, HttpError, Request
+from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
+from router.metrics import RouterMetrics
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
 from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
+from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsgate_proto import enforcer_pb2
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,10 @@ class RouterConfig:
     max_message: int = 1024 * 1024
     handshake_timeout: float = 10.0
     backend_connect_timeout: float = 10.0
+    idle_timeout: float = 300.0  # no byte either way for this long -> 1001; 0 disables
+    max_connections: int = 10_000  # relayed + upgrading; beyond -> 503; 0 disables
+    analytics_interval: float = 1.0  # seconds between analytics flushes
+    analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
 
 
 class Handshake(Exception):
@@ -64,6 +75,7 @@ class Router:
         routes: RouteStore,
         enforcer: EnforcerClient,
         counters: CounterStore | None = None,
+        sinks: Sequence[Sink] = (),
     ) -> None:
         self.config = config
         self.routes = routes
@@ -73,7 +85,64 @@ class Router:
         self.http = httpx.AsyncClient(timeout=5.0)
         self.relays: set[Relay] = set()
         self.pending: set[Connection] = set()
+        self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
+        self.metrics = RouterMetrics(
+            active=lambda: len(self.relays),
+            xds_version=lambda: self.routes.version,
+            dropped=lambda: self.analytics.dropped,
+        )
+        self.analytics = Pipeline(
+            [self.metrics, *sinks],
+            self._collect,
+            capacity=config.analytics_queue,
+            interval=config.analytics_interval,
+        )
+        self.idle_closed = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the analytics flusher and the idle sweep (idempotent; listen() calls it)."""
+        self.analytics.start()
+        if self._sweeper is None and self.config.idle_timeout > 0:
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
+
+    async def _sweep_idle(self) -> None:
+        while True:
+            timeout = self.config.idle_timeout
+            await asyncio.sleep(sweep_interval(timeout))
+            for relay in idle_connections(self.relays, time.monotonic(), timeout):
+                if relay.terminate(
+                    CloseCode.GOING_AWAY, IDLE_REASON, cause=IDLE_REASON, backend_reason=IDLE_REASON
+                ):
+                    self.idle_closed += 1
+                    log.info(
+                        "closing %s api=%s: idle for %.0f s",
+                        relay.info.request_id,
+                        relay.info.api,
+                        timeout,
+                        extra={"request_id": relay.info.request_id, "close_code": 1001},
+                    )
+
+    def _collect(self, now: float) -> list[ConnectionEvent]:
+        """Analytics flush: one event per connection whose counters moved since its last one."""
+        events = []
+        mono = time.monotonic()
+        for relay in self.relays:
+            reported = relay.reported
+            if relay.total_bytes == reported.bytes_up + reported.bytes_down:
+                continue  # no byte, so no frame either: nothing moved (the idle majority)
+            counts = relay.counts()
+            if counts != reported:
+                moved, age = delta(relay.reported, counts), mono - relay.started
+                events.append(ConnectionEvent(tags_of(relay.info), moved, age, now))
+                relay.reported = counts
+        return events
+
+    def metrics_text(self) -> bytes:
+        """``/metrics``: flush the analytics first, so the counters are current."""
+        self.analytics.flush()
+        return self.metrics.render()
 
     async def listen(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None) -> int:
         """Start one listener; returns the port actually bound (``port`` may be 0)."""
@@ -88,6 +157,7 @@ class Router:
             reuse_address=True,
         )
         self.servers.append(server)
+        self.start()
         return int(server.sockets[0].getsockname()[1])
 
     def apply_rule(self, rule: enforcer_pb2.ConnectionRule) -> int:
@@ -97,6 +167,21 @@ class Router:
     def relay_done(self, relay: Relay, live: Live) -> None:
         self.relays.discard(relay)
         self.live.end(live)
+        counts = relay.counts()
+        self.analytics.emit(
+            ConnectionEvent(
+                tags_of(relay.info),
+                delta(relay.reported, counts),
+                time.monotonic() - relay.started,
+                time.time(),
+                final=True,
+                close_code=relay.close_code,
+                closed_by=relay.close_by,
+                close_reason=relay.router_reason,
+                cause=relay.cause,
+            )
+        )
+        relay.reported = counts
 
     async def shutdown(self, drain: float = 2.0) -> None:
         """Stop accepting, close relays with 1001, give them ``drain`` seconds, then release."""
@@ -112,8 +197,26 @@ class Router:
         for relay in list(self.relays):
             for side in (relay.client, relay.backend):
                 side.transport.abort()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+        await self.analytics.stop()
         await self.http.aclose()
         await self.enforcer.close()
+
+
+def tags_of(info: RelayInfo) -> Tags:
+    return Tags(
+        info.request_id,
+        info.api,
+        info.api_id,
+        info.topic,
+        info.application_id,
+        info.key_type,
+        info.client_ip,
+    )
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
@@ -221,6 +324,8 @@ class Connection(asyncio.Protocol):
                 self.reply(http11.response(200, b'{"status":"ready"}'))
             else:
                 self.reply(http11.response(503, b'{"status":"not ready"}'))
+        elif path == "/metrics" and request.method in ("GET", "HEAD"):
+            self.reply(http11.response(200, self.router.metrics_text(), METRICS_CONTENT_TYPE))
         elif path == "/testkey":
             self._start_testkey(request)
         elif http11.is_upgrade(request):
@@ -287,49 +392,67 @@ class Connection(asyncio.Protocol):
 
     async def _upgrade(self, request: Request) -> None:
         started = time.monotonic()
+        router = self.router
         request_id = request.headers.get("x-request-id", "") or uuid.uuid4().hex
-        api, topic, status = "-", "-", 101
+        api, topic, status, reason = "-", "-", 101, ""
+        api_id = application_id = key_type = ""
+        counted = False
         try:
             try:
                 key = http11.validate_upgrade(request)
             except HttpError as exc:
-                status = exc.status
+                status, reason = exc.status, exc.description
                 self.reply(http11.http_error_response(exc))
                 return
+            limit = router.config.max_connections
+            if limit and len(router.relays) + router.upgrading >= limit:
+                raise Handshake(
+                    503,
+                    503,
+                    "Service Unavailable",
+                    f"The gateway is at its connection limit ({limit}); try again later.",
+                )
+            router.upgrading += 1
+            counted = True
             host = host_without_port(request.headers.get("host", ""))
             match = self._match(host, request.path)
             api, topic = f"{match.route.api_name}:{match.route.api_version}", match.topic.path
+            api_id = match.route.api_id
             checked_at = time.monotonic()
             verdict = await self._check(request, request_id, host, match)
-            identity = Identity.of(
-                verdict.token_id, verdict.application_id, match.route.api_id, verdict.key_type
-            )
-            live = self.router.live.begin(identity, checked_at)
+            application_id, key_type = verdict.application_id, verdict.key_type.upper()
+            identity = Identity.of(verdict.token_id, application_id, api_id, key_type)
+            live = router.live.begin(identity, checked_at)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
                 conn = await self._connect_backend(request, request_id, url, ca_pem)
                 if self.closed or self.transport is None:
                     conn.transport.abort()
-                    status = 499
+                    status, reason = 499, "client closed the connection during the handshake"
                     return
-                info = RelayInfo(request_id, api, topic, self.client_ip)
+                info = RelayInfo(
+                    request_id, api, topic, self.client_ip, api_id, application_id, key_type
+                )
                 self._start_relay(request, key, conn, info, live, verdict)
             finally:
                 if live.relay is None:
-                    self.router.live.end(live)
+                    router.live.end(live)
         except Handshake as exc:
-            status = exc.status
+            status, reason = exc.status, exc.description or exc.message
             self.reply(http11.error_response(exc.status, exc.code, exc.message, exc.description))
         except asyncio.CancelledError:
-            status = 499  # the client went away mid-handshake
+            status, reason = 499, "client closed the connection during the handshake"
             raise
         except Exception:
-            status = 500
+            status, reason = 500, "unexpected router error"
             log.exception("handshake %s failed", request_id)
             self.reply(
                 http11.error_response(500, 500, "Internal Server Error", "Unexpected router error.")
             )
         finally:
+            if counted:
+                router.upgrading -= 1
+            latency_ms = (time.monotonic() - started) * 1000
             log.info(
                 "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms",
                 request_id,
@@ -338,8 +461,12 @@ class Connection(asyncio.Protocol):
                 request.path,
                 "upgraded" if status == 101 else "rejected",
                 status,
-                (time.monotonic() - started) * 1000,
+                latency_ms,
                 extra={"request_id": request_id, "api": api, "topic": topic, "status": status},
+            )
+            tags = Tags(request_id, api, api_id, topic, application_id, key_type, self.client_ip)
+            router.analytics.emit(
+                HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
             )
 
     def _match(self, host: str, path: str) -> Match:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
 from wsgate_common.resources import DEFAULT_LABEL
 from wsgate_common.settings import CommonSettings
 
@@ -19,3 +24,29 @@ class RouterSettings(CommonSettings):
     router_handshake_timeout: float = 10.0
     router_backend_connect_timeout: float = 10.0
     router_enforcer_timeout: float = 2.0
+    # Global per-message throttling: counters leased from Redis (router/redis_store.py) when
+    # a URL is set (redis://[:password@]host:6379/0), else per router process.
+    ratelimit_redis_url: str = ""
+    ratelimit_redis_failure_mode: Literal["fail-open", "fail-closed"] = "fail-open"
+    # Fail-open admits limit / this many per router while Redis is down; also sizes leases.
+    ratelimit_expected_routers: int = Field(default=1, ge=1)
+    ratelimit_redis_prefix: str = "wsgate:rl:"
+    ratelimit_redis_sub_windows: int = Field(default=100, ge=1, le=1000)
+    ratelimit_redis_max_lease: int = Field(default=1000, ge=1)
+    ratelimit_redis_timeout: float = Field(default=0.5, gt=0)
+    # No byte either way for this long -> close 1001 "idle timeout" (pings count); 0 disables.
+    router_idle_timeout: float = 300.0
+    # Relayed + upgrading connections; one more gets 503 at the handshake. 0 disables.
+    router_max_connections: int = 10_000
+    # Analytics: JSON lines on the `wsgate.analytics` logger, or appended to this file (a
+    # relative path is under the data dir) when set; flushed every interval, queue bounded.
+    router_analytics_file: Path | None = None
+    router_analytics_interval: float = 1.0
+    router_analytics_queue: int = 10_000
+
+    @property
+    def analytics_path(self) -> Path | None:
+        path = self.router_analytics_file
+        if path is None or not str(path):
+            return None
+        return path if path.is_absolute() else self.data_dir / path

@@ -8,12 +8,14 @@ enforcer and adapter live in tests/integration/.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -24,6 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from router.analytics import Sink
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
 from router.server import Router, RouterConfig, server_ssl_context
@@ -35,6 +38,8 @@ pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_polic
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MIB = 1024 * 1024
+FLOOD_CHUNK = 256 * 1024
+FLOOD_TOTAL = 50 * MIB
 
 
 @pytest.fixture(params=["uvloop", "asyncio"])
@@ -53,6 +58,7 @@ class BackendLog:
     closed_at: list[float] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    flooded: int = 0  # bytes the /flood backend managed to send
 
 
 class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
@@ -103,6 +109,13 @@ async def backend_handler(ws: ServerConnection, log: BackendLog) -> None:
             await ws.recv()
             await ws.close(4001, "backend says bye")
             return
+        if path.startswith("/flood"):  # sends FLOOD_TOTAL bytes as fast as it is let
+            chunk = b"f" * FLOOD_CHUNK
+            while log.flooded < FLOOD_TOTAL:
+                await ws.send(chunk)
+                log.flooded += len(chunk)
+            await ws.wait_closed()
+            return
         if path.startswith("/drop"):
             await ws.recv()
             assert ws.transport is not None
@@ -131,6 +144,7 @@ def make_routes(backend_port: int) -> list[config_pb2.Route]:
                 config_pb2.RouteTopic(path="/", production_url=backend + "/echo"),
                 config_pb2.RouteTopic(path="/close", production_url=backend + "/close4001"),
                 config_pb2.RouteTopic(path="/drop", production_url=backend + "/drop"),
+                config_pb2.RouteTopic(path="/flood", production_url=backend + "/flood"),
                 config_pb2.RouteTopic(path="/dead", production_url=f"ws://127.0.0.1:{free_port()}"),
                 config_pb2.RouteTopic(
                     path="/sandboxed", production_url=backend, sandbox_url=backend + "/sb"
@@ -149,8 +163,11 @@ def packed(routes: list[config_pb2.Route]) -> list[any_pb2.Any]:
     return out
 
 
-@pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
+@contextlib.asynccontextmanager
+async def open_env(
+    tmp_path: Path, sinks: Sequence[Sink] = (), **overrides: Any
+) -> AsyncIterator[Env]:
+    """Backend, enforcer double and a router on free ports; ``overrides`` go to RouterConfig."""
     log = BackendLog()
     backend = await serve(lambda ws: backend_handler(ws, log), "127.0.0.1", 0)
     backend_port = next(iter(backend.sockets)).getsockname()[1]
@@ -164,12 +181,15 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
     testkey_port = await start_testkey_server()
     store = RouteStore()
     store.apply("v1", packed(make_routes(backend_port)))
-    config = RouterConfig(
-        enforcer_http_url=f"http://127.0.0.1:{testkey_port}",
-        handshake_timeout=0.5,
-        backend_connect_timeout=2.0,
+    settings: dict[str, Any] = {
+        "enforcer_http_url": f"http://127.0.0.1:{testkey_port}",
+        "handshake_timeout": 0.5,
+        "backend_connect_timeout": 2.0,
+        **overrides,
+    }
+    router = Router(
+        RouterConfig(**settings), store, EnforcerClient(f"127.0.0.1:{grpc_port}"), sinks=sinks
     )
-    router = Router(config, store, EnforcerClient(f"127.0.0.1:{grpc_port}"))
     port = await router.listen("127.0.0.1", 0)
     pki = ensure_pki(tmp_path / "pki")
     tls_port = await router.listen("127.0.0.1", 0, server_ssl_context(str(pki.cert), str(pki.key)))
@@ -179,6 +199,12 @@ async def env(tmp_path: Path) -> AsyncIterator[Env]:
         await router.shutdown(drain=0.5)
         backend.close()
         await grpc_server.stop(0)
+
+
+@pytest.fixture
+async def env(tmp_path: Path) -> AsyncIterator[Env]:
+    async with open_env(tmp_path) as opened:
+        yield opened
 
 
 async def start_testkey_server() -> int:

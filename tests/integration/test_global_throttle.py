@@ -1,0 +1,350 @@
+"""Global throttling across three REAL router processes sharing one Redis.
+
+One echo backend, adapter and enforcer; an API whose apiThrottlingPolicy names an API-level
+ThrottlePolicy (sent through the adapter's PutSubscriptionData), so every testkey connection
+counts against one key, ``api:<id>``, in every router. Clients on three routers offer more
+than the limit; the echoes (= messages the routers admitted) are counted per sliding window.
+
+- the limit holds within 1% across the routers on the shared Redis at 127.0.0.1:6379 (own
+  key prefix), over several windows;
+- a Redis of the test's own, killed mid-test: fail-open routers fall back to limit / 3 each,
+  the fail-closed router admits nothing, each logs the transition once; restarted, the routers
+  use it again without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import bisect
+import contextlib
+import functools
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from redis import Redis
+from websockets.asyncio.client import connect
+
+from tests.procs import Proc, free_port, http_ok, port_open, running, wait_for
+from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
+from wsgate_proto import subscription_pb2 as sp
+
+pytestmark = pytest.mark.integration
+
+SHARED_REDIS = "redis://127.0.0.1:6379/0"
+API_ID = "global-throttle-api"
+POLICY = "GlobalWindow"
+ADMIN = "Basic " + base64.b64encode(b"admin:admin").decode()
+
+# The issue's "1% over a minute with 3 routers", compressed: 3,000 messages per 10 s window,
+# 3 routers offered 150 msgs/s each (450/s for 300/s allowed) for 30 s = 3 windows.
+LIMIT, WINDOW, SECONDS, RATE = 3000, 10.0, 30.0, 150.0
+
+
+def redis_up(url: str) -> bool:
+    try:
+        return bool(Redis.from_url(url, socket_connect_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
+@dataclass
+class Plane:
+    """Echo backend, adapter and enforcer, with the throttled API deployed."""
+
+    data_dir: Path
+    xds: int
+    deploy: int
+    enforcer_grpc: int
+    enforcer_http: int
+    echo: int
+    log_dir: Path
+
+    def put_policy(self, limit: int, seconds: int) -> None:
+        data = sp.SubscriptionData(
+            policies=[
+                sp.ThrottlePolicy(
+                    name=POLICY,
+                    kind="api",
+                    message_count=limit,
+                    unit_time=seconds,
+                    time_unit="sec",
+                    stop_on_quota_reach=False,
+                )
+            ]
+        )
+        with grpc.insecure_channel(f"127.0.0.1:{self.deploy}") as channel:
+            deploy_pb2_grpc.DeploymentServiceStub(channel).PutSubscriptionData(data, timeout=10)
+
+    def token(self) -> str:
+        answer = httpx.post(
+            f"http://127.0.0.1:{self.enforcer_http}/testkey",
+            headers={"Authorization": ADMIN},
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        return answer.text.strip()
+
+    @contextlib.contextmanager
+    def routers(self, redis_env: list[dict[str, str]]) -> Iterator[list[tuple[Proc, int]]]:
+        """One router per environment, all ready; yields (process, ws port)."""
+        with contextlib.ExitStack() as stack:
+            started = []
+            for i, extra in enumerate(redis_env):
+                port = free_port()
+                env = {
+                    "WSGATE_DATA_DIR": str(self.data_dir),
+                    "WSGATE_ROUTER_HOST": "127.0.0.1",
+                    "WSGATE_ROUTER_PORT": str(port),
+                    "WSGATE_ROUTER_TLS_PORT": "0",
+                    "WSGATE_XDS_ADDRESS": f"127.0.0.1:{self.xds}",
+                    "WSGATE_ENFORCER_ADDRESS": f"127.0.0.1:{self.enforcer_grpc}",
+                    "WSGATE_ENFORCER_HTTP_URL": f"http://127.0.0.1:{self.enforcer_http}",
+                    "WSGATE_RATELIMIT_EXPECTED_ROUTERS": "3",
+                    "PYTHONUNBUFFERED": "1",
+                    **extra,
+                }
+                name = f"router-{uuid.uuid4().hex[:6]}-{i}"
+                proc = stack.enter_context(
+                    running(
+                        name,
+                        ["router"],
+                        env,
+                        self.log_dir,
+                        ready=functools.partial(http_ok, f"http://127.0.0.1:{port}/ready"),
+                    )
+                )
+                started.append((proc, port))
+            yield started
+
+
+def api_definition(echo_port: int) -> definition_pb2.ApiDefinition:
+    url = f"ws://127.0.0.1:{echo_port}"
+    return definition_pb2.ApiDefinition(
+        id=API_ID,
+        name="GlobalThrottle",
+        version="1.0.0",
+        context="/global",
+        api_type="WS",
+        provider="admin",
+        lifecycle_status="PUBLISHED",
+        production_endpoint=definition_pb2.Endpoint(url=url),
+        sandbox_endpoint=definition_pb2.Endpoint(url=url),
+        operations=[definition_pb2.Operation(target="/notifications", verb="SUBSCRIBE")],
+        api_throttling_policy=POLICY,
+        source="control-plane",
+    )
+
+
+@pytest.fixture(scope="module")
+def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    data_dir = tmp_path_factory.mktemp("global-throttle")
+    rest, xds, deploy = free_port(), free_port(), free_port()
+    grpc_port, http_port, echo = free_port(), free_port(), free_port()
+    common = {"WSGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    with (
+        running(
+            "echo-backend",
+            ["echo-backend"],
+            {**common, "WSGATE_ECHO_HOST": "127.0.0.1", "WSGATE_ECHO_PORT": str(echo)},
+            data_dir,
+            ready=lambda: http_ok(f"http://127.0.0.1:{echo}/health"),
+        ),
+        running(
+            "adapter",
+            ["adapter"],
+            {
+                **common,
+                "WSGATE_ADAPTER_HOST": "127.0.0.1",
+                "WSGATE_ADAPTER_REST_PORT": str(rest),
+                "WSGATE_ADAPTER_XDS_PORT": str(xds),
+                "WSGATE_ADAPTER_DEPLOY_PORT": str(deploy),
+            },
+            data_dir,
+            ready=lambda: http_ok(f"https://127.0.0.1:{rest}/health"),
+        ),
+        running(
+            "enforcer",
+            ["enforcer"],
+            {
+                **common,
+                "WSGATE_ENFORCER_HOST": "127.0.0.1",
+                "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
+                "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
+                "WSGATE_XDS_ADDRESS": f"127.0.0.1:{xds}",
+            },
+            data_dir,
+            ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),
+        ),
+    ):
+        plane = Plane(data_dir, xds, deploy, grpc_port, http_port, echo, data_dir)
+        with grpc.insecure_channel(f"127.0.0.1:{deploy}") as channel:
+            deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
+                deploy_pb2.DeployRequest(api=api_definition(echo)), timeout=10
+            )
+        yield plane
+
+
+async def offer(
+    ports: list[int],
+    token: str,
+    rate: float,
+    seconds: float,
+    events: list[tuple[float, Callable[[], None]]],
+) -> list[list[float]]:
+    """One client per router port sends ``rate`` msgs/s for ``seconds``; returns, per router,
+    the monotonic times its echoes came back (= messages that router admitted). ``events``
+    (offset from the start, action) run in a thread at their time."""
+    headers = {"Authorization": f"Bearer {token}"}
+    echoes: list[list[float]] = [[] for _ in ports]
+    start = time.monotonic() + 0.5
+
+    async def client(i: int, port: int) -> None:
+        url = f"ws://127.0.0.1:{port}/global/1.0.0/notifications"
+        async with connect(url, additional_headers=headers, open_timeout=10) as ws:
+
+            async def read() -> None:
+                async for _ in ws:
+                    echoes[i].append(time.monotonic())
+
+            reader = asyncio.create_task(read())
+            await asyncio.sleep(max(0.0, start - time.monotonic()))
+            sent = 0
+            while (elapsed := time.monotonic() - start) < seconds:
+                due = int(elapsed * rate) + 1
+                while sent < due:
+                    await ws.send(f"m{sent}")
+                    sent += 1
+                await asyncio.sleep(1.0 / rate)
+            await asyncio.sleep(0.5)  # the last echoes
+            reader.cancel()
+
+    async def timeline() -> None:
+        for at, action in events:
+            await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+            await asyncio.get_running_loop().run_in_executor(None, action)
+
+    await asyncio.gather(*(client(i, p) for i, p in enumerate(ports)), timeline())
+    return echoes
+
+
+def worst_window(times: list[float], window: float) -> int:
+    times = sorted(times)
+    return max((bisect.bisect_left(times, t + window) - k for k, t in enumerate(times)), default=0)
+
+
+def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane) -> None:
+    if not redis_up(SHARED_REDIS):
+        pytest.skip("no Redis answers at 127.0.0.1:6379")
+    prefix = f"wsgate-it:{uuid.uuid4().hex}:"
+    plane.put_policy(LIMIT, int(WINDOW))
+    env = {"WSGATE_RATELIMIT_REDIS_URL": SHARED_REDIS, "WSGATE_RATELIMIT_REDIS_PREFIX": prefix}
+    token = plane.token()
+    try:
+        with plane.routers([env, env, env]) as routers:
+            echoes = asyncio.run(offer([p for _, p in routers], token, RATE, SECONDS, []))
+            logs = [proc.log() for proc, _ in routers]
+    finally:
+        client = Redis.from_url(SHARED_REDIS)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)
+    admitted = sorted(t for per_router in echoes for t in per_router)
+    offered = 3 * RATE * SECONDS
+    worst = worst_window(admitted, WINDOW)
+    overshoot = (worst - LIMIT) / LIMIT
+    ideal = LIMIT * SECONDS / WINDOW
+    print(
+        f"\nglobal throttle: {len(admitted)} of {offered:.0f} offered admitted "
+        f"({[len(e) for e in echoes]} per router), ideal {ideal:.0f}; "
+        f"worst {WINDOW:.0f}s window {worst} / {LIMIT} = overshoot {overshoot:+.2%}"
+    )
+    assert worst <= LIMIT * 1.01, f"the global limit was exceeded by {overshoot:.2%}"
+    assert len(admitted) >= 0.95 * ideal, "the routers admitted far less than the limit"
+    assert all(len(e) > 0.2 * ideal / 3 for e in echoes), "a router was starved"
+    for log in logs:
+        assert "rate-limit counters in Redis" in log
+        assert "unreachable" not in log
+
+
+@contextlib.contextmanager
+def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        pytest.skip("redis-server is not installed")
+    proc = subprocess.Popen(
+        [exe, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: port_open(port), 10, "redis-server")
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane) -> None:
+    """300 msgs / 3 s. Redis up 0-4 s, killed 4-9 s, back (empty) 9-12 s. Routers 0 and 1
+    fail open (local cap 300 / 3 = 100 per window each), router 2 fails closed."""
+    limit, window = 300, 3
+    plane.put_policy(limit, window)
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    open_env = {"WSGATE_RATELIMIT_REDIS_URL": url}
+    closed_env = {**open_env, "WSGATE_RATELIMIT_REDIS_FAILURE_MODE": "fail-closed"}
+    token = plane.token()
+    holder: dict[str, subprocess.Popen[bytes]] = {}
+    restarted = contextlib.ExitStack()
+
+    def kill() -> None:
+        holder["redis"].kill()
+        holder["redis"].wait()
+
+    def restart() -> None:
+        holder["redis"] = restarted.enter_context(own_redis(port))
+
+    with own_redis(port) as first, restarted:
+        holder["redis"] = first
+        with plane.routers([open_env, open_env, closed_env]) as routers:
+            echoes = asyncio.run(
+                offer(
+                    [p for _, p in routers],
+                    token,
+                    80.0,  # 3 x 80/s offered for 100/s allowed
+                    12.0,
+                    [(4.0, kill), (9.0, restart)],
+                )
+            )
+            wait_for(lambda: all("reachable again" in p.log() for p, _ in routers), 10, "recovery")
+            logs = [proc.log() for proc, _ in routers]
+    start = min(t for e in echoes for t in e) if any(echoes) else 0.0
+
+    def between(i: int, a: float, b: float) -> list[float]:
+        return [t for t in echoes[i] if a <= t - start < b]
+
+    down = [between(i, 4.5, 9.0) for i in range(3)]  # (0.5 s for the failure to be seen)
+    print(
+        f"\nRedis killed: admitted per router while down {[len(d) for d in down]}, "
+        f"cap {limit // 3} per {window}s window each (fail-open), fail-closed router 0"
+    )
+    for i in (0, 1):
+        assert 0 < worst_window(down[i], window) <= limit // 3 + 1
+    assert len(down[2]) <= 5  # fail-closed: at most what its last lease held
+    after = [between(i, 10.0, 12.0) for i in range(3)]
+    assert all(after), "a router did not come back to the restarted Redis"
+    assert worst_window(sorted(t for e in echoes for t in e), window) <= limit * 1.01 + 6
+    for log in logs:
+        assert log.count("unreachable") == 1, log[-3000:]
+        assert log.count("reachable again") == 1
+    assert "fail-closed" in logs[2] and "limit/3 per router" in logs[0]

@@ -1,0 +1,135 @@
+"""A Python model of router/redis_store.py's Lua lease script, and a discrete-event driver for
+LeasedCounters (simulated clock and round trips): the lease arithmetic tested without Redis."""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import heapq
+import itertools
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from router.lease import CURRENT, Clock, Health, LeasedCounter, LeaseReply, LeaseRequest, grant_size
+
+
+@dataclass
+class ScriptModel:
+    """The script's arithmetic over one hash (sub-window -> reserved permits)."""
+
+    limit: int
+    sub_len: float
+    subs: int
+    routers: int
+    counts: dict[int, int] = field(default_factory=dict)
+    calls: int = 0
+
+    def run(self, now: float, target: int, want: int, adjust: tuple[tuple[int, int], ...]):
+        self.calls += 1
+        c = math.floor(now / self.sub_len)
+        target = min(max(target, c), c + 1)
+        oldest = c - self.subs
+        for b, d in adjust:
+            b = c if b == CURRENT else b
+            if oldest <= b <= c + 1 and d:
+                if d < 0:
+                    d = -min(-d, self.counts.get(b, 0))
+                if d:
+                    self.counts[b] = self.counts.get(b, 0) + d
+        for b in [b for b in self.counts if b < oldest]:
+            del self.counts[b]
+        used = sum(v for b, v in self.counts.items() if b >= target - self.subs)
+        remaining = self.limit - used
+        grant = grant_size(want, remaining, self.routers)
+        if grant:
+            self.counts[target] = self.counts.get(target, 0) + grant
+        return LeaseReply(grant, target, c, remaining - grant, now)
+
+
+@dataclass
+class Sim:
+    """Routers (one LeasedCounter each) sharing one ScriptModel, with round trip ``rtt``;
+    router i's monotonic clock is Redis' clock minus ``skews[i]``."""
+
+    limit: int
+    window: float
+    subs: int
+    routers: int
+    rtt: float = 0.001
+    skews: tuple[float, ...] = ()
+    fail_open: bool = True
+    now: float = 0.0  # Redis time
+    admitted: list[float] = field(default_factory=list)
+    refused: int = 0
+    redis_up: bool = True
+
+    def __post_init__(self) -> None:
+        self.model = ScriptModel(self.limit, self.window / self.subs, self.subs, self.routers)
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self.skews = self.skews or tuple(100.0 + 7.0 * i for i in range(self.routers))
+        self.health = [Health(fail_open=self.fail_open) for _ in range(self.routers)]
+        self.counters = [
+            LeasedCounter(
+                self.limit,
+                self.window,
+                subs=self.subs,
+                routers=self.routers,
+                max_lease=1000,
+                clock=Clock(),
+                health=self.health[i],
+                kick=functools.partial(self._kick, i),
+            )
+            for i in range(self.routers)
+        ]
+
+    def _kick(self, i: int, counter: LeasedCounter) -> None:
+        self._at(self.now, lambda: self._send(i, counter))
+
+    def local(self, i: int) -> float:
+        return self.now - self.skews[i]
+
+    def _at(self, t: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (t, next(self._seq), fn))
+
+    def _send(self, i: int, counter: LeasedCounter) -> None:
+        req = counter.request(self.local(i))
+        if not self.redis_up:
+            self._at(self.now + self.rtt, lambda: self._fail(i, counter, req))
+            return
+        self._at(self.now + self.rtt / 2, lambda: self._serve(i, counter, req))
+
+    def _fail(self, i: int, counter: LeasedCounter, req: LeaseRequest) -> None:
+        counter.failed(req)
+        self.health[i].up = False
+
+    def _serve(self, i: int, counter: LeasedCounter, req: LeaseRequest) -> None:
+        reply = self.model.run(self.now, req.target, req.want, req.adjust)
+        self._at(self.now + self.rtt / 2, lambda: counter.granted(req, reply, self.local(i)))
+
+    def run_until(self, t: float) -> None:
+        while self._events and self._events[0][0] <= t:
+            when, _, fn = heapq.heappop(self._events)
+            self.now = max(self.now, when)
+            fn()
+        self.now = max(self.now, t)
+
+    def message(self, i: int, t: float) -> bool:
+        """Router i gets a message at Redis time t."""
+        self.run_until(t)
+        counter, local = self.counters[i], self.local(i)
+        if counter.available(local):
+            counter.take(local)
+            self.admitted.append(t)
+            return True
+        self.refused += 1
+        return False
+
+    def worst_window(self) -> int:
+        """Most messages admitted in any window of length ``window`` (Redis time)."""
+        times = sorted(self.admitted)
+        return max(
+            (bisect.bisect_left(times, t + self.window) - k for k, t in enumerate(times)),
+            default=0,
+        )
