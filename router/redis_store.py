@@ -37,7 +37,7 @@ from router.lease import (
     Stats,
     sub_windows,
 )
-from router.throttle import SWEEP_INTERVAL
+from router.throttle import CounterTable
 from wsgate_common.metrics import Callbacks
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class RedisStoreConfig:
     timeout: float = 0.5
 
 
-class RedisCounterStore:
+class RedisCounterStore(CounterTable[LeasedCounter]):
     """Leased counters keyed by quota key, kept like the in-process store's (see there)."""
 
     def __init__(self, config: RedisStoreConfig, client: Any = None) -> None:
@@ -126,17 +126,12 @@ class RedisCounterStore:
         self.commands = 0  # calls sent to Redis (lease scripts and pings)
         self._client = client if client is not None else _client(config)
         self._script = self._client.register_script(LEASE_SCRIPT)
-        self._counters: dict[str, LeasedCounter] = {}
-        self._refs: dict[str, int] = {}
-        self._swept = 0.0
+        super().__init__()
         self._tasks: set[asyncio.Task[None]] = set()
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
     # --- CounterStore --------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        return len(self._counters)
 
     def __bool__(self) -> bool:  # a store with no counter yet is still a store
         return True
@@ -149,42 +144,19 @@ class RedisCounterStore:
     def up(self) -> bool:
         return self.health.up
 
-    def acquire(self, key: str, limit: int, window: float, now: float) -> LeasedCounter:
-        if now - self._swept > SWEEP_INTERVAL:
-            self.sweep(now)
-        counter = self._counters.get(key)
-        if counter is None or counter.limit != limit or counter.window != window:
-            subs = sub_windows(window, self.config.sub_windows)
-            counter = LeasedCounter(
-                limit,
-                window,
-                subs=subs,
-                routers=self.config.expected_routers,
-                max_lease=self.config.max_lease,
-                clock=self.clock,
-                health=self.health,
-                kick=self._kick,
-                key=f"{self.config.prefix}{{{key}}}:{round(window * 1000)}:{subs}",
-            )
-            self._counters[key] = counter
-        self._refs[key] = self._refs.get(key, 0) + 1
-        return counter
-
-    def release(self, key: str, now: float) -> None:
-        refs = self._refs.get(key, 0) - 1
-        if refs > 0:
-            self._refs[key] = refs
-            return
-        self._refs.pop(key, None)
-        counter = self._counters.get(key)
-        if counter is not None and counter.idle(now):
-            del self._counters[key]
-
-    def sweep(self, now: float) -> None:
-        self._swept = now
-        for key, counter in list(self._counters.items()):
-            if key not in self._refs and counter.idle(now):
-                del self._counters[key]
+    def _make(self, key: str, limit: int, window: float) -> LeasedCounter:
+        subs = sub_windows(window, self.config.sub_windows)
+        return LeasedCounter(
+            limit,
+            window,
+            subs=subs,
+            routers=self.config.expected_routers,
+            max_lease=self.config.max_lease,
+            clock=self.clock,
+            health=self.health,
+            kick=self._kick,
+            key=f"{self.config.prefix}{{{key}}}:{round(window * 1000)}:{subs}",
+        )
 
     # --- requests ------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from wsgate_proto import enforcer_pb2
 
@@ -126,29 +126,35 @@ class CounterStore(Protocol):
     def release(self, key: str, now: float) -> None: ...
 
 
-class InProcessCounterStore:
-    """Counters shared by the connections of this router process, keyed by quota key.
+C = TypeVar("C", bound=Counter)
+
+
+class CounterTable(Generic[C]):
+    """Counters by quota key, reference-counted by the connections that use them.
 
     A counter is kept while a connection uses it and, after the last one ends, until it is
     idle (its window has passed), so reconnecting does not reset a quota. If a key comes back
     with another limit or window (the policy changed), new connections get a fresh counter;
-    the ones still holding the old counter keep it.
+    the ones still holding the old counter keep it. Subclasses say how a counter is made.
     """
 
     def __init__(self) -> None:
-        self._counters: dict[str, Counter] = {}
+        self._counters: dict[str, C] = {}
         self._refs: dict[str, int] = {}
         self._swept = 0.0
 
     def __len__(self) -> int:
         return len(self._counters)
 
-    def acquire(self, key: str, limit: int, window: float, now: float) -> Counter:
+    def _make(self, key: str, limit: int, window: float) -> C:
+        raise NotImplementedError
+
+    def acquire(self, key: str, limit: int, window: float, now: float) -> C:
         if now - self._swept > SWEEP_INTERVAL:
             self.sweep(now)
         counter = self._counters.get(key)
         if counter is None or counter.limit != limit or counter.window != window:
-            counter = new_counter(limit, window)
+            counter = self._make(key, limit, window)
             self._counters[key] = counter
         self._refs[key] = self._refs.get(key, 0) + 1
         return counter
@@ -169,6 +175,13 @@ class InProcessCounterStore:
         for key, counter in list(self._counters.items()):
             if key not in self._refs and counter.idle(now):
                 del self._counters[key]
+
+
+class InProcessCounterStore(CounterTable[Counter]):
+    """Counters shared by the connections of this router process (see :class:`CounterTable`)."""
+
+    def _make(self, key: str, limit: int, window: float) -> Counter:
+        return new_counter(limit, window)
 
 
 @dataclass(frozen=True, slots=True)
