@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from wsgate_common import grpc_tls
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc, subscription_pb2
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,14 @@ class GatewayUnavailable(Exception):
 class AdapterClient:
     """Async client of the adapter's DeploymentService; create it inside the serving loop."""
 
-    def __init__(self, address: str, timeout: float = 5.0) -> None:
+    def __init__(
+        self, address: str, timeout: float = 5.0, tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self.tls = tls
+        # mTLS or plaintext, keepalives and message sizes from wsgate_common/grpc_tls.py.
+        self._channel = tls.aio_channel(address, _CHANNEL_OPTIONS)
         self._stub = deploy_pb2_grpc.DeploymentServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -107,7 +112,7 @@ class AdapterClient:
                 deploy_pb2.SyncRequest(apis=list(apis)), timeout=self.timeout * 2
             )
         except grpc.aio.AioRpcError as exc:
-            raise GatewayUnavailable(f"{exc.code().name}: {exc.details()}") from None
+            raise GatewayUnavailable(self.tls.describe(exc)) from None
         return response
 
     async def put_subscription_data(
@@ -120,7 +125,7 @@ class AdapterClient:
         try:
             await self._stub.PutSubscriptionData(data, timeout=self.timeout, wait_for_ready=wait)
         except grpc.aio.AioRpcError as exc:
-            raise GatewayUnavailable(f"{exc.code().name}: {exc.details()}") from None
+            raise GatewayUnavailable(self.tls.describe(exc)) from None
 
     async def status(self) -> deploy_pb2.StatusResponse:
         """Raises: GatewayUnavailable."""
@@ -129,15 +134,14 @@ class AdapterClient:
                 deploy_pb2.StatusRequest(), timeout=min(self.timeout, 2.0)
             )
         except grpc.aio.AioRpcError as exc:
-            raise GatewayUnavailable(f"{exc.code().name}: {exc.details()}") from None
+            raise GatewayUnavailable(self.tls.describe(exc)) from None
         return response
 
-    @staticmethod
-    def _translate(exc: grpc.aio.AioRpcError) -> Exception:
+    def _translate(self, exc: grpc.aio.AioRpcError) -> Exception:
         status = _REJECTIONS.get(exc.code())
         if status is not None:
             return GatewayRejected(status, exc.details() or exc.code().name)
-        return GatewayUnavailable(f"{exc.code().name}: {exc.details()}")
+        return GatewayUnavailable(self.tls.describe(exc))
 
 
 class AdapterSync:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import grpc.aio
 
+from wsgate_common import grpc_tls
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 
@@ -15,10 +16,14 @@ class EnforcerUnavailable(Exception):
 class EnforcerClient:
     """A long-lived channel to the enforcer's HandshakeService."""
 
-    def __init__(self, address: str, timeout: float = 2.0) -> None:
+    def __init__(
+        self, address: str, timeout: float = 2.0, tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT
+    ) -> None:
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.aio.insecure_channel(address)
+        self.tls = tls
+        # mTLS or plaintext, keepalives and message sizes: wsgate_common/grpc_tls.py.
+        self._channel = tls.aio_channel(address)
         self._stub = enforcer_pb2_grpc.HandshakeServiceStub(self._channel)
 
     async def check(self, request: enforcer_pb2.HandshakeRequest) -> enforcer_pb2.HandshakeResponse:
@@ -30,7 +35,7 @@ class EnforcerClient:
                 request, timeout=self.timeout
             )
         except grpc.aio.AioRpcError as exc:
-            raise EnforcerUnavailable(f"{exc.code().name}: {exc.details()}") from None
+            raise EnforcerUnavailable(self.tls.describe(exc)) from None
         return response
 
     async def close(self) -> None:

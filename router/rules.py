@@ -20,6 +20,7 @@ import grpc
 import grpc.aio
 
 from router.frames import CloseCode, truncate_utf8
+from wsgate_common import grpc_tls
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -28,13 +29,9 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 DEFAULT_REASON = "connection closed by policy"
 
-# Keepalive no more often than a stock gRPC server accepts (5 min), to notice a dead enforcer
-# without being sent GOAWAY "too many pings" on an idle stream.
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.keepalive_time_ms", 310_000),
-    ("grpc.keepalive_timeout_ms", 20_000),
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-]
+# Keepalive (the enforcer's server accepts pings every 10 s) and message sizes: one list for
+# every component, wsgate_common/grpc_tls.py.
+CHANNEL_OPTIONS = list(grpc_tls.CHANNEL_OPTIONS)
 
 RuleHandler = Callable[[enforcer_pb2.ConnectionRule], object]
 
@@ -78,9 +75,11 @@ class RuleWatcher:
         *,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
+        tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT,
     ) -> None:
         self.address = address
         self.router_id = router_id
+        self.tls = tls
         self._on_rule = on_rule
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -106,7 +105,7 @@ class RuleWatcher:
                 raise
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                reason = f"{code.name}: {exc.details()}"
+                reason = self.tls.describe(exc)
             except Exception as exc:  # a bug must not stop the reconnect loop
                 reason = repr(exc)
             finally:
@@ -148,7 +147,7 @@ class RuleWatcher:
             self._mark_up()
 
     async def _stream_once(self) -> None:
-        async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
+        async with self.tls.aio_channel(self.address) as channel:
             stub = enforcer_pb2_grpc.HandshakeServiceStub(channel)
             call = stub.WatchConnections(
                 enforcer_pb2.WatchConnectionsRequest(router_id=self.router_id)

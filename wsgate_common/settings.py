@@ -16,6 +16,14 @@ class CommonSettings(BaseSettings):
     data_dir: Path = Path(".wsgate")
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+    # gRPC between components (wsgate_common/grpc_tls.py): "mtls" with the pki files (or these
+    # paths), or "plaintext" for development; the same value on every component of a stack.
+    grpc_tls: Literal["mtls", "plaintext"] = "mtls"
+    grpc_ca: Path | None = None
+    grpc_cert: Path | None = None
+    grpc_key: Path | None = None
+    # Verify this name in server certificates instead of the host of the address.
+    grpc_server_name: str = ""
 
     @property
     def pki_dir(self) -> Path:

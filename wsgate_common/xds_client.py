@@ -21,6 +21,8 @@ from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 from google.protobuf import any_pb2
 from google.rpc import status_pb2
 
+from wsgate_common import grpc_tls
+
 log = logging.getLogger(__name__)
 
 Handler = Callable[[str, list[any_pb2.Any]], Awaitable[None] | None]
@@ -29,14 +31,8 @@ BACKOFF_INITIAL = 0.1
 BACKOFF_MAX = 5.0
 INVALID_ARGUMENT = 3  # google.rpc.Code: what a NACK reports
 
-# Pings keep idle streams alive through NATs and detect a dead adapter within ~40 s.
-CHANNEL_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.keepalive_time_ms", 30_000),
-    ("grpc.keepalive_timeout_ms", 10_000),
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.max_pings_without_data", 0),
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-]
+# Keepalive, message sizes: one list for every component (wsgate_common/grpc_tls.py).
+CHANNEL_OPTIONS = list(grpc_tls.CHANNEL_OPTIONS)
 
 
 class XdsClient:
@@ -50,11 +46,13 @@ class XdsClient:
         *,
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
+        tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT,
     ) -> None:
         if not handlers:
             raise ValueError("XdsClient needs at least one type URL handler")
         self.address = address
         self.node_id = node_id
+        self.tls = tls
         self._handlers = dict(handlers)
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
@@ -100,7 +98,7 @@ class XdsClient:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as exc:
-                reason = f"{exc.code().name}: {exc.details()}"
+                reason = self.tls.describe(exc)
             except Exception as exc:  # a bug must not stop the reconnect loop
                 reason = repr(exc)
             finally:
@@ -118,7 +116,7 @@ class XdsClient:
 
     async def _stream_once(self) -> None:
         """One stream's life, until the server ends it or the connection fails."""
-        async with grpc.aio.insecure_channel(self.address, options=CHANNEL_OPTIONS) as channel:
+        async with self.tls.aio_channel(self.address) as channel:
             stub = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel)
             call = stub.StreamAggregatedResources()
             for request in self._initial_requests():

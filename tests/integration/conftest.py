@@ -303,9 +303,9 @@ def _start(stack: Stack, log_dir: Path, exit_stack: contextlib.ExitStack) -> Non
         stack.procs[component.name] = proc
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    base = tmp_path_factory.mktemp("stack")
+@contextlib.contextmanager
+def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
+    """The five processes on free ports under ``base``; ``extra_env`` overrides settings."""
     ports = distinct_free_ports()
     data_dir, cli_home, work = base / "data", base / "cli-home", base / "work"
     for folder in (data_dir, cli_home, work, base / "logs"):
@@ -319,6 +319,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "WSGATE_CLI_HOME": str(cli_home),
         "WSGATE_LOG_LEVEL": "INFO",
         "PYTHONPATH": str(REPO),
+        **(extra_env or {}),
     }
     result = Stack(ports, data_dir, cli_home, work, env)
     with contextlib.ExitStack() as exit_stack:
@@ -327,6 +328,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             _start(result, base / "logs", exit_stack)
         except RuntimeError as exc:
             pytest.fail(f"stack did not start: {exc}\n\nother logs:\n{result.logs()}")
+        yield result
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with start_stack(tmp_path_factory.mktemp("stack")) as result:
         yield result
 
 

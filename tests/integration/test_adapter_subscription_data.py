@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import any_pb2
 
 from tests.procs import free_port, http_ok, running
+from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
 from wsgate_common.resources import (
     APPLICATION_TYPE_URL,
     KEY_MANAGER_TYPE_URL,
@@ -34,8 +35,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """(deploy address, xDS address) of one adapter process."""
+def adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, GrpcTls]]:
+    """(deploy address, xDS address, mTLS with its pki) of one adapter process."""
     data_dir: Path = tmp_path_factory.mktemp("adapter-subs")
     rest, xds, deploy = free_port(), free_port(), free_port()
     args = ["adapter", "--host", "127.0.0.1", "--rest-port", str(rest)]
@@ -47,7 +48,7 @@ def adapter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str
         data_dir,
         lambda: http_ok(f"https://127.0.0.1:{rest}/ready"),
     ):
-        yield f"127.0.0.1:{deploy}", f"127.0.0.1:{xds}"
+        yield f"127.0.0.1:{deploy}", f"127.0.0.1:{xds}", from_pki_dir(data_dir / "pki")
 
 
 class Held:
@@ -67,8 +68,9 @@ class Held:
 
         return apply
 
-    def client(self, xds: str, label: str) -> XdsClient:
-        return XdsClient(xds, label, {t: self.handler(t) for t in SUBSCRIPTION_DATA_TYPE_URLS})
+    def client(self, xds: str, label: str, tls: GrpcTls) -> XdsClient:
+        handlers = {t: self.handler(t) for t in SUBSCRIPTION_DATA_TYPE_URLS}
+        return XdsClient(xds, label, handlers, tls=tls)
 
     def count(self, type_url: str) -> int:
         return len(self.items.get(type_url, []))
@@ -107,21 +109,21 @@ def has_one_of_each(held: Held) -> bool:
     return all(held.count(t) == 1 for t in SUBSCRIPTION_DATA_TYPE_URLS)
 
 
-async def put(address: str, data: sp.SubscriptionData) -> dict[str, str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def put(address: str, data: sp.SubscriptionData, tls: GrpcTls) -> dict[str, str]:
+    async with tls.aio_channel(address) as channel:
         stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
         response = await stub.PutSubscriptionData(data, timeout=30)
     return dict(response.versions)
 
 
-async def test_put_reaches_every_label_and_is_replaced(adapter: tuple[str, str]) -> None:
-    deploy, xds = adapter
+async def test_put_reaches_every_label_and_is_replaced(adapter: tuple[str, str, GrpcTls]) -> None:
+    deploy, xds, tls = adapter
     default, edge = Held(), Held()
-    clients = [default.client(xds, "Default"), edge.client(xds, "Edge")]
+    clients = [default.client(xds, "Default", tls), edge.client(xds, "Edge", tls)]
     tasks = [asyncio.create_task(c.run()) for c in clients]
     try:
         await asyncio.wait_for(asyncio.gather(*(c.ready.wait() for c in clients)), 10)
-        versions = await put(deploy, small_set())
+        versions = await put(deploy, small_set(), tls)
         assert {"Default", "Edge"} <= set(versions)
         for held in (default, edge):
             await until(functools.partial(has_one_of_each, held), "all six types")
@@ -142,7 +144,7 @@ async def test_put_reaches_every_label_and_is_replaced(adapter: tuple[str, str])
 
         # The second set drops the subscription: only that type changes.
         before = dict(clients[0].versions)
-        await put(deploy, small_set(with_subscription=False))
+        await put(deploy, small_set(with_subscription=False), tls)
         await until(lambda: default.count(SUBSCRIPTION_TYPE_URL) == 0, "the removal")
         await until(lambda: edge.count(SUBSCRIPTION_TYPE_URL) == 0, "the removal on Edge")
         after = clients[0].versions
@@ -151,7 +153,7 @@ async def test_put_reaches_every_label_and_is_replaced(adapter: tuple[str, str])
 
         # A label whose first client comes later gets the current set too.
         late = Held()
-        late_client = late.client(xds, "Late")
+        late_client = late.client(xds, "Late", tls)
         tasks.append(asyncio.create_task(late_client.run()))
         await asyncio.wait_for(late_client.ready.wait(), 10)
         assert late.count(APPLICATION_TYPE_URL) == 1
@@ -162,13 +164,13 @@ async def test_put_reaches_every_label_and_is_replaced(adapter: tuple[str, str])
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_garbage_is_refused_and_changes_nothing(adapter: tuple[str, str]) -> None:
-    deploy, _ = adapter
-    await put(deploy, small_set())
+async def test_garbage_is_refused_and_changes_nothing(adapter: tuple[str, str, GrpcTls]) -> None:
+    deploy, _, tls = adapter
+    await put(deploy, small_set(), tls)
     bad = small_set()
     bad.subscriptions.add(id="sub-1", api_id="api-2", application_id="ghost")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
-        await put(deploy, bad)
+        await put(deploy, bad, tls)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = refused.value.details() or ""
     assert "'sub-1' appears twice" in details and "unknown application 'ghost'" in details
@@ -207,10 +209,10 @@ def has_big_set(held: Held, since: float) -> bool:
     )
 
 
-async def test_ten_thousand_subscriptions_time_to_client(adapter: tuple[str, str]) -> None:
-    deploy, xds = adapter
+async def test_ten_thousand_subscriptions_time_to_client(adapter: tuple[str, str, GrpcTls]) -> None:
+    deploy, xds, tls = adapter
     held = Held()
-    client = held.client(xds, "Big")
+    client = held.client(xds, "Big", tls)
     task = asyncio.create_task(client.run())
     try:
         await asyncio.wait_for(client.ready.wait(), 10)
@@ -220,7 +222,7 @@ async def test_ten_thousand_subscriptions_time_to_client(adapter: tuple[str, str
             if round_:  # change one subscription's state so the set differs
                 data.subscriptions[0].state = "BLOCKED"
             started = time.perf_counter()
-            await put(deploy, data)
+            await put(deploy, data, tls)
             acked = time.perf_counter()
             await until(
                 functools.partial(has_big_set, held, started),

@@ -21,10 +21,15 @@ BASIC = "Basic " + base64.b64encode(b"admin:admin").decode()
 
 
 @contextlib.contextmanager
-def adapter(data_dir: Path, rest: int, xds: int, deploy: int) -> Iterator[Proc]:
+def adapter(data_dir: Path, rest: int, xds: int, deploy: int, pki: Path) -> Iterator[Proc]:
+    """An adapter with its own data dir, using the certificates in ``pki`` for gRPC (mTLS needs
+    the control plane and the adapter to share one CA)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "WSGATE_DATA_DIR": str(data_dir),
+        "WSGATE_GRPC_CA": str(pki / "ca.pem"),
+        "WSGATE_GRPC_CERT": str(pki / "server.pem"),
+        "WSGATE_GRPC_KEY": str(pki / "server-key.pem"),
         "WSGATE_ADAPTER_REST_PORT": str(rest),
         "WSGATE_ADAPTER_XDS_PORT": str(xds),
         "WSGATE_ADAPTER_DEPLOY_PORT": str(deploy),
@@ -56,7 +61,7 @@ def test_deploy_reaches_adapter_and_survives_adapter_restart(tmp_path: Path) -> 
     rest, xds, deploy, cp_port = free_port(), free_port(), free_port(), free_port()
     address = f"127.0.0.1:{deploy}"
     with control_plane(tmp_path / "cp", cp_port, address) as (cp, client):
-        with adapter(tmp_path / "adapter", rest, xds, deploy):
+        with adapter(tmp_path / "adapter", rest, xds, deploy, tmp_path / "cp" / "pki"):
             wait_for(lambda: cp_sees_adapter(cp_port), 5, "the control plane to see the adapter")
             first, revision = publish_and_deploy(client, "Chat", "/chat")
             # deploy-revision answers after the adapter has the API: no waiting needed.
@@ -71,7 +76,7 @@ def test_deploy_reaches_adapter_and_survives_adapter_restart(tmp_path: Path) -> 
         # The adapter is down: this one is saved and waits for the re-sync.
         wait_for(lambda: not cp_sees_adapter(cp_port), 5, "the control plane to miss the adapter")
         second, _ = publish_and_deploy(client, "Prices", "/prices")
-        with adapter(tmp_path / "adapter", rest, xds, deploy):
+        with adapter(tmp_path / "adapter", rest, xds, deploy, tmp_path / "cp" / "pki"):
             started = time.monotonic()
             wait_for(lambda: adapter_api_ids(rest) == {first, second}, 5, "re-sync")
             assert time.monotonic() - started < 3.5

@@ -21,6 +21,7 @@ from google.protobuf import any_pb2
 
 from tests.integration.control_plane_flow import control_plane
 from tests.procs import Proc, free_port, http_ok, running
+from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
 from wsgate_common.resources import (
     APPLICATION_TYPE_URL,
     KEY_MANAGER_TYPE_URL,
@@ -97,10 +98,10 @@ def until(check: Callable[[], bool], what: str, limit: float = 10) -> float:
 
 
 @contextlib.contextmanager
-def watching(address: str, seen: Seen) -> Iterator[None]:
+def watching(address: str, seen: Seen, tls: GrpcTls) -> Iterator[None]:
     """An xDS client of the adapter on its own thread and loop, filling ``seen``."""
     loop = asyncio.new_event_loop()
-    client = XdsClient(address, "Default", seen.handlers())
+    client = XdsClient(address, "Default", seen.handlers(), tls=tls)
     task = loop.create_task(client.run())
     thread = threading.Thread(target=loop.run_forever, name="xds-watch", daemon=True)
     thread.start()
@@ -124,6 +125,10 @@ def apim(tmp_path: Path) -> Iterator[tuple[Adapter, httpx.Client, Proc, Path]]:
             f"127.0.0.1:{adapter.deploy}",
             WSGATE_CP_USERS="admin:admin,dev:dev",
             WSGATE_CP_TOKEN_ISSUER=ISSUER,
+            # Its own data dir, the adapter's certificates for gRPC (mTLS needs one CA).
+            WSGATE_GRPC_CA=str(tmp_path / "adapter" / "pki" / "ca.pem"),
+            WSGATE_GRPC_CERT=str(tmp_path / "adapter" / "pki" / "server.pem"),
+            WSGATE_GRPC_KEY=str(tmp_path / "adapter" / "pki" / "server-key.pem"),
         ) as (proc, client),
     ):
         yield adapter, client, proc, tmp_path
@@ -141,7 +146,8 @@ def test_changes_reach_the_adapters_xds_and_survive_a_restart(
     ca = ssl.create_default_context(cafile=str(tmp_path / "cp" / "pki" / "ca.pem"))
     dev = httpx.Client(base_url=base, auth=("dev", "dev"), verify=ca, timeout=20)
     seen = Seen()
-    with watching(f"127.0.0.1:{adapter.xds}", seen), dev:
+    tls = from_pki_dir(tmp_path / "adapter" / "pki")
+    with watching(f"127.0.0.1:{adapter.xds}", seen, tls), dev:
         # The first sync already carries the tiers and the control plane's key manager.
         until(lambda: len(seen.of(THROTTLE_POLICY_TYPE_URL)) == 16, "default tiers")
         [manager] = seen.of(KEY_MANAGER_TYPE_URL)

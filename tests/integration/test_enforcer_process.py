@@ -7,12 +7,12 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
 import httpx
 import jwt
 import pytest
 
 from tests.procs import Proc, free_port, http_ok, running
+from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 pytestmark = pytest.mark.integration
@@ -30,7 +30,7 @@ class Enforcer:
         return httpx.post(f"{self.http}/testkey", data={"scope": scope}, auth=auth, timeout=5)
 
     def check(self, request: enforcer_pb2.HandshakeRequest) -> enforcer_pb2.HandshakeResponse:
-        with grpc.insecure_channel(self.grpc_address) as channel:
+        with from_pki_dir(self.data_dir / "pki").channel(self.grpc_address) as channel:
             stub = enforcer_pb2_grpc.HandshakeServiceStub(channel)
             return stub.Check(request, timeout=5)
 

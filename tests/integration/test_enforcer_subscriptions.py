@@ -12,14 +12,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
-import grpc.aio
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enforcer.testkey import public_jwk
 from tests.procs import free_port, http_ok, running, wait_for
+from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
 from wsgate_proto import (
     definition_pb2,
     deploy_pb2,
@@ -41,9 +40,10 @@ class Stack:
     deploy_address: str
     enforcer_grpc: str
     key: rsa.RSAPrivateKey
+    tls: GrpcTls  # mTLS with the stack's pki, as the components talk
 
     def put(self, data: sp.SubscriptionData) -> None:
-        with grpc.insecure_channel(self.deploy_address) as channel:
+        with self.tls.channel(self.deploy_address) as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).PutSubscriptionData(data, timeout=10)
 
     def token(
@@ -65,7 +65,7 @@ class Stack:
         return jwt.encode(claims, self.key, "RS256", headers={"kid": KID})
 
     def check(self, token: str) -> enforcer_pb2.HandshakeResponse:
-        with grpc.insecure_channel(self.enforcer_grpc) as channel:
+        with self.tls.channel(self.enforcer_grpc) as channel:
             return enforcer_pb2_grpc.HandshakeServiceStub(channel).Check(
                 enforcer_pb2.HandshakeRequest(
                     request_id="it",
@@ -191,8 +191,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),
         ),
     ):
-        stack = Stack(f"127.0.0.1:{deploy}", f"127.0.0.1:{grpc_port}", key)
-        with grpc.insecure_channel(stack.deploy_address) as channel:
+        tls = from_pki_dir(data_dir / "pki")
+        stack = Stack(f"127.0.0.1:{deploy}", f"127.0.0.1:{grpc_port}", key, tls)
+        with stack.tls.channel(stack.deploy_address) as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
                 deploy_pb2.DeployRequest(api=chat_api()), timeout=10
             )
@@ -242,7 +243,7 @@ async def test_blocking_reaches_watchers_within_a_second(stack: Stack) -> None:
     received: dict[str, float] = {}
     arrived = asyncio.Event()
 
-    async with grpc.aio.insecure_channel(stack.enforcer_grpc) as channel:
+    async with stack.tls.aio_channel(stack.enforcer_grpc) as channel:
         stub = enforcer_pb2_grpc.HandshakeServiceStub(channel)
         call = stub.WatchConnections(enforcer_pb2.WatchConnectionsRequest(router_id="it"))
 
@@ -258,7 +259,7 @@ async def test_blocking_reaches_watchers_within_a_second(stack: Stack) -> None:
             await asyncio.sleep(0.3)  # the unblocked set has settled in the enforcer
             received.clear()
             latencies = []
-            async with grpc.aio.insecure_channel(stack.deploy_address) as deploy:
+            async with stack.tls.aio_channel(stack.deploy_address) as deploy:
                 put = deploy_pb2_grpc.DeploymentServiceStub(deploy).PutSubscriptionData
                 for i in range(20):
                     arrived.clear()

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 
 from tests.procs import free_port, http_ok, running, wait_for
+from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
 from wsgate_proto import (
     definition_pb2,
     deploy_pb2,
@@ -30,15 +30,16 @@ class Stack:
     deploy_address: str
     enforcer_grpc: str
     enforcer_http: str
+    tls: GrpcTls  # mTLS with the stack's pki, as the components talk
 
     def deploy(self, api: definition_pb2.ApiDefinition) -> None:
-        with grpc.insecure_channel(self.deploy_address) as channel:
+        with self.tls.channel(self.deploy_address) as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
                 deploy_pb2.DeployRequest(api=api), timeout=10
             )
 
     def undeploy(self, api_id: str) -> None:
-        with grpc.insecure_channel(self.deploy_address) as channel:
+        with self.tls.channel(self.deploy_address) as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Undeploy(
                 deploy_pb2.UndeployRequest(api_id=api_id), timeout=10
             )
@@ -51,7 +52,7 @@ class Stack:
         return response.text
 
     def check(self, topic: str, token: str = "") -> enforcer_pb2.HandshakeResponse:
-        with grpc.insecure_channel(self.enforcer_grpc) as channel:
+        with self.tls.channel(self.enforcer_grpc) as channel:
             return enforcer_pb2_grpc.HandshakeServiceStub(channel).Check(
                 enforcer_pb2.HandshakeRequest(
                     request_id="it",
@@ -121,7 +122,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ),
     ):
         yield Stack(
-            f"127.0.0.1:{deploy}", f"127.0.0.1:{grpc_port}", f"http://127.0.0.1:{http_port}"
+            f"127.0.0.1:{deploy}",
+            f"127.0.0.1:{grpc_port}",
+            f"http://127.0.0.1:{http_port}",
+            from_pki_dir(data_dir / "pki"),
         )
 
 

@@ -27,13 +27,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import grpc
 import httpx
 import pytest
 from redis import Redis
 from websockets.asyncio.client import connect
 
 from tests.procs import Proc, free_port, http_ok, port_open, running, wait_for
+from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
 
@@ -81,7 +81,7 @@ class Plane:
                 )
             ]
         )
-        with grpc.insecure_channel(f"127.0.0.1:{self.deploy}") as channel:
+        with from_pki_dir(self.data_dir / "pki").channel(f"127.0.0.1:{self.deploy}") as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).PutSubscriptionData(data, timeout=10)
 
     def token(self) -> str:
@@ -186,7 +186,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
         ),
     ):
         plane = Plane(data_dir, xds, deploy, grpc_port, http_port, echo, data_dir)
-        with grpc.insecure_channel(f"127.0.0.1:{deploy}") as channel:
+        with from_pki_dir(data_dir / "pki").channel(f"127.0.0.1:{deploy}") as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
                 deploy_pb2.DeployRequest(api=api_definition(echo)), timeout=10
             )

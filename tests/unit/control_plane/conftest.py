@@ -53,6 +53,7 @@ def settings(tmp_path: Path, signing_key_pem: bytes) -> ControlPlaneSettings:
         cp_adapter_address=f"127.0.0.1:{free_port()}",
         cp_sync_interval=0.05,
         cp_adapter_timeout=1.0,
+        grpc_tls="plaintext",  # the fake adapter below listens without TLS
     )
 
 
