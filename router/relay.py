@@ -32,9 +32,8 @@ from router.analytics import ZERO, Counts
 from router.frames import (
     CloseCode,
     FrameScanner,
+    FramingError,
     GatedScanner,
-    PayloadTooBig,
-    ProtocolError,
     close_frame,
 )
 from router.frames import explain_close as explain
@@ -74,23 +73,32 @@ def _close(transport: asyncio.Transport) -> None:
 class _Side(asyncio.Protocol):
     """One end of the splice: what it reads goes to ``peer``'s transport."""
 
-    __slots__ = ("is_client", "lost", "peer", "relay", "scanner", "transport")
+    __slots__ = ("feed", "forward", "is_client", "lost", "peer", "relay", "scanner", "transport")
 
     def __init__(self, relay: Relay, transport: asyncio.Transport, scanner: FrameScanner) -> None:
         self.relay = relay
         self.transport = transport
         self.scanner = scanner
+        self.feed = scanner.feed  # bound once: the hot path saves the lookups
         self.is_client = scanner.masked
         self.lost = False
         self.peer: _Side = self
+        self.forward = transport.write
+
+    def link(self, peer: _Side) -> None:
+        """Make ``peer`` the side whose transport gets what this side reads."""
+        self.peer = peer
+        self.forward = peer.transport.write
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.scanner.feed(data)
-        except (ProtocolError, PayloadTooBig) as exc:
+            self.feed(data)
+        except FramingError as exc:
+            if exc.offset > 0:  # the complete frames before the bad one still go through
+                self.forward(data[: exc.offset])
             self.relay.stream_error(self, exc)
             return
-        self.peer.transport.write(data)
+        self.forward(data)
 
     # Our transport's write buffer crossed a watermark: stop or restart reading from the peer.
     def pause_writing(self) -> None:
@@ -122,7 +130,9 @@ class _GatedSide(_Side):
         relay = self.relay
         try:
             out = self.gate.feed_gated(data)
-        except (ProtocolError, PayloadTooBig) as exc:
+        except FramingError as exc:
+            if exc.kept:  # what was admitted before the bad frame still goes through
+                self.peer.transport.write(exc.kept)
             relay.stream_error(self, exc)
             return
         if out:
@@ -165,7 +175,7 @@ class _FinishFrame(_Detached):
         side = self.side
         try:
             used = side.scanner.feed_to_boundary(data)
-        except (ProtocolError, PayloadTooBig):
+        except FramingError:
             side.relay.abort("backend stream broke while closing")
             return
         if used:
@@ -238,8 +248,8 @@ class Relay:
             gate = GatedScanner(True, max_message, allow_rsv, self._admit)
             self.client = _GatedSide(self, client_transport, gate)
         self.backend = _Side(self, backend_transport, FrameScanner(False, max_message, allow_rsv))
-        self.client.peer = self.backend
-        self.backend.peer = self.client
+        self.client.link(self.backend)
+        self.backend.link(self.client)
 
     def start(self, client_early: bytes, backend_early: bytes, backend_lost: bool) -> None:
         """Take over both transports; relay bytes that arrived during the handshakes first."""
@@ -377,7 +387,7 @@ class Relay:
             )
         _close(peer.transport)
 
-    def stream_error(self, side: _Side, exc: ProtocolError | PayloadTooBig) -> None:
+    def stream_error(self, side: _Side, exc: FramingError) -> None:
         """Framing broke on ``side``'s stream: close both ends with a reason, drop both."""
         code = exc.close_code
         self.closed_by = "client" if side.is_client else "backend"
@@ -389,10 +399,12 @@ class Relay:
             exc,
             extra={"request_id": self.info.request_id, "close_code": int(code)},
         )
-        # What `side` receives comes from the peer's stream, and vice versa; the failing chunk
-        # was not forwarded, so its own stream is at the boundary it had before that chunk.
+        # What `side` receives comes from the peer's stream, and vice versa. Of the failing
+        # chunk only the frames before the bad one were forwarded: when that one starts in
+        # this chunk the forwarded stream ends between frames; when it started in an earlier
+        # chunk, at the boundary (or not) the stream had before this chunk.
         to_side_ok = side.peer.scanner.at_boundary
-        to_peer_ok = side.scanner.fed_at_boundary
+        to_peer_ok = exc.offset >= 0 or side.scanner.fed_at_boundary
         if side.is_client:
             side_code, peer_code = code, code
         else:

@@ -185,3 +185,59 @@ def test_unmask_roundtrip_and_explanations() -> None:
     assert explain_close(1009) == "1009 (message too big)"
     assert explain_close(4000) == "4000 (application)"
     assert explain_close(None) == "none"
+
+
+def _state(scanner: FrameScanner) -> tuple[object, ...]:
+    return (
+        scanner.frames,
+        scanner.messages,
+        scanner.bytes,
+        scanner.at_boundary,
+        scanner.fed_at_boundary,
+        scanner.close_seen,
+        scanner.close_code,
+    )
+
+
+def _feed_all(scanner: FrameScanner, chunks: list[bytes]) -> tuple[object, ...]:
+    try:
+        for chunk in chunks:
+            scanner.feed(chunk)
+    except (ProtocolError, PayloadTooBig) as exc:
+        return (type(exc).__name__, exc.offset, *_state(scanner))
+    return _state(scanner)
+
+
+@st.composite
+def frame_chunks(draw: st.DrawFn) -> tuple[list[bytes], bool]:
+    """One frame per chunk, mostly ones the fast path takes, some it must refuse."""
+    masked = draw(st.booleans())
+    chunks = []
+    for _ in range(draw(st.integers(1, 8))):
+        opcode = draw(st.sampled_from([0, 1, 2, 9, 8, 3]))
+        size = draw(st.sampled_from([0, 1, 64, 125, 126, 300, 4096, 65535, 65536, 70000]))
+        if opcode >= 8:
+            size = min(size, 125)
+        frame = encode_frame(opcode, b"\x00" * size, fin=draw(st.booleans()), mask=masked)
+        if draw(st.integers(0, 9)) == 0:  # a bad bit here and there: RSV or the mask bit
+            frame = bytes([frame[0] | 0x40]) + frame[1:]
+        if draw(st.integers(0, 9)) == 0:
+            frame = frame[:1] + bytes([frame[1] ^ 0x80]) + frame[2:]
+        cut = draw(st.sampled_from([0, 0, 0, 1, -1]))  # sometimes not exactly one frame
+        chunks.append(frame[:cut] if cut else frame)
+    return chunks, masked
+
+
+@settings(max_examples=400, deadline=None)
+@given(frame_chunks(), st.sampled_from([0, 100, 4096, 1 << 20]))
+def test_fast_path_agrees_with_the_general_loop(
+    case: tuple[list[bytes], bool], max_message: int
+) -> None:
+    chunks, masked = case
+    fast = FrameScanner(masked, max_message)
+    general = FrameScanner(masked, max_message)
+    general.on_frame = lambda op, fin, n: None  # a hook turns the fast path off
+    assert fast._fast and not general._fast
+    assert _feed_all(fast, chunks) == _feed_all(general, chunks)
+    fast.on_frame = None
+    assert fast._fast
