@@ -3,14 +3,18 @@ PutSubscriptionData."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from contextlib import AbstractContextManager
 
 import grpc
 import grpc.aio
 
 from adapter.compile import CompileError
 from adapter.deployments import SOURCE_CONTROL_PLANE, Conflict, NotFound, Registry
+from adapter.metrics import AdapterMetrics
 from adapter.subscription_data import InvalidSubscriptionData
+from wsgate_common import grpc_tls
 from wsgate_proto import deploy_pb2, deploy_pb2_grpc, subscription_pb2
 
 log = logging.getLogger(__name__)
@@ -19,9 +23,15 @@ log = logging.getLogger(__name__)
 class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
     """Every API arriving here is owned by the control plane unless it says otherwise."""
 
-    def __init__(self, registry: Registry, boot_id: str) -> None:
+    def __init__(
+        self, registry: Registry, boot_id: str, metrics: AdapterMetrics | None = None
+    ) -> None:
         self.registry = registry
         self.boot_id = boot_id
+        self.metrics = metrics
+
+    def _timed(self, op: str) -> AbstractContextManager[None]:
+        return self.metrics.timed(op) if self.metrics is not None else contextlib.nullcontext()
 
     async def Deploy(
         self, request: deploy_pb2.DeployRequest, context: grpc.aio.ServicerContext
@@ -30,7 +40,8 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
         if not api.source:
             api.source = SOURCE_CONTROL_PLANE
         try:
-            versions = self.registry.deploy(api, override=True)
+            with self._timed("deploy"):
+                versions = self.registry.deploy(api, override=True)
         except CompileError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except Conflict as exc:
@@ -42,7 +53,8 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
         self, request: deploy_pb2.UndeployRequest, context: grpc.aio.ServicerContext
     ) -> deploy_pb2.UndeployResponse:
         try:
-            versions = self.registry.undeploy(request.api_id, request.environments)
+            with self._timed("undeploy"):
+                versions = self.registry.undeploy(request.api_id, request.environments)
         except NotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except CompileError as exc:  # cannot happen for a stored API, but never crash
@@ -56,7 +68,8 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
         apis = list(request.apis)
         for api in apis:
             api.source = SOURCE_CONTROL_PLANE
-        versions, errors = self.registry.sync(apis)
+        with self._timed("sync"):
+            versions, errors = self.registry.sync(apis)
         log.info("synced %d control-plane APIs (%d refused)", len(apis) - len(errors), len(errors))
         for error in errors:
             log.warning("sync refused %s", error)
@@ -66,7 +79,8 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
         self, request: subscription_pb2.SubscriptionData, context: grpc.aio.ServicerContext
     ) -> deploy_pb2.PutSubscriptionDataResponse:
         try:
-            versions = self.registry.put_subscription_data(request)
+            with self._timed("subscription_data"):
+                versions = self.registry.put_subscription_data(request)
         except InvalidSubscriptionData as exc:
             log.warning("subscription data refused: %s", exc)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
@@ -89,19 +103,19 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
 
 
 async def start_deploy_server(
-    service: DeploymentService, host: str, port: int
+    service: DeploymentService,
+    host: str,
+    port: int,
+    tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT,
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the DeploymentService on ``host:port``; returns the server and the bound port."""
-    server = grpc.aio.server(
-        options=[
-            ("grpc.so_reuseport", 0),
-            # A full subscription data set can be large (10,000 subscriptions ~ 1.5 MB).
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-        ]
-    )
+    """Start the DeploymentService on ``host:port`` (mTLS or plaintext per ``tls``); returns the
+    server and the bound port."""
+    # Keepalives and the 64 MB message limit (a full subscription data set: 10,000
+    # subscriptions ~ 1.5 MB) from wsgate_common/grpc_tls.py.
+    server = grpc.aio.server(options=tls.server_options([("grpc.so_reuseport", 0)]))
     deploy_pb2_grpc.add_DeploymentServiceServicer_to_server(service, server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = tls.add_port(server, f"{host}:{port}")
     except RuntimeError as exc:  # grpc reports a taken port this way
         raise OSError(f"cannot bind deploy port {host}:{port}: {exc}") from None
     if bound == 0:

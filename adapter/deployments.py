@@ -74,6 +74,26 @@ def find_clashes(entries: Iterable[Entry]) -> list[str]:
     return clashes
 
 
+def served_keys(entry: Entry) -> list[tuple[str, str, str]]:
+    """The (label, vhost, base path) places an API serves."""
+    return [(label, r.route.vhost, r.route.base_path) for label, r in entry.compiled.items()]
+
+
+def clashes_with(served: dict[tuple[str, str, str], str], entry: Entry) -> list[str]:
+    """Clashes of ``entry`` with the APIs in ``served`` ((label, vhost, path) -> API id),
+    worded as :func:`find_clashes` words them."""
+    clashes = []
+    for key in served_keys(entry):
+        other = served.get(key)
+        if other is not None and other != entry.api.id:
+            label, vhost, path = key
+            clashes.append(
+                f"{entry.api.name} {entry.api.version} ({entry.api.id}) and {other} both "
+                f"serve {path} on host {vhost} of label {label}"
+            )
+    return clashes
+
+
 class Registry:
     """Deployed APIs by id; every change republishes the snapshots of the labels it touches."""
 
@@ -172,6 +192,9 @@ class Registry:
         errors: list[str] = []
         kept = {i: e for i, e in self._entries.items() if e.source != SOURCE_CONTROL_PLANE}
         fresh: dict[str, Entry] = {}
+        # (label, vhost, base path) -> API id, kept up to date as APIs are accepted: one lookup
+        # per API instead of comparing every pair (10,000 APIs took 100 s that way).
+        served = {key: i for i, e in kept.items() for key in served_keys(e)}
         for api in apis:
             if not api.source:
                 api.source = SOURCE_CONTROL_PLANE
@@ -183,11 +206,16 @@ class Registry:
             if api.id in kept:
                 errors.append(f"{api.id}: id is owned by the CLI")
                 continue
-            clashes = find_clashes([*kept.values(), *fresh.values(), entry])
+            clashes = clashes_with(served, entry)
             if clashes:
                 errors.append(f"{api.id}: {'; '.join(clashes)}")
                 continue
+            replaced = fresh.pop(api.id, None)
+            if replaced is not None:  # the same id twice: the last one wins
+                for key in served_keys(replaced):
+                    served.pop(key, None)
             fresh[api.id] = entry
+            served.update(dict.fromkeys(served_keys(entry), api.id))
         touched = {
             label
             for e in self._entries.values()

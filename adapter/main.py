@@ -21,9 +21,11 @@ from adapter.auth import Authenticator, load_secret
 from adapter.cache import SnapshotCache
 from adapter.deploy_service import DeploymentService, start_deploy_server
 from adapter.deployments import Registry
+from adapter.metrics import AdapterMetrics
 from adapter.rest import AdapterState, create_app
 from adapter.settings import AdapterSettings
 from adapter.xds import AdsServicer, XdsStatus, start_xds_server
+from wsgate_common import grpc_tls
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.settings import parse_users
@@ -82,6 +84,8 @@ class _Uvicorn(uvicorn.Server):
 async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
     """Run every server until ``stop`` is set, then shut them down in order."""
     pki = ensure_pki(settings.pki_dir)
+    tls = grpc_tls.for_settings(settings)  # before any listener: bad cert files stop the start
+    log.info("gRPC (xDS, deploy): %s", grpc_tls.summary(tls))
     boot_id = str(uuid.uuid4())
     cache = SnapshotCache(epoch=boot_id[:8])
     registry = Registry(cache, settings.apis_dir)
@@ -90,7 +94,8 @@ async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
         log.info("restored %d CLI-deployed APIs from %s", loaded, settings.apis_dir)
     xds_status = XdsStatus()
     auth = Authenticator(parse_users(settings.adapter_users), load_secret(settings.adapter_dir))
-    state = AdapterState(registry, auth, xds_status, boot_id)
+    metrics = AdapterMetrics(registry, xds_status)
+    state = AdapterState(registry, auth, xds_status, boot_id, metrics=metrics)
 
     host = settings.adapter_host
     # Bind the REST socket ourselves: a taken port is then a clean OSError, not uvicorn's exit.
@@ -99,11 +104,11 @@ async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(rest_socket.close)
         xds_server, xds_port = await start_xds_server(
-            AdsServicer(cache, xds_status), host, settings.adapter_xds_port
+            AdsServicer(cache, xds_status), host, settings.adapter_xds_port, tls
         )
         stack.push_async_callback(xds_server.stop, 1)
         deploy_server, deploy_port = await start_deploy_server(
-            DeploymentService(registry, boot_id), host, settings.adapter_deploy_port
+            DeploymentService(registry, boot_id, metrics), host, settings.adapter_deploy_port, tls
         )
         stack.push_async_callback(deploy_server.stop, 1)
         config = uvicorn.Config(
@@ -152,7 +157,7 @@ async def _main(settings: AdapterSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         await serve(settings, stop)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: unusable gRPC certificate files
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -7,13 +7,14 @@ Every error answers ``{code, message, description}``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, File, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBasic, HTTPBasicCredentials, HTTPBearer
 from fastapi.security.http import HTTPAuthorizationCredentials
 from pydantic import BaseModel, Field
@@ -22,9 +23,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from adapter.auth import Authenticator, AuthError, decode_basic
 from adapter.compile import CompileError
 from adapter.deployments import Conflict, Entry, NotFound, Registry
+from adapter.metrics import AdapterMetrics
 from adapter.project import MAX_ZIP_BYTES, ProjectError, load_zip
+from adapter.status import current_nacks, label_view
 from adapter.xds import XdsStatus
 from wsgate_common.errors import ErrorBody
+from wsgate_common.metrics import CONTENT_TYPE, render
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,10 @@ class AdapterState:
     boot_id: str
     ready: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    metrics: AdapterMetrics | None = None
+
+    def timed(self, op: str) -> contextlib.AbstractContextManager[None]:
+        return self.metrics.timed(op) if self.metrics is not None else contextlib.nullcontext()
 
 
 class TokenRequest(BaseModel):
@@ -217,7 +225,8 @@ async def deploy(
     data = await file.read(MAX_ZIP_BYTES + 1)
     try:
         api = load_zip(data, file.filename or "project.zip")
-        versions = state.registry.deploy(api, override=override)
+        with state.timed("deploy"):
+            versions = state.registry.deploy(api, override=override)
     except ProjectError as exc:
         raise ApiError(400, 400, "Invalid API project", str(exc)) from None
     except CompileError as exc:
@@ -256,7 +265,8 @@ async def undeploy(
     for entry in found:
         labels = registry.labels_on_vhost(entry, vhost) if vhost else []
         try:
-            versions.update(registry.undeploy(entry.api.id, labels))
+            with _state(request).timed("undeploy"):
+                versions.update(registry.undeploy(entry.api.id, labels))
         except NotFound as exc:
             raise ApiError(404, 404, "API not found", str(exc)) from None
     log.info("%s undeployed %s: %s", user, [e.api.id for e in found], versions)
@@ -281,12 +291,18 @@ async def list_apis(
 @router.get("/status", responses=_ERRORS, tags=["status"])
 async def status(request: Request, user: User) -> dict[str, Any]:
     """Snapshot versions per label, subscription data item counts, connected xDS clients, and
-    the last NACKs."""
+    the NACKs: ``labels`` holds, per label and type URL, the version served and each connected
+    client's last ACKed version and last NACK; ``nackedCurrent`` lists the clients whose last
+    NACK refused the version served now (a later good snapshot they ACK clears it)."""
     state = _state(request)
+    versions = state.registry.cache.versions()
+    view = label_view(versions, state.xds_status)
     return {
         "bootId": state.boot_id,
-        "snapshots": state.registry.cache.versions(),
+        "snapshots": versions,
         "subscriptionData": state.registry.subscription_counts(),
+        "labels": view,
+        "nackedCurrent": current_nacks(view),
         "xds": state.xds_status.as_dict(),
     }
 
@@ -303,6 +319,13 @@ def create_app(state: AdapterState) -> FastAPI:
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
         return {"status": "healthy"}
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    async def metrics() -> Response:
+        """Prometheus text exposition (no authentication, like /health)."""
+        if state.metrics is None:
+            return Response(b"", media_type=CONTENT_TYPE)
+        return Response(render(state.metrics.registry), media_type=CONTENT_TYPE)
 
     @app.get("/ready", tags=["health"], responses={503: {"model": ErrorBody}})
     async def ready() -> JSONResponse:

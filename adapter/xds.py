@@ -21,17 +21,16 @@ import grpc.aio
 from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
 
 from adapter.cache import SnapshotCache
+from wsgate_common import grpc_tls
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 8
-SERVER_OPTIONS: list[tuple[str, int]] = [
-    ("grpc.so_reuseport", 0),  # a second adapter on the same port must fail, not share it
-    ("grpc.keepalive_permit_without_calls", 1),
-    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-    ("grpc.http2.max_ping_strikes", 0),
-    ("grpc.max_send_message_length", 64 * 1024 * 1024),
-]
+# Keepalives and message sizes from wsgate_common/grpc_tls.py, plus:
+SERVER_OPTIONS: list[grpc_tls.Option] = grpc_tls.merge_options(
+    grpc_tls.SERVER_OPTIONS,
+    [("grpc.so_reuseport", 0)],  # a second adapter on the same port must fail, not share it
+)
 
 
 @dataclass
@@ -71,6 +70,30 @@ class XdsStatus:
     last_nack: dict[str, dict[str, Nack]] = field(default_factory=dict)  # node -> type -> nack
     acks: int = 0
     nacks: int = 0
+    # (node, type URL) -> count, for /metrics
+    acks_by: dict[tuple[str, ...], int] = field(default_factory=dict)
+    nacks_by: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def connected(self) -> dict[tuple[str, ...], int]:
+        """(node,) -> number of connected clients."""
+        counts: dict[tuple[str, ...], int] = {}
+        for client in self.clients.values():
+            counts[(client.node_id,)] = counts.get((client.node_id,), 0) + 1
+        return counts
+
+    def superseded(self, node: str, type_url: str) -> None:
+        """Forget the node's last NACK of ``type_url`` once no connected client still holds
+        one (every client that refused has since taken a newer version)."""
+        if any(
+            c.node_id == node and (s := c.types.get(type_url)) is not None and s.last_nack
+            for c in self.clients.values()
+        ):
+            return
+        by_type = self.last_nack.get(node)
+        if by_type is not None and by_type.pop(type_url, None) is not None:
+            log.info("node %s: the NACK of %s is superseded by a newer version", node, type_url)
+            if not by_type:
+                del self.last_nack[node]
 
     def as_dict(self) -> dict[str, object]:
         def nack(n: Nack | None) -> dict[str, object] | None:
@@ -217,6 +240,8 @@ class _Stream:
             nack = Nack(refused, request.response_nonce, message, time.time())
             state.last_nack = nack
             self.server.status.nacks += 1
+            key = (self.node_id or "", type_url)
+            self.server.status.nacks_by[key] = self.server.status.nacks_by.get(key, 0) + 1
             self.server.status.last_nack.setdefault(self.node_id or "", {})[type_url] = nack
             log.warning(
                 "node %s (%s) rejected %s version %s: %s",
@@ -229,6 +254,11 @@ class _Stream:
         else:
             state.acked_version = request.version_info
             self.server.status.acks += 1
+            key = (self.node_id or "", type_url)
+            self.server.status.acks_by[key] = self.server.status.acks_by.get(key, 0) + 1
+            if state.last_nack is not None and state.last_nack.version != request.version_info:
+                state.last_nack = None  # a newer snapshot was taken: the refusal is history
+                self.server.status.superseded(key[0], type_url)
             log.debug("node %s acked %s v%s", self.node_id, type_url, request.version_info)
 
     def close(self) -> None:
@@ -239,13 +269,14 @@ class _Stream:
 
 
 async def start_xds_server(
-    servicer: AdsServicer, host: str, port: int
+    servicer: AdsServicer, host: str, port: int, tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT
 ) -> tuple[grpc.aio.Server, int]:
-    """Start a grpc.aio server for ``servicer``; returns it and the bound port."""
+    """Start a grpc.aio server for ``servicer`` (mTLS or plaintext per ``tls``); returns it and
+    the bound port."""
     server = grpc.aio.server(options=SERVER_OPTIONS)
     ads_pb2_grpc.add_AggregatedDiscoveryServiceServicer_to_server(servicer, server)
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        bound = tls.add_port(server, f"{host}:{port}")
     except RuntimeError as exc:  # grpc reports a taken port this way
         raise OSError(f"cannot bind xDS port {host}:{port}: {exc}") from None
     if bound == 0:

@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -59,6 +59,13 @@ def rss_kb(pids: list[int]) -> int:
     return total
 
 
+def port_taken(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     import socket
 
@@ -78,6 +85,7 @@ class Target:
     url: str
     pids: list[int]
     headers: dict[str, str]
+    helpers: dict[str, int] = field(default_factory=dict)  # other processes a request costs
 
 
 class Stack:
@@ -142,7 +150,7 @@ def start_wsgate(stack: Stack) -> Target:
     }
     stack.spawn("adapter", [PY, "-m", "wsgate", "adapter"], env)
     wait_port(ports["rest"])
-    stack.spawn("enforcer", [PY, "-m", "wsgate", "enforcer"], env)
+    enforcer = stack.spawn("enforcer", [PY, "-m", "wsgate", "enforcer"], env)
     router = stack.spawn("router", [PY, "-m", "wsgate", "router"], env)
     wait_port(ports["ws"])
     wait_port(ports["ehttp"])
@@ -171,7 +179,7 @@ def start_wsgate(stack: Stack) -> Target:
         if probe is not None:
             break
         time.sleep(0.1)
-    return Target("wsgate", url, [router], headers)
+    return Target("wsgate", url, [router], headers, {"enforcer": enforcer})
 
 
 def loadgen(
@@ -245,7 +253,10 @@ async def _handshakes(url: str, headers: dict[str, str], seconds: float, workers
     return done
 
 
-def handshake_rate(target: Target, seconds: float) -> float:
+def handshake_rate(target: Target, seconds: float) -> tuple[float, dict[str, float]]:
+    """Handshakes/s, and the CPU microseconds per handshake of the proxy and its helpers."""
+    watched = {"proxy": target.pids, **{k: [v] for k, v in target.helpers.items()}}
+    cpu0 = {k: cpu_seconds(v) for k, v in watched.items()}
     script = (
         f"import asyncio,sys;sys.path.insert(0,{str(BENCH)!r});import run;"
         f"print(asyncio.run(run._handshakes({target.url!r},{target.headers!r},{seconds:f},16)))"
@@ -253,7 +264,9 @@ def handshake_rate(target: Target, seconds: float) -> float:
     out = subprocess.run([PY, "-c", script], capture_output=True, text=True, timeout=seconds + 60)
     if out.returncode != 0:
         raise RuntimeError(out.stderr[-2000:])
-    return int(out.stdout.strip()) / seconds
+    done = int(out.stdout.strip())
+    cost = {k: (cpu_seconds(v) - cpu0[k]) * 1e6 / max(done, 1) for k, v in watched.items()}
+    return done / seconds, cost
 
 
 def median(values: list[float]) -> float:
@@ -274,6 +287,7 @@ def main() -> int:
         help="comma list of SIZExCONNS, idle, handshakes",
     )
     parser.add_argument("--idle-conns", type=int, default=5000)
+    parser.add_argument("--handshake-seconds", type=float, default=3.0)
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -281,6 +295,8 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="wsgate-bench-"))
     stack = Stack(workdir)
     try:
+        if port_taken(BACKEND_PORT):  # the bench API's endpoint is fixed: a stranger would skew it
+            raise SystemExit(f"port {BACKEND_PORT} is taken; stop what listens there first")
         stack.spawn("backend", [PY, str(BENCH / "echo_server.py"), "--port", str(BACKEND_PORT)])
         wait_port(BACKEND_PORT)
         nginx, nginx64 = start_nginx(stack, False), start_nginx(stack, True)
@@ -296,7 +312,9 @@ def main() -> int:
                 continue
             if case == "handshakes":
                 for t in (nginx, wsgate):
-                    print(f"{'handshakes':<14}{t.name:<10} {handshake_rate(t, 3.0):.0f}/s")
+                    rate, cost = handshake_rate(t, args.handshake_seconds)
+                    per = ", ".join(f"{k} {v:.0f} us" for k, v in cost.items())
+                    print(f"{'handshakes':<14}{t.name:<10} {rate:.0f}/s (cpu per handshake: {per})")
                 continue
             size, conns = map(int, case.split("x"))
             ref = nginx64 if size >= 4096 else nginx

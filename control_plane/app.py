@@ -12,7 +12,9 @@ from fastapi.responses import JSONResponse
 
 from control_plane import db, signing
 from control_plane.errors import install_error_handlers
-from control_plane.push import AdapterClient, AdapterSync, BlockingGateway
+from control_plane.metrics import MeteredAdapterClient
+from control_plane.metrics import install as install_metrics
+from control_plane.push import AdapterSync, BlockingGateway
 from control_plane.routers import (
     PUBLISHER_PREFIX,
     admin,
@@ -27,6 +29,7 @@ from control_plane.routers import (
 from control_plane.services import deployments, gateway_data
 from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
+from wsgate_common import grpc_tls
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
             an RSA key.
     """
     engine = db.make_engine(settings.resolved_database_url)
+    tls = grpc_tls.for_settings(settings)  # gRPC to the adapter
     roles = settings.roles
     issuer = TokenIssuer(
         key=signing.load_or_create(settings.state_dir),
@@ -50,7 +54,9 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(db.migrate, engine)
-        client = AdapterClient(settings.cp_adapter_address, settings.cp_adapter_timeout)
+        client = MeteredAdapterClient(
+            settings.cp_adapter_address, settings.cp_adapter_timeout, tls, metrics=metrics
+        )
         sync = AdapterSync(
             client,
             deployments.loader(app.state.sessionmaker),
@@ -84,6 +90,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     app.state.token_issuer = issuer
     app.state.sessionmaker = db.make_sessionmaker(engine)
     install_error_handlers(app)
+    metrics = install_metrics(app)  # /metrics; requests and adapter pushes
     # transfer and lifecycle first: /apis/export and /apis/change-lifecycle must not be taken
     # for an /apis/{apiId}.
     for router in (

@@ -18,6 +18,7 @@ from enforcer.keymanagers import IssuerBook
 from enforcer.metrics import EnforcerMetrics
 from enforcer.policies import PolicyStore
 from enforcer.subscriptions import EMPTY_STATE, SubscriptionState, SubscriptionStore
+from enforcer.token_cache import TokenCache
 from enforcer.tokens import Claims, validate
 from enforcer.watch import ConnectionWatch, ListenerTooSlow
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
@@ -46,6 +47,7 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         refresher: JwksRefresher | None = None,
         watch: ConnectionWatch | None = None,
         metrics: EnforcerMetrics | None = None,
+        token_cache: TokenCache | None = None,
     ) -> None:
         self.policies = policies
         self.issuers = issuers
@@ -54,6 +56,8 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         self.refresher = refresher
         self.watch = watch if watch is not None else ConnectionWatch()
         self.metrics = metrics
+        # Verified tokens; emptied whenever the issuer registry is replaced (see TokenCache).
+        self.tokens = token_cache if token_cache is not None else TokenCache()
 
     def registry(self) -> IssuerRegistry:
         return self.issuers.registry if isinstance(self.issuers, IssuerBook) else self.issuers
@@ -62,7 +66,12 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         return self.subscriptions.current if self.subscriptions is not None else EMPTY_STATE
 
     def authenticate(self, token: str) -> Claims:
-        return validate(token, self.registry(), self.clock())
+        registry, now = self.registry(), self.clock()
+        claims = self.tokens.get(token, registry, now)
+        if claims is None:
+            claims = validate(token, registry, now)
+            self.tokens.put(token, registry, claims)
+        return claims
 
     def _decide(
         self, request: enforcer_pb2.HandshakeRequest

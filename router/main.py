@@ -20,6 +20,7 @@ from router.redis_store import RedisCounterStore, build_store
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig, server_ssl_context
 from router.settings import RouterSettings
+from wsgate_common import grpc_tls
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.resources import ROUTE_TYPE_URL
@@ -101,8 +102,9 @@ async def serve(settings: RouterSettings) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    tls = grpc_tls.for_settings(settings)  # to the enforcer and the adapter's xDS
     store = RouteStore()
-    enforcer = EnforcerClient(settings.enforcer_address, settings.router_enforcer_timeout)
+    enforcer = EnforcerClient(settings.enforcer_address, settings.router_enforcer_timeout, tls)
     config = RouterConfig(
         enforcer_http_url=settings.enforcer_http_url,
         max_message=settings.router_max_message,
@@ -133,10 +135,11 @@ async def serve(settings: RouterSettings) -> None:
         settings.xds_address,
         settings.enforcer_address,
     )
-    xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply})
+    log.info("gRPC to the enforcer and xDS: %s", grpc_tls.summary(tls))
+    xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)
     xds_task = loop.create_task(xds.run())
     router_id = f"{settings.label}/{socket.gethostname()}:{settings.router_port}"
-    rules = RuleWatcher(settings.enforcer_address, router.apply_rule, router_id)
+    rules = RuleWatcher(settings.enforcer_address, router.apply_rule, router_id, tls=tls)
     rules_task = loop.create_task(rules.run())
     try:
         await stop.wait()
@@ -146,7 +149,7 @@ async def serve(settings: RouterSettings) -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await router.shutdown()
+        await router.shutdown(settings.router_drain_seconds)
         if counters is not None:
             await counters.close()
 
@@ -160,7 +163,7 @@ def main(argv: list[str]) -> int:
     setup_logging("router", settings.log_level, settings.log_format)
     try:
         uvloop.run(serve(settings))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:  # ValueError: unusable gRPC certificate files
         log.error("cannot start: %s", exc)
         return 1
     return 0

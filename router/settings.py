@@ -36,6 +36,9 @@ class RouterSettings(CommonSettings):
     ratelimit_redis_timeout: float = Field(default=0.5, gt=0)
     # No byte either way for this long -> close 1001 "idle timeout" (pings count); 0 disables.
     router_idle_timeout: float = 300.0
+    # On SIGTERM: stop accepting, close every relay with 1001, then wait this long for the
+    # closing handshakes before cutting what is left and exiting 0.
+    router_drain_seconds: float = Field(default=5.0, ge=0)
     # Relayed + upgrading connections; one more gets 503 at the handshake. 0 disables.
     router_max_connections: int = 10_000
     # Analytics: JSON lines on the `wsgate.analytics` logger, or appended to this file (a

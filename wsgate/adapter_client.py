@@ -85,6 +85,44 @@ def list_request(adapter: str, token: str, query: str | None, limit: int | None)
     return Request("GET", api_url(adapter, "/apis"), params=params, headers=bearer(token))
 
 
+def status_request(adapter: str, token: str) -> Request:
+    return Request("GET", api_url(adapter, "/status"), headers=bearer(token))
+
+
+def nack_warnings(status: Mapping[str, Any]) -> list[str]:
+    """One ``Warning:`` line per client that refused the version its label serves now."""
+    lines = []
+    for row in status.get("nackedCurrent") or []:
+        kind = str(row.get("type", "")).rsplit(".", 1)[-1]
+        lines.append(
+            f"Warning: a client of label {row.get('label')} ({row.get('peer')}) rejected "
+            f"{kind} version {row.get('version')} and keeps version {row.get('acked') or '-'}: "
+            f"{row.get('error')}"
+        )
+    return lines
+
+
+def status_text(status: Mapping[str, Any]) -> str:
+    """``mg status``: per label and resource type, the version served and every client."""
+    rows = []
+    for label, by_type in sorted((status.get("labels") or {}).items()):
+        for type_url, entry in sorted(by_type.items()):
+            kind = type_url.rsplit(".", 1)[-1]
+            clients = entry.get("clients") or []
+            if not clients:
+                rows.append([label, kind, entry.get("version"), "-", "-", ""])
+            for c in clients:
+                nack = c.get("lastNack")
+                refused = f"{nack['version']}: {nack['error']}" if nack else ""
+                rows.append(
+                    [label, kind, entry.get("version"), c.get("peer"), c.get("acked"), refused]
+                )
+    table = format_table(["LABEL", "TYPE", "SERVED", "CLIENT", "ACKED", "LAST_NACK"], rows)
+    return "\n".join(
+        [f"adapter boot id: {status.get('bootId', '?')}", table, *nack_warnings(status)]
+    )
+
+
 def error_from_response(status: int, body: str) -> CliError:
     """Turn an adapter error answer (``{code, message, description}``) into a :class:`CliError`."""
     try:

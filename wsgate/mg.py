@@ -184,6 +184,29 @@ def _get_apis(args: argparse.Namespace, ctx: Context) -> int:
         print(json.dumps(listing, indent=2))
     else:
         print(ac.apis_table(listing, args.limit))
+    _warn_nacks(ctx, adapter, token, args)
+    return 0
+
+
+def _warn_nacks(ctx: Context, adapter: str, token: str, args: argparse.Namespace) -> None:
+    """A warning line on stderr per client of this adapter that refused the current version."""
+    try:
+        status = ctx.call(ac.status_request(adapter, token), args.insecure, args.env)
+    except CliError:
+        return  # the listing worked; a status the adapter cannot give is no reason to fail
+    for line in ac.nack_warnings(status if isinstance(status, dict) else {}):
+        print(line, file=sys.stderr)
+
+
+def _status(args: argparse.Namespace, ctx: Context) -> int:
+    config = ctx.store.load()
+    adapter, token = ctx.adapter(config, args.env), ctx.token(config, args.env)
+    answer = ctx.call(ac.status_request(adapter, token), args.insecure, args.env)
+    status = answer if isinstance(answer, dict) else {}
+    if args.format == "json":
+        print(json.dumps(status, indent=2))
+    else:
+        print(ac.status_text(status))
     return 0
 
 
@@ -234,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["table", "json"], default="table")
     _insecure(p)
     p.set_defaults(handler=_get_apis)
+
+    p = _sub(verbs, "status", "show what each gateway label serves and what its clients hold")
+    p.add_argument("-e", "--environment", dest="env", required=True, metavar="ENV")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    _insecure(p)
+    p.set_defaults(handler=_status)
 
     p = _sub(verbs, "login", "log in to an environment and store the access token")
     p.add_argument("name", metavar="NAME")

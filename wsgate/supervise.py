@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import BinaryIO
 
 log = logging.getLogger("wsgate.up")
@@ -22,6 +22,9 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 STOP_GRACE = 10.0
 LINE_LIMIT = 1 << 20
+# A child whose health check fails this many times in a row is restarted.
+HEALTH_FAILURES = 3
+HEALTH_INTERVAL = 5.0
 
 PR_SET_PDEATHSIG = 1
 
@@ -55,6 +58,8 @@ class Child:
         width: int = 14,
         out: BinaryIO | None = None,
         sleep: Callable[[float], object] = asyncio.sleep,
+        health: Callable[[], Awaitable[bool]] | None = None,
+        health_interval: float = HEALTH_INTERVAL,
     ) -> None:
         self.name = name
         self.argv = argv
@@ -65,7 +70,31 @@ class Child:
         self.sleep = sleep
         self.proc: asyncio.subprocess.Process | None = None
         self.restarts = 0
+        self.health = health
+        self.health_interval = health_interval
+        self.health_restarts = 0
         self._stopping = asyncio.Event()
+
+    async def _watch_health(self, proc: asyncio.subprocess.Process) -> None:
+        """Kill ``proc`` (so :meth:`run` restarts it) after HEALTH_FAILURES failed checks in a
+        row; a check that raises counts as failed."""
+        assert self.health is not None
+        failures = 0
+        while proc.returncode is None:
+            await self._sleep(self.health_interval)
+            try:
+                ok = await self.health()
+            except Exception:
+                ok = False
+            failures = 0 if ok else failures + 1
+            if failures >= HEALTH_FAILURES and proc.returncode is None:
+                log.warning(
+                    "%s failed %d health checks in a row; restarting it", self.name, failures
+                )
+                self.health_restarts += 1
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                return
 
     async def _pump(self, proc: asyncio.subprocess.Process) -> None:
         assert proc.stdout is not None
@@ -100,7 +129,12 @@ class Child:
             self.proc = await self._spawn()
             if self._stopping.is_set():  # stop() ran while we were spawning
                 self.signal(signal.SIGTERM)
+            watcher = asyncio.create_task(self._watch_health(self.proc)) if self.health else None
             await asyncio.gather(self._pump(self.proc), self.proc.wait())
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             if self._stopping.is_set():
                 return
             code = self.proc.returncode

@@ -17,6 +17,8 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -30,6 +32,7 @@ from wsgate.stack import (
     component_env,
     components,
     duplicate_ports,
+    port_in_use,
 )
 from wsgate.supervise import STOP_GRACE, Child
 from wsgate_common.logs import setup_logging
@@ -85,7 +88,80 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--no-sample", action="store_true", help="do not publish examples/chat-api.json"
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--routers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="routers to start; router i listens on --router-port + 10*i (and TLS likewise)",
+    )
+    parser.add_argument(
+        "--enforcers",
+        type=int,
+        default=1,
+        metavar="M",
+        help="enforcers to start; enforcer j on --enforcer-port + 10*j (HTTP likewise)",
+    )
+    parser.add_argument(
+        "--labels",
+        default="",
+        help="gateway labels 'a,b': routers and enforcers take them round-robin (default "
+        "every one on Default); each router uses the enforcers of its label in turn",
+    )
+    args = parser.parse_args(argv)
+    if args.routers < 1 or args.enforcers < 1:
+        parser.error("--routers and --enforcers must be at least 1")
+    return args
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One extra (or the first) router or enforcer: its name, label, ports and environment."""
+
+    name: str
+    kind: str  # "router" or "enforcer"
+    label: str
+    port: int
+    second_port: int  # router: TLS port; enforcer: HTTP port
+    env: dict[str, str]
+
+    @property
+    def ready_url(self) -> str:
+        port = self.port if self.kind == "router" else self.second_port
+        return f"http://127.0.0.1:{port}/ready"
+
+
+def plan_replicas(ports: Ports, routers: int, enforcers: int, labels: list[str]) -> list[Replica]:
+    """Enforcer j and router i on ports + 10*j / + 10*i, labels round-robin, each router wired
+    to the enforcers of its label in turn (any enforcer when its label has none)."""
+    labels = labels or ["Default"]
+    found: list[Replica] = []
+    for j in range(enforcers):
+        label = labels[j % len(labels)]
+        grpc_port, http_port = ports.enforcer_grpc + 10 * j, ports.enforcer_http + 10 * j
+        env = {
+            "WSGATE_LABEL": label,
+            "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
+            "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
+        }
+        found.append(Replica(f"enforcer-{j + 1}", "enforcer", label, grpc_port, http_port, env))
+    taken: dict[str, int] = {}
+    for i in range(routers):
+        label = labels[i % len(labels)]
+        enforcers_found = [e for e in found if e.kind == "enforcer"]
+        mine = [e for e in enforcers_found if e.label == label] or enforcers_found
+        enforcer = mine[taken.get(label, 0) % len(mine)]
+        taken[label] = taken.get(label, 0) + 1
+        port, tls = ports.router + 10 * i, ports.router_tls + 10 * i
+        env = {
+            "WSGATE_LABEL": label,
+            "WSGATE_ROUTER_PORT": str(port),
+            "WSGATE_ROUTER_TLS_PORT": str(tls),
+            "WSGATE_ENFORCER_ADDRESS": f"localhost:{enforcer.port}",
+            "WSGATE_ENFORCER_HTTP_URL": f"http://localhost:{enforcer.second_port}",
+        }
+        found.append(Replica(f"router-{i + 1}", "router", label, port, tls, env))
+    return found
 
 
 def resolve_ports(settings: UpSettings, args: argparse.Namespace) -> Ports:
@@ -164,6 +240,14 @@ async def wait_ready(component: Component, child: Child, limit: float = READY_TI
     )
 
 
+def _health_check(url: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        async with httpx.AsyncClient(verify=False, timeout=2) as http:
+            return (await http.get(url)).status_code == 200
+
+    return check
+
+
 def _argv(command: str) -> list[str]:
     return [sys.executable, "-m", "wsgate", command]
 
@@ -171,16 +255,46 @@ def _argv(command: str) -> list[str]:
 class Up:
     """The running stack: children, their tasks, and the start-up sequence."""
 
-    def __init__(self, settings: UpSettings, ports: Ports, sample: bool) -> None:
+    def __init__(
+        self,
+        settings: UpSettings,
+        ports: Ports,
+        sample: bool,
+        replicas: list[Replica] | None = None,
+    ) -> None:
         self.settings = settings
         self.ports = ports
         self.sample = sample
         self.data_dir = settings.data_dir.resolve()
         env = {**os.environ, **component_env(ports, self.data_dir)}
         self.components = components(ports)
+        envs = {c.name: env for c in self.components}
+        if replicas:
+            # N routers and M enforcers instead of one of each, after the adapter.
+            base = [c for c in self.components if c.command not in ("router", "enforcer")]
+            extra = [Component(r.name, r.kind, r.ready_url) for r in replicas]
+            self.components = [*base[:-1], *extra, base[-1]]
+            envs.update({r.name: {**env, **r.env} for r in replicas})
+            for r in replicas:
+                log.info(
+                    "%s: label %s, port %d (%s %d)",
+                    r.name,
+                    r.label,
+                    r.port,
+                    "wss" if r.kind == "router" else "http",
+                    r.second_port,
+                )
         width = max(len(c.name) for c in self.components)
         self.children = {
-            c.name: Child(c.name, _argv(c.command), env, str(REPO), width) for c in self.components
+            c.name: Child(
+                c.name,
+                _argv(c.command),
+                envs[c.name],
+                str(REPO),
+                width,
+                health=_health_check(c.ready_url.replace("/ready", "/health")),
+            )
+            for c in self.components
         }
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -188,7 +302,8 @@ class Up:
         pki = ensure_pki(self.data_dir / "pki")
         by_name = {c.name: c for c in self.components}
         # Waves: the backend and the adapter first, then what connects to the adapter.
-        for wave in (("echo-backend", "adapter"), ("enforcer", "router", "control-plane")):
+        later = tuple(c.name for c in self.components if c.name not in ("echo-backend", "adapter"))
+        for wave in (("echo-backend", "adapter"), later):
             for name in wave:
                 self.tasks.append(asyncio.create_task(self.children[name].run()))
             await asyncio.gather(*(wait_ready(by_name[n], self.children[n]) for n in wave))
@@ -214,18 +329,24 @@ class Up:
         log.info("echo through the router works (%s, checked in %.2f s)", ws_url, took)
 
     async def stop(self) -> None:
-        await asyncio.gather(*(child.stop() for child in reversed(self.children.values())))
+        """Routers first (they stop accepting and close clients with 1001), then the rest."""
+        routers = [c.name for c in self.components if c.command == "router"]
+        await asyncio.gather(*(self.children[name].stop() for name in routers))
+        rest = [child for name, child in self.children.items() if name not in routers]
+        await asyncio.gather(*(child.stop() for child in reversed(rest)))
         for task in self.tasks:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(task, STOP_GRACE + 5)
 
 
-async def run(settings: UpSettings, ports: Ports, sample: bool) -> int:
+async def run(
+    settings: UpSettings, ports: Ports, sample: bool, replicas: list[Replica] | None = None
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    up = Up(settings, ports, sample)
+    up = Up(settings, ports, sample, replicas)
     starting = asyncio.create_task(up.start())
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait([starting, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -268,4 +389,15 @@ def main(argv: list[str]) -> int:
         flags = ", ".join(PORT_FLAGS[name] for name, _ in busy)
         print(f"Stop whatever listens there, or choose other ports with {flags}.", file=sys.stderr)
         return 1
-    return asyncio.run(run(settings, ports, not args.no_sample))
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()]
+    replicas = None
+    if args.routers > 1 or args.enforcers > 1 or labels:
+        replicas = plan_replicas(ports, args.routers, args.enforcers, labels)
+        taken = [(r.name, p) for r in replicas for p in (r.port, r.second_port)]
+        busy_extra = [(n, p) for n, p in taken if p not in dict(ports.items()).values()]
+        for name, port in busy_extra:
+            if port_in_use(port):
+                print(f"Error: port {port} ({name}) is already in use", file=sys.stderr)
+                return 1
+    sample = not args.no_sample and (not labels or labels[0] == "Default")
+    return asyncio.run(run(settings, ports, sample, replicas))

@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 
 from adapter.project import zip_dir
 from tests.procs import Proc, free_port, http_ok, running
+from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_common.resources import API_POLICY_TYPE_URL, ROUTE_TYPE_URL
 from wsgate_common.xds_client import XdsClient
 from wsgate_proto import config_pb2, definition_pb2, deploy_pb2, deploy_pb2_grpc
@@ -105,6 +106,7 @@ async def test_deploy_list_override_delete_over_rest_reaches_xds(
             f"127.0.0.1:{ports.xds}",
             "Default",
             {ROUTE_TYPE_URL: seen.on_routes, API_POLICY_TYPE_URL: seen.on_policies},
+            tls=from_pki_dir(tmp_path / "pki"),
         )
         xds_task = asyncio.create_task(client.run())
         base = f"https://localhost:{ports.rest}{API}"
@@ -238,10 +240,12 @@ async def test_grpc_deploy_sync_and_cli_deployments_survive_restart(
     with _start(ports, tmp_path):
         ca = _tls(tmp_path)
         seen = Seen()
-        client = XdsClient(f"127.0.0.1:{ports.xds}", "Default", {ROUTE_TYPE_URL: seen.on_routes})
+        grpc_tls = from_pki_dir(tmp_path / "pki")
+        routes = {ROUTE_TYPE_URL: seen.on_routes}
+        client = XdsClient(f"127.0.0.1:{ports.xds}", "Default", routes, tls=grpc_tls)
         xds_task = asyncio.create_task(client.run())
         try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.deploy}") as channel:
+            async with grpc_tls.aio_channel(f"127.0.0.1:{ports.deploy}") as channel:
                 stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
                 first_boot = (await stub.Status(deploy_pb2.StatusRequest())).boot_id
                 assert first_boot
@@ -283,7 +287,9 @@ async def test_grpc_deploy_sync_and_cli_deployments_survive_restart(
 
     # Restart: the CLI deployment is back; the control plane's would be re-synced by it.
     with _start(ports, tmp_path):
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{ports.deploy}") as channel:
+        async with from_pki_dir(tmp_path / "pki").aio_channel(
+            f"127.0.0.1:{ports.deploy}"
+        ) as channel:
             stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
             status = await stub.Status(deploy_pb2.StatusRequest())
             assert status.boot_id != first_boot

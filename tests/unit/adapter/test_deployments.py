@@ -151,3 +151,19 @@ def test_find_by_name_version_vhost() -> None:
     assert registry.find("A", "1", "x.example")
     assert registry.find("A", "1", "localhost") == []
     assert registry.find("A", "2") == []
+
+
+def test_sync_refuses_clashes_within_the_batch_and_lets_a_repeated_id_move() -> None:
+    cache = SnapshotCache()
+    registry = Registry(cache)
+    _, errors = registry.sync(
+        [
+            _api("s1", context="/same", source=""),
+            _api("s2", context="/same", source=""),  # same place as s1: refused
+            _api("s3", context="/old", source=""),
+            _api("s3", context="/new", source=""),  # the same id again: it moves, /old is free
+            _api("s4", context="/old", source=""),
+        ]
+    )
+    assert len(errors) == 1 and errors[0].startswith("s2:") and "both serve /same/1" in errors[0]
+    assert sorted(_base_paths(cache, "Default")) == ["/new/1", "/old/1", "/same/1"]

@@ -250,3 +250,42 @@ def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for verb in ("add", "remove", "get", "login", "logout", "deploy", "undeploy"):
         assert verb in out
+
+
+def test_status_text_and_a_warning_per_client_refusing_the_current_version() -> None:
+    route = "type.googleapis.com/wsgate.config.v1.Route"
+    status = {
+        "bootId": "b1",
+        "labels": {
+            "Default": {
+                route: {
+                    "version": "3.e",
+                    "clients": [
+                        {
+                            "peer": "ipv4:1",
+                            "acked": "2.e",
+                            "lastNack": {"version": "3.e", "error": "no"},
+                        }
+                    ],
+                }
+            }
+        },
+        "nackedCurrent": [
+            {
+                "label": "Default",
+                "type": route,
+                "version": "3.e",
+                "peer": "ipv4:1",
+                "acked": "2.e",
+                "error": "no",
+            }
+        ],
+    }
+    [warning] = ac.nack_warnings(status)
+    assert warning == (
+        "Warning: a client of label Default (ipv4:1) rejected Route version 3.e and keeps "
+        "version 2.e: no"
+    )
+    text = ac.status_text(status)
+    assert "Default   Route   3.e" in text and "3.e: no" in text and text.endswith(warning)
+    assert ac.nack_warnings({"nackedCurrent": []}) == []

@@ -178,3 +178,54 @@ async def test_stop_terminates_then_kills_a_stubborn_child(tmp_path: Path) -> No
 def test_chat_api_example_is_valid_json() -> None:
     data = json.loads((REPO / "examples" / "chat-api.json").read_text())
     assert data["endpointConfig"]["production_endpoints"]["url"] == "ws://localhost:8765"
+
+
+async def test_a_child_failing_three_health_checks_in_a_row_is_restarted(tmp_path: Path) -> None:
+    marker = tmp_path / "starts"
+    argv = _script(
+        tmp_path,
+        f"import pathlib, time\np = pathlib.Path({str(marker)!r})\n"
+        "p.write_text(p.read_text() + 'x' if p.exists() else 'x')\ntime.sleep(60)\n",
+    )
+    answers = iter([False, True, False, False, False])  # one success resets the count
+    checks = 0
+
+    async def health() -> bool:
+        nonlocal checks
+        checks += 1
+        return next(answers, True)
+
+    async def fast_sleep(seconds: float) -> None:
+        await asyncio.sleep(0.05)
+
+    child = Child("hung", argv, {}, out=io.BytesIO(), sleep=fast_sleep, health=health)
+    task = asyncio.create_task(child.run())
+    deadline = time.monotonic() + 20
+    while child.health_restarts < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    assert child.health_restarts == 1
+    assert checks == 5  # restarted on the 5th check: the 3rd failure in a row, not before
+    while child.restarts < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)
+    await child.stop()
+    await asyncio.wait_for(task, 10)
+    assert marker.read_text().startswith("xx")
+
+
+def test_replicas_get_offset_ports_round_robin_labels_and_enforcers_of_their_label() -> None:
+    plan = up.plan_replicas(Ports(), routers=3, enforcers=2, labels=["Default", "edge"])
+    by_name = {r.name: r for r in plan}
+    assert [r.name for r in plan] == [
+        "enforcer-1",
+        "enforcer-2",
+        "router-1",
+        "router-2",
+        "router-3",
+    ]
+    assert (by_name["enforcer-2"].port, by_name["enforcer-2"].second_port) == (8091, 8092)
+    assert (by_name["router-3"].port, by_name["router-3"].second_port) == (9110, 9115)
+    assert [by_name[f"router-{i}"].label for i in (1, 2, 3)] == ["Default", "edge", "Default"]
+    assert by_name["router-2"].env["WSGATE_ENFORCER_ADDRESS"] == "localhost:8091"
+    assert by_name["router-3"].env["WSGATE_ENFORCER_ADDRESS"] == "localhost:8081"
+    assert by_name["enforcer-2"].env["WSGATE_LABEL"] == "edge"
