@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from urllib.parse import unquote
 
 import grpc
 import grpc.aio
@@ -138,7 +139,7 @@ class AdsServicer(ads_pb2_grpc.AggregatedDiscoveryServiceServicer):
         request_iterator: AsyncIterator[discovery_pb2.DiscoveryRequest],
         context: grpc.aio.ServicerContext,
     ) -> None:
-        stream = _Stream(self, next(self._ids), context.peer())
+        stream = _Stream(self, next(self._ids), unquote(context.peer()))
         try:
             await stream.serve(request_iterator, context)
         finally:
