@@ -85,7 +85,6 @@ class Cluster:
         self.procs: dict[str, Proc] = {}
         self.env = {
             "WSGATE_DATA_DIR": str(tmp / "data"),
-            "WSGATE_GRPC_TLS": "plaintext",
             "WSGATE_XDS_ADDRESS": f"127.0.0.1:{self.xds}",
             "WSGATE_ADAPTER_USERS": "admin:admin",
         }
@@ -142,7 +141,13 @@ class Cluster:
         return all(self.ready(n) == 200 for n in [*self.routers, *self.enforcers])
 
     def deploy_api(self, api_id: str, label: str) -> None:
-        with grpc.insecure_channel(f"127.0.0.1:{self.deploy}") as channel:
+        pki = self.tmp / "data" / "pki"  # every process shares it: mutual TLS, as by default
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=(pki / "ca.pem").read_bytes(),
+            private_key=(pki / "server-key.pem").read_bytes(),
+            certificate_chain=(pki / "server.pem").read_bytes(),
+        )
+        with grpc.secure_channel(f"127.0.0.1:{self.deploy}", creds) as channel:
             stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
             stub.Deploy(deploy_pb2.DeployRequest(api=api(api_id, label, self.echo)), timeout=10)
 
