@@ -92,7 +92,8 @@ class RuleWatcher:
     async def run(self) -> None:
         """Returns only by cancellation."""
         backoff = self._backoff_initial
-        was_up = True  # so the very first failure is logged too
+        was_up = False
+        ever_up = False  # before the first stream, a failure is the enforcer still starting
         told_unimplemented = False
         while True:
             self._up = False
@@ -112,7 +113,7 @@ class RuleWatcher:
                 self.connected.clear()
             if self._up:
                 backoff = self._backoff_initial
-                was_up = True
+                was_up = ever_up = True
             if code is grpc.StatusCode.UNIMPLEMENTED:
                 if not told_unimplemented:
                     log.warning(
@@ -129,6 +130,8 @@ class RuleWatcher:
                     "rules stream to enforcer %s lost (%s); reconnecting", self.address, reason
                 )
                 was_up = False
+            elif not ever_up and self.attempts == 1:
+                log.info("enforcer %s not reachable yet (%s); retrying", self.address, reason)
             else:
                 log.debug("rules stream reconnect to %s failed (%s)", self.address, reason)
             self.delays.append(backoff)

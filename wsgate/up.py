@@ -187,7 +187,7 @@ def first_user(spec: str) -> tuple[str, str]:
     return next(iter(users.items()))
 
 
-def instructions(ports: Ports) -> str:
+def instructions(ports: Ports, sample: bool = True) -> str:
     """The commands a user types next, with this stack's real ports."""
     adapter = f"https://localhost:{ports.adapter_rest}"
     testkey = (
@@ -197,17 +197,20 @@ def instructions(ports: Ports) -> str:
     ws = f"ws://localhost:{ports.router}"
     wss = f"wss://localhost:{ports.router_tls}"
     bearer = '-H "Authorization:Bearer $TOKEN"'
+    chat = [
+        "  # the chat API is already published through the control plane:",
+        testkey,
+        f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby {bearer}",
+        f"npx wscat -n -c {wss}/chat/1.0.0/rooms/lobby {bearer}",
+        "",
+    ]
     return "\n".join(
         [
             "",
             "wsgate is up. In another terminal (`source .venv/bin/activate` puts `wsgate` on",
             "PATH, or type .venv/bin/wsgate):",
             "",
-            "  # the chat API is already published through the control plane:",
-            testkey,
-            f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby {bearer}",
-            f"npx wscat -n -c {wss}/chat/1.0.0/rooms/lobby {bearer}",
-            "",
+            *(chat if sample else []),
             "  # deploy the EchoWebSocket project with the CLI (Choreo Connect standalone mode):",
             f"wsgate mg add env dev --adapter {adapter}",
             "wsgate mg login dev -u admin -p admin -k",
@@ -354,7 +357,7 @@ async def run(
     if starting.done():
         try:
             starting.result()
-            print(instructions(ports), flush=True)
+            print(instructions(ports, sample), flush=True)
             await stopping
         except (TimeoutError, sample_api.SampleApiError, OSError, ValueError) as exc:
             log.error("wsgate up failed: %s", exc)

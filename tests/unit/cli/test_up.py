@@ -101,6 +101,12 @@ def test_instructions_use_the_real_ports() -> None:
     assert ".venv/bin/wsgate" in text
 
 
+def test_instructions_without_the_sample_do_not_promise_it() -> None:
+    text = up.instructions(Ports(), sample=False)
+    assert "chat" not in text
+    assert "wsgate mg deploy api -f examples/EchoWebSocket-1.0.0 -e dev -k" in text
+
+
 def test_sample_body_points_at_this_stacks_echo_backend() -> None:
     body = sample_api.load_body(REPO / "examples" / "chat-api.json", 4321)
     assert body["endpointConfig"]["production_endpoints"]["url"] == "ws://localhost:4321"
