@@ -17,8 +17,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from enforcer.testkey import public_jwk
-from tests.procs import free_port, http_ok, running, wait_for
-from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
+from tests.integration.adapter_enforcer import adapter_and_enforcer
+from tests.procs import wait_for
+from wsgate_common.grpc_tls import GrpcTls
 from wsgate_proto import (
     definition_pb2,
     deploy_pb2,
@@ -157,42 +158,9 @@ def subscription_data(
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("enforcer-subs")
-    rest, xds, deploy = free_port(), free_port(), free_port()
-    grpc_port, http_port = free_port(), free_port()
-    common = {"WSGATE_DATA_DIR": str(data_dir), "WSGATE_LABEL": "Default"}
-    adapter_env = {
-        **common,
-        "WSGATE_ADAPTER_HOST": "127.0.0.1",
-        "WSGATE_ADAPTER_REST_PORT": str(rest),
-        "WSGATE_ADAPTER_XDS_PORT": str(xds),
-        "WSGATE_ADAPTER_DEPLOY_PORT": str(deploy),
-    }
-    enforcer_env = {
-        **common,
-        "WSGATE_ENFORCER_HOST": "127.0.0.1",
-        "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
-        "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
-        "WSGATE_XDS_ADDRESS": f"127.0.0.1:{xds}",
-    }
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    with (
-        running(
-            "adapter",
-            ["adapter"],
-            adapter_env,
-            data_dir,
-            ready=lambda: http_ok(f"https://127.0.0.1:{rest}/health"),
-        ),
-        running(
-            "enforcer",
-            ["enforcer"],
-            enforcer_env,
-            data_dir,
-            ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),
-        ),
-    ):
-        tls = from_pki_dir(data_dir / "pki")
-        stack = Stack(f"127.0.0.1:{deploy}", f"127.0.0.1:{grpc_port}", key, tls)
+    with adapter_and_enforcer(data_dir) as pair:
+        stack = Stack(pair.deploy_address, pair.enforcer_address, key, pair.tls)
         with stack.tls.channel(stack.deploy_address) as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
                 deploy_pb2.DeployRequest(api=chat_api()), timeout=10

@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.procs import free_port, http_ok, running, wait_for
-from wsgate_common.grpc_tls import GrpcTls, from_pki_dir
+from tests.integration.adapter_enforcer import adapter_and_enforcer
+from tests.procs import wait_for
+from wsgate_common.grpc_tls import GrpcTls
 from wsgate_proto import (
     definition_pb2,
     deploy_pb2,
@@ -88,45 +89,8 @@ def chat_api(lifecycle: str = "PUBLISHED") -> definition_pb2.ApiDefinition:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    rest, xds, deploy = free_port(), free_port(), free_port()
-    grpc_port, http_port = free_port(), free_port()
-    common = {"WSGATE_DATA_DIR": str(data_dir), "WSGATE_LABEL": "Default"}
-    adapter_env = {
-        **common,
-        "WSGATE_ADAPTER_HOST": "127.0.0.1",
-        "WSGATE_ADAPTER_REST_PORT": str(rest),
-        "WSGATE_ADAPTER_XDS_PORT": str(xds),
-        "WSGATE_ADAPTER_DEPLOY_PORT": str(deploy),
-    }
-    enforcer_env = {
-        **common,
-        "WSGATE_ENFORCER_HOST": "127.0.0.1",
-        "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
-        "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
-        "WSGATE_XDS_ADDRESS": f"127.0.0.1:{xds}",
-    }
-    with (
-        running(
-            "adapter",
-            ["adapter"],
-            adapter_env,
-            data_dir,
-            ready=lambda: http_ok(f"https://127.0.0.1:{rest}/health"),
-        ),
-        running(
-            "enforcer",
-            ["enforcer"],
-            enforcer_env,
-            data_dir,
-            ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),
-        ),
-    ):
-        yield Stack(
-            f"127.0.0.1:{deploy}",
-            f"127.0.0.1:{grpc_port}",
-            f"http://127.0.0.1:{http_port}",
-            from_pki_dir(data_dir / "pki"),
-        )
+    with adapter_and_enforcer(data_dir) as pair:
+        yield Stack(pair.deploy_address, pair.enforcer_address, pair.enforcer_http, pair.tls)
 
 
 def test_scopes_decide_after_deploy(stack: Stack) -> None:
