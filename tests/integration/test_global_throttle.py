@@ -19,7 +19,6 @@ import base64
 import bisect
 import contextlib
 import functools
-import shutil
 import subprocess
 import time
 import uuid
@@ -32,7 +31,7 @@ import pytest
 from redis import Redis
 from websockets.asyncio.client import connect
 
-from tests.procs import Proc, free_port, http_ok, port_open, running, wait_for
+from tests.procs import Proc, free_port, http_ok, own_redis, running, wait_for
 from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
@@ -273,25 +272,6 @@ def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane
     for log in logs:
         assert "rate-limit counters in Redis" in log
         assert "unreachable" not in log
-
-
-@contextlib.contextmanager
-def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: port_open(port), 10, "redis-server")
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
 
 
 def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +16,7 @@ from redis import Redis
 
 from router.lease import credit_cap, grant_size
 from router.redis_store import FAIL_CLOSED, FAIL_OPEN, LEASE_SCRIPT, RedisCounterStore, build_store
-from tests.procs import free_port, port_open, wait_for
+from tests.procs import free_port, own_redis
 
 URL = "redis://127.0.0.1:6379/0"
 
@@ -198,24 +195,6 @@ async def test_unreachable_redis_fails_closed_when_configured() -> None:
         assert not counter.available(time.monotonic())
     finally:
         await store.close()
-
-
-@contextlib.contextmanager
-def own_redis(port: int) -> Iterator[subprocess.Popen[bytes]]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server is not installed")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: port_open(port), 10, "redis-server")
-        yield proc
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 async def test_redis_killed_and_restarted_recovers_without_restart(
