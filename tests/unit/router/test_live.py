@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import grpc
 import grpc.aio
 import pytest
-import uvloop
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -29,17 +28,12 @@ from router.registry import Identity
 from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
-from tests.unit.router.test_server import packed
+from tests.unit.router.test_server import event_loop_policy, packed
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
+__all__ = ["event_loop_policy"]  # the fixture, imported: every test on both loops
+
 pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_policy"')
-
-
-@pytest.fixture(params=["uvloop", "asyncio"])
-def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
 
 
 @dataclass
