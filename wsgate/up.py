@@ -165,19 +165,10 @@ def plan_replicas(ports: Ports, routers: int, enforcers: int, labels: list[str])
 
 
 def resolve_ports(settings: UpSettings, args: argparse.Namespace) -> Ports:
-    defaults = Ports(
-        cp=settings.cp_port,
-        adapter_rest=settings.adapter_rest_port,
-        adapter_xds=settings.adapter_xds_port,
-        adapter_deploy=settings.adapter_deploy_port,
-        enforcer_grpc=settings.enforcer_grpc_port,
-        enforcer_http=settings.enforcer_http_port,
-        router=settings.router_port,
-        router_tls=settings.router_tls_port,
-        echo=settings.echo_port,
-    )
+    # Each Ports field has a `<field>_port` setting (WSGATE_<FIELD>_PORT).
+    defaults = {name: getattr(settings, f"{name}_port") for name, _ in Ports().items()}
     chosen = {k: v for k, v in vars(args).items() if k in PORT_FLAGS and v is not None}
-    return Ports(**{**dict(defaults.items()), **chosen})
+    return Ports(**{**defaults, **chosen})
 
 
 def first_user(spec: str) -> tuple[str, str]:
