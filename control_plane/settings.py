@@ -28,6 +28,11 @@ class ControlPlaneSettings(CommonSettings):
     cp_token_issuer: str = "https://localhost:9443/oauth2/token"
     #: Lifetime (seconds) of a token when the key or request does not say otherwise.
     cp_token_validity: int = 3600
+    #: ``iss`` of API keys; empty means ``cp_token_issuer`` + ``/apikey``.
+    cp_api_key_issuer: str = ""
+    #: Longest ``validityPeriod`` (seconds) an API key may ask for; -1 (never expires) is
+    #: always allowed, as in WSO2.
+    cp_api_key_max_validity: int = 31_536_000
 
     @property
     def resolved_database_url(self) -> str:
