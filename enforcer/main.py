@@ -28,6 +28,7 @@ from enforcer.testkey import TestKeySigner, load_or_create_key
 from enforcer.watch import ConnectionWatch
 from wsgate_common import grpc_tls
 from wsgate_common.logs import setup_logging
+from wsgate_common.safety import default_user_problem
 from wsgate_common.settings import parse_users
 from wsgate_common.xds_client import XdsClient
 from wsgate_proto import enforcer_pb2_grpc
@@ -83,6 +84,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--data-dir", type=Path, help="where the test-key signing key lives (WSGATE_DATA_DIR)")
     add("--log-level", help="DEBUG, INFO, WARNING, ... (WSGATE_LOG_LEVEL, INFO)")
     add("--log-format", choices=["text", "json"], help="(WSGATE_LOG_FORMAT, text)")
+    add(
+        "--insecure-dev",
+        dest="insecure_dev",
+        action="store_const",
+        const=True,
+        help="start even on a non-loopback address with the built-in admin:admin /testkey "
+        "user (WSGATE_INSECURE_DEV; demos only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -187,6 +196,22 @@ def main(argv: list[str]) -> int:
         settings = EnforcerSettings(**overrides)
     except ValidationError as exc:
         print(f"wsgate enforcer: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        users = parse_users(settings.enforcer_users)
+    except ValueError as exc:
+        print(f"wsgate enforcer: bad settings: {exc}", file=sys.stderr)
+        return 2
+    problem = default_user_problem(
+        "enforcer",
+        settings.enforcer_host,
+        users,
+        "WSGATE_ENFORCER_USERS",
+        "WSGATE_ENFORCER_HOST",
+        settings.insecure_dev,
+    )
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     setup_logging("enforcer", settings.log_level, settings.log_format)
     # uvloop: about 12% less CPU per Check than the default loop (bench/checks.py).
