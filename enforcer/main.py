@@ -14,6 +14,7 @@ import grpc
 import uvloop
 from pydantic import ValidationError
 
+from enforcer.decide import Options
 from enforcer.feeds import Feeds
 from enforcer.http import bind, build_app, make_server
 from enforcer.issuers import load_issuers_file
@@ -103,7 +104,7 @@ async def serve(settings: EnforcerSettings) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when a port or key cannot be used."""
     try:
         signer = TestKeySigner(load_or_create_key(settings.testkey_path))
-        issuers = [signer.as_issuer()]
+        issuers = [signer.as_issuer()] if settings.testkey_enabled else []
         if settings.enforcer_issuers_file is not None:
             issuers += load_issuers_file(settings.enforcer_issuers_file)
         book = IssuerBook(issuers)
@@ -113,6 +114,8 @@ async def serve(settings: EnforcerSettings) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    if not settings.testkey_enabled:
+        log.info("test keys are off (WSGATE_TESTKEY_ENABLED=false): /testkey answers 404")
     log.info(
         "trusting %d token issuer(s): %s (more arrive as key managers over xDS)",
         len(book.registry),
@@ -127,7 +130,16 @@ async def serve(settings: EnforcerSettings) -> int:
     grpc_server = grpc.aio.server(options=tls.server_options())
     enforcer_pb2_grpc.add_HandshakeServiceServicer_to_server(
         HandshakeService(
-            policies, book, subscriptions, refresher=refresher, watch=watch, metrics=metrics
+            policies,
+            book,
+            subscriptions,
+            refresher=refresher,
+            watch=watch,
+            metrics=metrics,
+            options=Options(
+                allowed_origins=settings.allowed_origins,
+                testkeys_on_control_plane=settings.testkey_control_plane_apis,
+            ),
         ),
         grpc_server,
     )
@@ -140,7 +152,14 @@ async def serve(settings: EnforcerSettings) -> int:
         log.error("cannot start: %s", exc)
         return 1
 
-    app = build_app(signer, users, lambda: policies.applied_once, metrics=metrics.render)
+    app = build_app(
+        signer,
+        users,
+        lambda: policies.applied_once,
+        metrics=metrics.render,
+        testkeys=settings.testkey_enabled,
+        max_validity=settings.testkey_max_validity,
+    )
     http_server = make_server(app)
     xds = XdsClient(settings.xds_address, settings.label, feeds.handlers(), tls=tls)
     metrics.watch_state(
