@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -433,6 +434,16 @@ def test_revoked_api_key_is_401_and_its_live_socket_closes_with_1008(stack: Stac
         assert status == 401 and body["description"] == "API key revoked", body
     finally:
         stack.put()
+
+
+def test_test_keys_are_refused_on_control_plane_apis_by_default(stack: Stack) -> None:
+    answer = httpx.post(f"{stack.pair.enforcer_http}/testkey", auth=("admin", "admin"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    testkey = answer.text.strip()
+    stack.tokens.append(testkey)
+    status, body, _ = asyncio.run(attempt(stack.url(BOTH), {"Authorization": f"Bearer {testkey}"}))
+    assert status == 401 and body["code"] == 900901, body
+    assert "Test keys are not accepted" in body["description"]
 
 
 # ---- no token text anywhere --------------------------------------------------------------------
