@@ -78,9 +78,8 @@ def _revoke_rows(session: Session, rows: Iterable[ApiKey], now: float) -> int:
         row.revoked = True
         if row.expires_at is not None and row.expires_at <= now:
             continue  # expired already: every enforcer refuses it anyway
-        [(jti, until)] = apikeys.revocations([(row.jti, row.expires_at)])
-        if session.get(RevokedToken, jti) is None:
-            session.add(RevokedToken(jti=jti, expires_at=until))
+        if session.get(RevokedToken, row.jti) is None:
+            session.add(RevokedToken(jti=row.jti, expires_at=apikeys.revoked_until(row.expires_at)))
             count += 1
     return count
 
