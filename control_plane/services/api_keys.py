@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from control_plane import apikeys, tokens
@@ -117,7 +118,11 @@ def revoke(
     if row.key_type != kind:
         raise ApiError(400, f"apikey: the key is a {row.key_type} key, not {kind}")
     live = _revoke_rows(session, [row], time.time())
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent revoke of the same key listed it first
+        session.rollback()
+        return
     if live:
         gateway.subscriptions_changed()
 
