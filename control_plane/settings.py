@@ -28,6 +28,11 @@ class ControlPlaneSettings(CommonSettings):
     cp_token_issuer: str = "https://localhost:9443/oauth2/token"
     #: Lifetime (seconds) of a token when the key or request does not say otherwise.
     cp_token_validity: int = 3600
+    #: Where browsers reach the router, for the consoles' URLs and their CSP connect-src.
+    #: Empty host means the host the browser used to open the console.
+    cp_router_host: str = ""
+    cp_router_ws_port: int = 9090
+    cp_router_wss_port: int = 9095
 
     @property
     def resolved_database_url(self) -> str:
