@@ -882,5 +882,21 @@ def save_asyncapi(
     return page.redirect(f"/apis/{api.id}/asyncapi", "AsyncAPI definition saved.", "success")
 
 
+@router.post("/apis/{api_id}/delete", dependencies=[Csrf])
+def delete_api(
+    page: PublisherPage, session: DbSession, gateway: AdapterGateway, api_id: str
+) -> Response:
+    """Delete the API (``DELETE /apis/{id}``): refused while applications subscribe to it."""
+    api = api_service.load(session, api_id)
+    label = f"{api.name} {api.version}"
+    try:
+        api_service.delete(session, api_id, gateway)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        return page.redirect(f"/apis/{api_id}", exc.description, "error")
+    return page.redirect("/apis", f"API {label} deleted.", "success")
+
+
 # Last, so that /apis/create and /apis/import are not taken for an API id.
 router.add_api_route("/apis/{api_id}", overview, methods=["GET"], response_class=HTMLResponse)

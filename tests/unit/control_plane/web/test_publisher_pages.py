@@ -313,3 +313,28 @@ def test_unknown_api_is_a_404_page(publisher_web: TestClient) -> None:
         answer = publisher_web.get(path)
         assert answer.status_code == 404 and "text/html" in answer.headers["content-type"]
         assert "does not exist" in answer.text
+
+
+def test_delete_api_refused_while_subscribed(
+    publisher_deploying: tuple[TestClient, FakeAdapter],
+) -> None:
+    client, _ = publisher_deploying
+    api_id = create(client)
+    page = f"/publisher/apis/{api_id}"
+    plans = f"{page}/business-plans"
+    post(client, plans, plans, tiers=["Gold"], publish="1")
+    dev = ("dev1", "dev-pass")
+    app = client.post(f"{DEVPORTAL}/applications", json={"name": "App"}, auth=dev).json()
+    sub = client.post(
+        f"{DEVPORTAL}/subscriptions",
+        json={"applicationId": app["applicationId"], "apiId": api_id, "throttlingPolicy": "Gold"},
+        auth=dev,
+    )
+    assert sub.status_code == 201, sub.text
+    refused = post(client, page, f"{page}/delete")
+    assert "subscription(s)" in flash(refused)
+    assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 200
+    client.delete(f"{DEVPORTAL}/subscriptions/{sub.json()['subscriptionId']}", auth=dev)
+    deleted = post(client, page, f"{page}/delete")
+    assert "API EchoWebSocket 1.0 deleted." in flash(deleted)
+    assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 404
