@@ -853,15 +853,14 @@ def save_asyncapi(
 ) -> Response:
     """ "Validate" checks the edited document; "Save" validates it and makes it the working copy."""
     api = api_service.load(session, api_id)
-    fields = {"definition": "definition", "file": "definition"}
     try:
         document = definition_from_text(api, definition)
         body = ApiBody.model_validate(document)
         api_service.check_tiers(session, body)
     except asyncapi.AsyncApiError as exc:
-        return _asyncapi_page(
-            page, api, definition, forms.from_description(str(exc), fields), status=400
-        )
+        # the whole document is one field: say where in it the problem is
+        message = str(exc).removeprefix("definition: ")
+        return _asyncapi_page(page, api, definition, {"definition": [message]}, status=400)
     except ValidationError as exc:
         errors = {
             "definition": [e for group in forms.from_validation(exc, {}).values() for e in group]

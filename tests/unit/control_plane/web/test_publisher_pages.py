@@ -3,12 +3,14 @@ REST API shows (and the fake gRPC adapter receives, for deployments)."""
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import zipfile
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 from fastapi.testclient import TestClient
 
@@ -286,8 +288,6 @@ def test_asyncapi_definition_view_validate_save(publisher_web: TestClient) -> No
     shown = publisher_web.get(page).text
     text = re.search(r'<textarea id="f-definition" name="definition" rows="24">(.*?)</textarea>',
                      shown, re.S).group(1)  # type: ignore[union-attr]  # fmt: skip
-    import html
-
     document = yaml.safe_load(html.unescape(text))
     assert document["info"]["title"] == "EchoWebSocket" and "/*" in document["channels"]
     document["channels"]["/rooms/{room}"] = {"publish": {"x-auth-type": "Any"}}
@@ -338,3 +338,32 @@ def test_delete_api_refused_while_subscribed(
     deleted = post(client, page, f"{page}/delete")
     assert "API EchoWebSocket 1.0 deleted." in flash(deleted)
     assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 404
+
+
+BAD_FORMS = [
+    ("topics", {"target": "/" + "x" * 3000}, 400, "at most 2048 characters"),
+    ("topics/update", {"index": "abc"}, 400, "index: Input should be a valid integer"),
+    ("topics/remove", {"index": "-1"}, 400, "greater than or equal to 0"),
+    ("topics/update", {"index": "99"}, 200, "That topic no longer exists."),
+    ("deploy", {"revision_id": "x", "environment": "bad name!"}, 200, "not a valid gateway name"),
+    ("deploy", {"revision_id": "zzz"}, 200, "revision zzz does not exist"),
+    ("subscriptions", {"subscription_id": "x", "action": "block"}, 404, "does not exist"),
+    ("subscriptions", {"subscription_id": "x", "action": "explode"}, 200, "Unknown action"),
+    ("lifecycle", {"action": "Explode"}, 200, "is not one of"),
+    ("business-plans", {"tiers": ["Nope"]}, 400, "not a known subscription throttling policy"),
+    ("scopes", {"scope_name": "bad scope"}, 400, "should match pattern"),
+    ("revisions", {"description": "x" * 300}, 400, "at most 255 characters"),
+    ("asyncapi", {"definition": "asyncapi: 2.0.0\ninfo: 5"}, 400, "info: must be a mapping"),
+    ("asyncapi", {"definition": "- 1"}, 400, "must be a YAML or JSON mapping"),
+]
+
+
+@pytest.mark.parametrize(("path", "data", "status", "message"), BAD_FORMS)
+def test_bad_forms_are_explained_never_a_crash(
+    publisher_web: TestClient, path: str, data: dict[str, Any], status: int, message: str
+) -> None:
+    api_id = create(publisher_web)
+    answer = post(publisher_web, "/publisher/apis", f"/publisher/apis/{api_id}/{path}", **data)
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert message in html.unescape(answer.text)
