@@ -158,10 +158,18 @@ def test_state_changes_need_the_csrf_token(publisher_web: TestClient) -> None:
     assert logout.status_code == 403
 
 
-def test_sign_out_ends_the_session(publisher_web: TestClient) -> None:
-    token = csrf_of(publisher_web.get("/publisher/apis").text)
+def test_sign_out_ends_the_session_even_for_a_copy_of_the_cookie(
+    publisher_web: TestClient,
+) -> None:
+    page = publisher_web.get("/publisher/apis")
+    assert float(page.headers["server-timing"].removeprefix("app;dur=")) < 100
+    copied = publisher_web.cookies[COOKIE]
+    token = csrf_of(page.text)
     answer = publisher_web.post("/publisher/logout", data={"csrf_token": token})
     assert answer.status_code == 200 and "You have signed out." in answer.text
+    assert publisher_web.get("/publisher/apis", follow_redirects=False).status_code == 303
+    publisher_web.cookies.clear()
+    publisher_web.cookies.set(COOKIE, copied)
     assert publisher_web.get("/publisher/apis", follow_redirects=False).status_code == 303
 
 
