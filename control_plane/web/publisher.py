@@ -162,7 +162,22 @@ def create_api(
 
 def overview(page: PublisherPage, session: DbSession, api_id: str) -> HTMLResponse:
     api = api_service.load(session, api_id)
-    return render_api(page, api, "publisher/overview.html")
+    body = ApiBody.model_validate(api.definition)
+    deployed = deployments.list_revisions(session, api_id, True)
+    config = body.endpoint_config
+    base = f"/apis/{api.id}"
+    steps = [  # WSO2's "Develop - Deploy - Publish" checklist
+        (
+            "Endpoints",
+            bool(config and (config.production_endpoints or config.sandbox_endpoints)),
+            f"{base}/endpoints",
+        ),
+        ("Topics", bool(body.operations), f"{base}/topics"),
+        ("Business plans", bool(body.policies), f"{base}/business-plans"),
+        ("Deployed", bool(deployed), f"{base}/deployments"),
+        ("Published", api.lifecycle_status == "PUBLISHED", f"{base}/lifecycle"),
+    ]
+    return render_api(page, api, "publisher/overview.html", {"steps": steps})
 
 
 # --- editing the working copy ----------------------------------------------------------------
@@ -879,6 +894,13 @@ def save_asyncapi(
         merged = {"definition": [e for group in errors.values() for e in group]}
         return _asyncapi_page(page, api, definition, merged, status=400)
     return page.redirect(f"/apis/{api.id}/asyncapi", "AsyncAPI definition saved.", "success")
+
+
+@router.get("/apis/{api_id}/delete")
+def confirm_delete(page: PublisherPage, session: DbSession, api_id: str) -> HTMLResponse:
+    api = api_service.load(session, api_id)
+    context = {"section": "Delete API", "subscribed": subscriptions.count_for_api(session, api)}
+    return render_api(page, api, "publisher/delete.html", context)
 
 
 @router.post("/apis/{api_id}/delete", dependencies=[Csrf])

@@ -190,6 +190,10 @@ def test_seed_path_topic_gold_publish_revision_deploy(browser: Browser, stack: S
     revisions = stack.rest.get(f"/apis/{api_id}/revisions").json()["list"]
     assert [d["name"] for d in revisions[0]["deploymentInfo"]] == ["Default"]
     assert api_id in adapter_api_ids(stack.adapter_rest)
+    browser.click("Overview", within=".side")
+    steps = browser.driver.find_element("id", "api-steps").text
+    assert "to do" not in steps and steps.count("done") == 5, steps
+    browser.screenshot("15-overview-ready")
 
     browser.click("Subscriptions", within=".side")
     assert "No application subscribes to this API yet." in browser.text

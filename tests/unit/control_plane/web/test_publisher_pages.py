@@ -124,6 +124,9 @@ def test_endpoints_plans_runtime(publisher_deploying: tuple[TestClient, FakeAdap
     assert body["apiThrottlingPolicy"] == "10KPerMin"
     assert {op["authType"] for op in body["operations"]} == {"None"}
     post(client, runtime, runtime, security="on", api_rate_limit="")
+    steps = client.get(f"/publisher/apis/{api_id}").text
+    done = re.findall(r'<li class="done"><a href="[^"]+">([^<]+)</a>', steps)
+    assert done == ["Endpoints", "Topics", "Business plans"]
     body = rest_api(client, api_id)
     assert body["apiThrottlingPolicy"] is None
     assert {op["authType"] for op in body["operations"]} == {"Any"}
@@ -331,11 +334,14 @@ def test_delete_api_refused_while_subscribed(
         auth=dev,
     )
     assert sub.status_code == 201, sub.text
+    assert "must be removed" in client.get(f"{page}/delete").text
     refused = post(client, page, f"{page}/delete")
     assert "subscription(s)" in flash(refused)
     assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 200
     client.delete(f"{DEVPORTAL}/subscriptions/{sub.json()['subscriptionId']}", auth=dev)
-    deleted = post(client, page, f"{page}/delete")
+    confirm = client.get(f"{page}/delete").text
+    assert "Delete <strong>EchoWebSocket 1.0</strong>?" in confirm
+    deleted = post(client, f"{page}/delete", f"{page}/delete")
     assert "API EchoWebSocket 1.0 deleted." in flash(deleted)
     assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 404
 
