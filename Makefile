@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := wsgate_proto/.generated
 WSCAT := node_modules/.bin/wscat
 
-.PHONY: run test install proto lint typecheck unit integration bench clean
+.PHONY: run test install proto lint typecheck unit integration browser browser-deps bench clean
 
 run: $(INSTALLED) $(GENERATED) $(WSCAT)
 	$(VENV)/bin/wsgate up
@@ -54,7 +54,23 @@ unit: $(INSTALLED)
 integration: $(INSTALLED) $(WSCAT)
 	$(PY) -m pytest -q tests/integration
 
-test: $(INSTALLED) $(WSCAT)
+# The browser tests (tests/browser) drive Debian's chromium through chromium-driver; nothing
+# downloads a browser at run time (see tests/browser/conftest.py).
+BROWSER_PACKAGES := chromium chromium-driver
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && apt-get install -y $(BROWSER_PACKAGES); \
+	else \
+		echo "the browser tests need the Debian packages $(BROWSER_PACKAGES);" \
+			"run as root: apt-get update && apt-get install -y $(BROWSER_PACKAGES)" >&2; \
+		exit 1; \
+	fi
+
+browser: $(INSTALLED) browser-deps
+	$(PY) -m pytest -q tests/browser
+
+test: $(INSTALLED) $(WSCAT) browser-deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy wsgate wsgate_common control_plane adapter router enforcer
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

@@ -29,6 +29,7 @@ from control_plane.routers import (
 from control_plane.services import deployments, gateway_data
 from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
+from control_plane.web import install as install_consoles
 from wsgate_common import grpc_tls
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     app.include_router(admin.router, prefix=admin.ADMIN_PREFIX)
     app.include_router(devportal.router, prefix=devportal.DEVPORTAL_PREFIX)
     app.include_router(oauth.router)
+    install_consoles(app, settings)  # /publisher and /devportal pages (control_plane/web)
 
     @app.get("/health", tags=["Health"])
     def health() -> dict[str, str]:

@@ -64,6 +64,9 @@ def component_env(ports: Ports, data_dir: Path) -> dict[str, str]:
         "WSGATE_XDS_ADDRESS": f"localhost:{ports.adapter_xds}",
         "WSGATE_ROUTER_PORT": str(ports.router),
         "WSGATE_ROUTER_TLS_PORT": str(ports.router_tls),
+        # the consoles' WebSocket URLs and CSP connect-src name the router's ports
+        "WSGATE_CP_ROUTER_WS_PORT": str(ports.router),
+        "WSGATE_CP_ROUTER_WSS_PORT": str(ports.router_tls),
         "WSGATE_ENFORCER_ADDRESS": f"localhost:{ports.enforcer_grpc}",
         "WSGATE_ENFORCER_HTTP_URL": f"http://localhost:{ports.enforcer_http}",
         "WSGATE_ECHO_PORT": str(ports.echo),

@@ -1,0 +1,97 @@
+"""Sign in and out of both consoles: ``/publisher/login``, ``/devportal/login``, ``.../logout``.
+
+Users and passwords are the control plane's (``WSGATE_CP_USERS``); the role a console needs is
+checked on every page (``core.PublisherPage`` / ``core.DevportalPage``), not here, so a user
+without it gets a readable 403 page after signing in.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from control_plane.web.core import CONSOLES, TEMPLATES, Csrf, base_context, get_session, safe_next
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+
+def password_ok(users: dict[str, str], name: str, password: str) -> bool:
+    """Constant-time compare, also for unknown users (timing does not reveal who exists)."""
+    expected = users.get(name)
+    matches = secrets.compare_digest(password.encode(), (expected or "\0").encode())
+    return matches and expected is not None
+
+
+def _login_page(
+    request: Request,
+    console: str,
+    next_path: str,
+    username: str = "",
+    errors: dict[str, list[str]] | None = None,
+    status: int = 200,
+) -> HTMLResponse:
+    session = get_session(request)
+    context = base_context(request, console, session.user) | {
+        "next": next_path,
+        "username": username,
+        "errors": errors or {},
+    }
+    return TEMPLATES.TemplateResponse(request, "login.html", context, status_code=status)
+
+
+def _routes(console: str) -> None:
+    prefix = CONSOLES[console][0]
+
+    def show(request: Request, next: str = "") -> Response:
+        return _login_page(request, console, safe_next(console, next))
+
+    def submit(
+        request: Request,
+        username: Annotated[str, Form(max_length=255)] = "",
+        password: Annotated[str, Form(max_length=1024)] = "",
+        next: Annotated[str, Form(max_length=2048)] = "",
+    ) -> Response:
+        target = safe_next(console, next)
+        errors: dict[str, list[str]] = {}
+        if not username.strip():
+            errors["username"] = ["Enter your username."]
+        if not password:
+            errors["password"] = ["Enter your password."]
+        if not errors and not password_ok(request.app.state.users, username.strip(), password):
+            log.info("console sign-in failed for user %r", username.strip()[:64])
+            errors["__all__"] = ["Wrong username or password."]
+        if errors:
+            return _login_page(request, console, target, username, errors, status=400)
+        get_session(request).sign_in(username.strip())
+        return RedirectResponse(target, status_code=303)
+
+    def logout(request: Request) -> Response:
+        get_session(request).sign_out()
+        get_session(request).flash("You have signed out.")
+        return RedirectResponse(prefix + "/login", status_code=303)
+
+    handlers: list[tuple[str, str, Callable[..., Response], list[object]]] = [
+        ("GET", "/login", show, []),
+        ("POST", "/login", submit, [Csrf]),
+        ("POST", "/logout", logout, [Csrf]),
+    ]
+    for method, path, endpoint, dependencies in handlers:
+        router.add_api_route(
+            prefix + path,
+            endpoint,
+            methods=[method],
+            response_class=HTMLResponse,
+            dependencies=dependencies,  # type: ignore[arg-type]
+            name=f"{console}-{path.strip('/')}-{method.lower()}",
+        )
+
+
+for _console in CONSOLES:
+    _routes(_console)

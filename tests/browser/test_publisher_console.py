@@ -1,0 +1,146 @@
+"""The Publisher console in a real headless Chromium against a real control plane and adapter:
+sign in, create a WebSocket API, and the ways that go wrong (wrong password, missing role,
+invalid input beside its field, a missing CSRF token, a second create of the same API)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.browser.conftest import Browser, trusted_pins
+from tests.integration.control_plane_flow import control_plane
+from tests.integration.test_control_plane_adapter import adapter, cp_sees_adapter
+from tests.procs import free_port, wait_for
+
+pytestmark = pytest.mark.integration
+
+USERS = "admin:admin,publisher1:pub-pass,dev1:dev-pass"
+ROLES = "publisher1=publisher;dev1=subscriber"
+
+
+@dataclass
+class Stack:
+    cp_port: int
+    adapter_rest: int
+    pki: Path
+    rest: httpx.Client  # the publisher REST API, as admin
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("console")
+    rest_port, xds, deploy, cp_port = free_port(), free_port(), free_port(), free_port()
+    env = {"WSGATE_CP_USERS": USERS, "WSGATE_CP_ROLES": ROLES}
+    with contextlib.ExitStack() as running:
+        _, client = running.enter_context(
+            control_plane(base / "cp", cp_port, f"127.0.0.1:{deploy}", **env)
+        )
+        pki = base / "cp" / "pki"
+        running.enter_context(adapter(base / "adapter", rest_port, xds, deploy, pki))
+        wait_for(lambda: cp_sees_adapter(cp_port), 10, "the control plane to see the adapter")
+        yield Stack(cp_port, rest_port, pki, client)
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack, browser_factory: type[Browser], screenshots: Path) -> Iterator[Browser]:
+    chromium = browser_factory(trusted_pins(stack.pki), screenshots)
+    chromium.base = f"https://localhost:{stack.cp_port}"
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+def test_wrong_password_is_refused_and_keeps_the_username(browser: Browser) -> None:
+    browser.open("/publisher")
+    assert browser.path.startswith("/publisher/login")
+    browser.screenshot("01-sign-in")
+    browser.sign_in("publisher", "publisher1", "not-the-password")
+    assert "Wrong username or password." in browser.text
+    assert browser.value("Username") == "publisher1"
+    assert browser.value("Password") == ""
+    browser.screenshot("02-wrong-password")
+
+
+def test_missing_role_is_a_readable_403(browser: Browser) -> None:
+    browser.sign_in("publisher", "dev1", "dev-pass")
+    assert "Access denied" in browser.text
+    assert "lacks the 'publisher' role" in browser.text
+    browser.screenshot("03-missing-role")
+    browser.sign_out()
+    assert browser.path == "/publisher/login"
+
+
+def test_create_api_shows_errors_beside_fields_and_keeps_values(browser: Browser) -> None:
+    browser.sign_in("publisher", "publisher1", "pub-pass")
+    assert browser.path == "/publisher/apis"
+    browser.click("Create API")
+    browser.fill("Name", "EchoWebSocket")
+    browser.fill("Context", "/echo websocket")
+    browser.fill("Version", "1.0")
+    browser.fill("Production endpoint", "http://echo.example")
+    browser.click("Create")
+    assert "may contain only letters" in browser.error_beside("Context")
+    assert "ws:// or wss://" in browser.error_beside("Production endpoint")
+    assert browser.error_beside("Name") == ""
+    assert browser.value("Name") == "EchoWebSocket"
+    assert browser.value("Production endpoint") == "http://echo.example"
+    browser.screenshot("04-create-errors")
+
+
+def test_create_api_then_a_second_create_is_an_error(browser: Browser, stack: Stack) -> None:
+    browser.open("/publisher/apis/create")
+    browser.fill("Name", "EchoWebSocket")
+    browser.fill("Context", "/echowebsocket")
+    browser.fill("Version", "1.0")
+    browser.fill("Production endpoint", "ws://localhost:8765")
+    browser.fill("Sandbox endpoint", "ws://localhost:8766")
+    browser.screenshot("05-create-api")
+    browser.click("Create")
+    assert "API EchoWebSocket 1.0 created." in browser.text
+    api_id = browser.path.rsplit("/", 1)[-1]
+    browser.screenshot("06-overview")
+    found = stack.rest.get(f"/apis/{api_id}")
+    assert found.status_code == 200, found.text
+    assert found.json()["context"] == "/echowebsocket"
+    assert found.json()["provider"] == "publisher1"
+    browser.open("/publisher/apis/create")
+    browser.fill("Name", "EchoWebSocket")
+    browser.fill("Context", "/another")
+    browser.fill("Version", "1.0")
+    browser.fill("Production endpoint", "ws://localhost:8765")
+    browser.click("Create")
+    assert "already exists" in browser.error_beside("Name")
+    assert browser.value("Context") == "/another"
+    assert stack.rest.get("/apis").json()["count"] == 1
+
+
+def test_form_without_its_csrf_token_is_refused(browser: Browser, stack: Stack) -> None:
+    browser.open("/publisher/apis/create")
+    browser.fill("Name", "Forged")
+    browser.fill("Context", "/forged")
+    browser.fill("Version", "1.0")
+    browser.fill("Production endpoint", "ws://localhost:8765")
+    browser.driver.execute_script(
+        "document.querySelector('#create-form input[name=csrf_token]').remove()"
+    )
+    browser.click("Create")
+    assert "Request refused" in browser.text
+    browser.screenshot("07-csrf-refused")
+    assert stack.rest.get("/apis", params={"query": "Forged"}).json()["count"] == 0
+
+
+def test_api_list_search(browser: Browser) -> None:
+    browser.open("/publisher/apis")
+    browser.fill("Search APIs", "echo")
+    browser.click("Search")
+    assert "EchoWebSocket" in browser.text
+    browser.screenshot("08-api-list")
+    browser.fill("Search APIs", "nothing-like-this")
+    browser.click("Search")
+    assert "No API matches" in browser.text
