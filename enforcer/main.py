@@ -208,6 +208,26 @@ async def serve(settings: EnforcerSettings) -> int:
     return code
 
 
+def startup_problem(settings: EnforcerSettings) -> str | None:
+    """Why the enforcer must not start (the built-in /testkey user offered beyond loopback),
+    or None. With test keys off the users grant nothing, so any address is fine.
+
+    Raises:
+        ValueError: ``enforcer_users`` is malformed.
+    """
+    users = parse_users(settings.enforcer_users)
+    if not settings.testkey_enabled:
+        return None
+    return default_user_problem(
+        "enforcer",
+        settings.enforcer_host,
+        users,
+        "WSGATE_ENFORCER_USERS",
+        "WSGATE_ENFORCER_HOST",
+        settings.insecure_dev,
+    )
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -217,18 +237,10 @@ def main(argv: list[str]) -> int:
         print(f"wsgate enforcer: bad settings:\n{exc}", file=sys.stderr)
         return 2
     try:
-        users = parse_users(settings.enforcer_users)
+        problem = startup_problem(settings)
     except ValueError as exc:
         print(f"wsgate enforcer: bad settings: {exc}", file=sys.stderr)
         return 2
-    problem = default_user_problem(
-        "enforcer",
-        settings.enforcer_host,
-        users,
-        "WSGATE_ENFORCER_USERS",
-        "WSGATE_ENFORCER_HOST",
-        settings.insecure_dev,
-    )
     if problem:
         print(problem, file=sys.stderr)
         return 2

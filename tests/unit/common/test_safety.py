@@ -96,3 +96,16 @@ def test_each_component_refuses_before_binding(
 
 def test_parse_users_still_reads_the_built_in_default() -> None:
     assert parse_users("admin:admin") == BUILT_IN
+
+
+def test_the_enforcer_only_minds_its_users_while_test_keys_are_on() -> None:
+    from enforcer.main import startup_problem
+    from enforcer.settings import EnforcerSettings
+
+    exposed = EnforcerSettings(enforcer_host="0.0.0.0", enforcer_users="admin:admin")
+    problem = startup_problem(exposed)
+    assert problem is not None and "WSGATE_ENFORCER_USERS" in problem
+    assert startup_problem(exposed.model_copy(update={"testkey_enabled": False})) is None
+    assert startup_problem(exposed.model_copy(update={"insecure_dev": True})) is None
+    with pytest.raises(ValueError):
+        startup_problem(exposed.model_copy(update={"enforcer_users": "no-colon"}))

@@ -227,3 +227,20 @@ def test_import_asyncapi_accepts_them_in_additional_properties(client: TestClien
     )
     assert refused.status_code == 400
     assert "securityScheme" in refused.json()["description"]
+
+
+def test_the_adapter_reads_them_back_from_the_exported_project(client: TestClient) -> None:
+    """What ``wsgate mg deploy api -f <export>.zip`` hands the adapter carries both."""
+    from adapter.project import load_zip
+
+    api_id = published_api(client, securityScheme=["api_key", "oauth2"], corsConfiguration=CORS)
+    exported = client.get(f"{BASE}/apis/export", params={"apiId": api_id}).content
+    definition = load_zip(exported, "Echo-1.0.zip")
+    assert list(definition.security_scheme) == ["api_key", "oauth2"]
+    assert definition.cors_configuration.cors_configuration_enabled is True
+    assert list(definition.cors_configuration.access_control_allow_origins) == [
+        "https://app.example.com",
+        "http://localhost:3000",
+        "*",
+    ]
+    assert definition.source == "adapter"
