@@ -9,7 +9,8 @@ HTTP server on 127.0.0.1; a second server on another port is an origin the API d
 
 A browser cannot set headers on ``new WebSocket(...)``, so the page uses the three forms made
 for browsers: ``?access_token=`` (a token from ``POST /oauth2/token``), the
-``choreo-oauth2-key`` subprotocol, and ``?apikey=`` (a key minted in the developer portal).
+``choreo-oauth2-key`` subprotocol, and ``?apikey=`` (a key minted in the developer portal;
+also its subprotocol form ``choreo-api-key``).
 The test reads every outcome from the page's DOM. At the end, no log line of any process and no
 analytics event of the run holds any of the credentials.
 """
@@ -226,7 +227,7 @@ def until_state(browser: Browser, wanted: Callable[[str], bool], limit: float = 
 # ---- allowed origin: the three browser forms echo --------------------------------------------
 
 MESSAGES = ["hello from chromium", "second message"]
-FORMS = ["access_token", "choreo-oauth2-key", "apikey"]
+FORMS = ["access_token", "choreo-oauth2-key", "apikey", "choreo-api-key"]
 
 
 def echo_with(world: World, browser: Browser, form: str, shot: str = "allowed") -> str:
@@ -239,9 +240,12 @@ def echo_with(world: World, browser: Browser, form: str, shot: str = "allowed") 
     elif form == "choreo-oauth2-key":
         secret = world.token()
         url, protocols, selected = world.ws, ["choreo-oauth2-key", secret], "choreo-oauth2-key"
-    else:
+    elif form == "apikey":
         secret = world.api_key()
         url, protocols, selected = f"{world.ws}?apikey={secret}", [], "(none)"
+    else:
+        secret = world.api_key()
+        url, protocols, selected = world.ws, ["choreo-api-key", secret], "choreo-api-key"
     connect(browser, form, url, protocols, MESSAGES)
     until_state(browser, lambda s: s in ("echoed", "closed"))
     browser.screenshot(f"{shot}-{form}")
