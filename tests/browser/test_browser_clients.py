@@ -28,6 +28,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from selenium.webdriver.common.by import By
 
@@ -121,6 +122,22 @@ class World:
             texts[f"page server {page.origin}"] = page.log_path.read_text(errors="replace")
         if self.analytics.exists():
             texts["analytics"] = self.analytics.read_text(errors="replace")
+        return texts
+
+    def metrics(self) -> dict[str, str]:
+        """Every component's Prometheus exposition (the labels must not hold a credential)."""
+        ports = self.stack.ports
+        urls = {
+            "router metrics": f"http://127.0.0.1:{ports.router}/metrics",
+            "enforcer metrics": f"http://127.0.0.1:{ports.enforcer_http}/metrics",
+            "adapter metrics": f"https://127.0.0.1:{ports.adapter_rest}/metrics",
+            "control-plane metrics": f"https://127.0.0.1:{ports.cp}/metrics",
+        }
+        texts = {}
+        for name, url in urls.items():
+            answer = httpx.get(url, verify=False, timeout=10)
+            assert answer.status_code == 200, (url, answer.status_code)
+            texts[name] = answer.text
         return texts
 
 
@@ -370,7 +387,9 @@ def test_revoking_the_api_key_closes_the_live_page_socket_with_1008(
 # ---- no credential text in any log or event --------------------------------------------------
 
 
-def test_no_credential_in_any_log_line_or_analytics_event(world: World, browser: Browser) -> None:
+def test_no_credential_in_any_log_line_analytics_event_or_metric(
+    world: World, browser: Browser
+) -> None:
     # Last in this module: it checks every credential the tests before it used, and uses each
     # form once more itself (so it proves something when run alone too).
     for form in FORMS:
@@ -381,6 +400,9 @@ def test_no_credential_in_any_log_line_or_analytics_event(world: World, browser:
     texts = world.logs()
     names = set(texts)
     assert {"control-plane.log", "adapter.log", "enforcer.log", "router.log"} <= names, names
+    metrics = world.metrics()
+    assert "wsgate_router_handshakes_total" in metrics["router metrics"]
+    texts.update(metrics)
     events_seen = [json.loads(line) for line in texts["analytics"].splitlines()]
     assert any(e.get("event") == "handshake" and e.get("status") == 403 for e in events_seen), (
         events_seen[:5]
