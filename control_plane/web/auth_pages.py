@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -16,6 +17,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from control_plane.web.core import CONSOLES, TEMPLATES, Csrf, base_context, get_session, safe_next
+from control_plane.web.session import MAX_AGE, SignedOut
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +75,14 @@ def _routes(console: str) -> None:
         return RedirectResponse(target, status_code=303)
 
     def logout(request: Request) -> Response:
-        get_session(request).sign_out()
-        get_session(request).flash("You have signed out.")
+        session = get_session(request)
+        sid = session.sign_out()
+        if sid:
+            signed_out: SignedOut = request.app.state.console_signed_out
+            now = time.time()
+            signed_out.prune(now)
+            signed_out.add(sid, now + MAX_AGE)
+        session.flash("You have signed out.")
         return RedirectResponse(prefix + "/login", status_code=303)
 
     handlers: list[tuple[str, str, Callable[..., Response], list[object]]] = [

@@ -95,6 +95,7 @@ class Browser:
         options.binary_location = str(CHROMIUM)
         for flag in chromium_flags(self.profile, pins):
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations
         service = Service(executable_path=str(CHROMEDRIVER))
         self.driver = webdriver.Chrome(service=service, options=options)
         self.driver.set_page_load_timeout(30)
@@ -148,14 +149,20 @@ class Browser:
         value: str = self.field(label).get_attribute("value") or ""
         return value
 
-    def click(self, text: str, within: str = "") -> None:
-        """Click the button or link whose visible text is ``text`` (the first one)."""
+    def click(self, text: str, within: str = "", navigates: bool = True) -> None:
+        """Click the button or link whose visible text is ``text`` (the first one); by default
+        wait until the browser has left the page (a form post or a link)."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
 
         scope = self.driver.find_element(By.CSS_SELECTOR, within) if within else self.driver
         for element in scope.find_elements(By.CSS_SELECTOR, "button, a, input[type=submit]"):
             if element.text.strip() == text and element.is_displayed():
+                old = self.driver.find_element(By.TAG_NAME, "html")
                 element.click()
+                if navigates:
+                    WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(old))
                 return
         raise AssertionError(f"no button or link {text!r} on {self.path}")
 
@@ -176,6 +183,18 @@ class Browser:
 
     def sign_out(self) -> None:
         self.click("Sign out")
+
+    def console_errors(self) -> list[str]:
+        """Errors the page logged since the last call (CSP violations, failed loads, ...)."""
+        entries = self.driver.get_log("browser")
+        return [str(e["message"]) for e in entries if e.get("level") == "SEVERE"]
+
+    def foreign_resources(self) -> list[str]:
+        """Resources this page loaded from anywhere but the console's own origin."""
+        names = self.driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        return [str(n) for n in names if not str(n).startswith(self.base + "/")]
 
     def screenshot(self, name: str) -> Path:
         self.shots.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,9 @@
 """The Publisher console in a real headless Chromium against a real control plane and adapter:
 sign in, create a WebSocket API, and the ways that go wrong (wrong password, missing role,
-invalid input beside its field, a missing CSRF token, a second create of the same API)."""
+invalid input beside its field, a missing CSRF token, a second create of the same API).
+
+The tests share one stack and one browser and walk one story in file order (the seed path
+continues with the API the create test made)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import pytest
 
 from tests.browser.conftest import Browser, trusted_pins
 from tests.integration.control_plane_flow import control_plane
-from tests.integration.test_control_plane_adapter import adapter, cp_sees_adapter
+from tests.integration.test_control_plane_adapter import adapter, adapter_api_ids, cp_sees_adapter
 from tests.procs import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -144,3 +147,93 @@ def test_api_list_search(browser: Browser) -> None:
     browser.fill("Search APIs", "nothing-like-this")
     browser.click("Search")
     assert "No API matches" in browser.text
+
+
+def test_seed_path_topic_gold_publish_revision_deploy(browser: Browser, stack: Stack) -> None:
+    """The seed's clicks: the API made above gets a topic, the Gold tier, Save and Publish,
+    a revision deployed to Default; the REST API and the adapter then have it."""
+    browser.open("/publisher/apis")
+    browser.click("EchoWebSocket")
+    api_id = browser.path.rsplit("/", 1)[-1]
+    browser.click("Topics", within=".side")
+    browser.fill("Scope name", "read:notifications")
+    browser.fill("Roles", "subscriber")
+    browser.click("Add scope")
+    assert "Scope read:notifications added." in browser.text
+    browser.fill("Topic name", "/notifications")
+    browser.fill("URL mapping", "/notifications")
+    browser.click("Add topic")
+    assert "Topic /notifications added." in browser.text
+    browser.screenshot("09-topics")
+
+    browser.click("Business Plans", within=".side")
+    browser.driver.find_element("id", "tier-Gold").click()
+    browser.screenshot("10-business-plans")
+    browser.click("Save and Publish")
+    assert "API is PUBLISHED" in browser.text
+    assert browser.path.endswith("/lifecycle")
+    assert "Current state: PUBLISHED" in browser.text
+    browser.screenshot("11-lifecycle")
+
+    browser.click("Deployments", within=".side")
+    browser.fill("Revision description", "first")
+    browser.click("Create new revision")
+    assert "Revision 1 created." in browser.text
+    browser.click("Deploy")
+    assert "Deployed to Default." in browser.text
+    browser.screenshot("12-deployments")
+
+    api = stack.rest.get(f"/apis/{api_id}").json()
+    assert api["lifeCycleStatus"] == "PUBLISHED" and api["policies"] == ["Gold"]
+    ops = {(op["target"], op["verb"]) for op in api["operations"]}
+    assert {("/notifications", "PUBLISH"), ("/notifications", "SUBSCRIBE")} <= ops
+    revisions = stack.rest.get(f"/apis/{api_id}/revisions").json()["list"]
+    assert [d["name"] for d in revisions[0]["deploymentInfo"]] == ["Default"]
+    assert api_id in adapter_api_ids(stack.adapter_rest)
+    browser.click("Overview", within=".side")
+    steps = browser.driver.find_element("id", "api-steps").text
+    assert "to do" not in steps and steps.count("done") == 5, steps
+    browser.screenshot("15-overview-ready")
+
+    browser.click("Subscriptions", within=".side")
+    assert "No application subscribes to this API yet." in browser.text
+    browser.click("Runtime", within=".side")
+    browser.screenshot("13-runtime")
+    browser.click("AsyncAPI Definition", within=".side")
+    browser.click("Validate")
+    assert "The definition is valid" in browser.text
+    browser.screenshot("14-asyncapi")
+
+
+def test_pages_log_no_errors_and_load_only_own_assets(browser: Browser, stack: Stack) -> None:
+    """Every Publisher page renders under its CSP without a violation (no inline script or
+    style) and fetches nothing from another origin."""
+    made = stack.rest.post("/apis", json={"name": "CspCheck", "context": "/csp", "version": "1"})
+    assert made.status_code == 201, made.text
+    api_id = made.json()["id"]
+    browser.sign_in("publisher", "publisher1", "pub-pass")
+    browser.console_errors()  # drop what earlier tests left
+    pages = ["/publisher/apis", "/publisher/apis/create", "/publisher/apis/import"]
+    pages += [f"/publisher/apis/{api_id}"]
+    pages += [
+        f"/publisher/apis/{api_id}/{sub}"
+        for sub in (
+            "topics",
+            "endpoints",
+            "business-plans",
+            "runtime",
+            "asyncapi",
+            "lifecycle",
+            "deployments",
+            "subscriptions",
+        )
+    ]
+    for path in pages:
+        browser.open(path)
+        assert browser.path == path
+        assert browser.console_errors() == [], path
+        assert browser.foreign_resources() == [], path
+        stylesheet = browser.driver.execute_script(
+            "return getComputedStyle(document.querySelector('.topbar')).display"
+        )
+        assert stylesheet == "flex", f"{path}: console.css did not apply"
