@@ -251,6 +251,7 @@ def echo_with(world: World, browser: Browser, form: str, shot: str = "allowed") 
     """Connect the allowed page with a fresh credential in ``form`` and see both messages
     echoed; returns the credential."""
     open_page(browser, world.allowed)
+    browser.console_errors()  # forget what came before
     if form == "access_token":
         secret = world.token()
         url, protocols, selected = f"{world.ws}?access_token={secret}", [], "(none)"
@@ -271,12 +272,14 @@ def echo_with(world: World, browser: Browser, form: str, shot: str = "allowed") 
     assert cell(browser, "protocol") == selected
     assert cell(browser, "error") == "no"
     assert secret not in browser.text  # the page never shows the credential
+    assert browser.console_errors() == []  # Chromium accepted the handshake answer as it was
     return secret
 
 
 def refused_elsewhere(world: World, browser: Browser, shot: str = "refused") -> None:
     """The page on the other origin, with a good token: the handshake fails in the page."""
     open_page(browser, world.other)
+    browser.console_errors()  # forget what came before
     connect(browser, "access_token", f"{world.ws}?access_token={world.token()}", [], MESSAGES)
     until_state(browser, lambda s: s == "closed")
     browser.screenshot(f"{shot}-other-origin")
@@ -284,6 +287,9 @@ def refused_elsewhere(world: World, browser: Browser, shot: str = "refused") -> 
     assert cell(browser, "error") == "yes"
     assert not any(e.split("  ", 1)[-1].startswith("open") for e in events(browser))
     assert cell(browser, "echoes") == "-"
+    # Chromium's own account of the failure: the gateway answered 403 to the upgrade
+    errors = browser.console_errors()
+    assert any("Unexpected response code: 403" in e for e in errors), errors
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -378,10 +384,14 @@ def test_revoking_the_api_key_closes_the_live_page_socket_with_1008(
     assert cell(browser, "close-reason") not in ("", "(none)")
     assert took_ms < 1000, f"closed {took_ms:.0f} ms after the revoke request"
 
-    # and the key no longer opens a socket
+    # and the key no longer opens a socket: the upgrade is answered 401
+    browser.console_errors()  # forget what came before
     connect(browser, "apikey", f"{world.ws}?apikey={key}", [], ["after revocation"])
     until_state(browser, lambda s: s == "closed")
+    browser.screenshot("apikey-revoked-refused")
     assert cell(browser, "close-code") == "1006" and cell(browser, "echoes") == "-"
+    errors = browser.console_errors()
+    assert any("HTTP Authentication failed" in e for e in errors), errors  # Chromium's 401
 
 
 # ---- no credential text in any log or event --------------------------------------------------
