@@ -567,9 +567,8 @@ def change_lifecycle(
         if exc.status not in (400, 409):
             raise
         return page.redirect(f"/apis/{api_id}/lifecycle", exc.description, "error")
-    return page.redirect(
-        f"/apis/{api.id}/lifecycle", f"{action}: the API is now {api.lifecycle_status}.", "success"
-    )
+    message = f"{action}: the API is now {api.lifecycle_status}." + adapter_note(page)
+    return page.redirect(f"/apis/{api.id}/lifecycle", message, "success")
 
 
 # --- revisions and deployments ------------------------------------------------------------------
@@ -611,6 +610,15 @@ def _revision_action(page: Page, api_id: str, action: Callable[[], str]) -> Resp
     return page.redirect(f"/apis/{api_id}/deployments", done, "success")
 
 
+def adapter_note(page: Page) -> str:
+    """What to add to a success message when the adapter cannot be reached right now (the
+    change is saved and the adapter gets it by re-sync when it is back, as for the REST API)."""
+    sync = getattr(page.request.app.state, "sync", None)
+    if sync is not None and sync.reachable is False:
+        return " The adapter is unreachable now: gateways get it once the adapter is back."
+    return ""
+
+
 def _done(_: object, message: str) -> str:
     return message
 
@@ -650,7 +658,7 @@ def deploy_revision(
     def act() -> str:
         target = _target(environment, vhost)
         deployments.deploy(session, api_id, revision_id, [target], gateway)
-        return f"Deployed to {target.name}."
+        return f"Deployed to {target.name}." + adapter_note(page)
 
     return _revision_action(page, api_id, act)
 
