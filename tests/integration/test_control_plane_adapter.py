@@ -27,6 +27,7 @@ def adapter(data_dir: Path, rest: int, xds: int, deploy: int, pki: Path) -> Iter
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "WSGATE_DATA_DIR": str(data_dir),
+        "WSGATE_ADAPTER_HOST": "127.0.0.1",  # admin:admin is refused on a non-loopback address
         "WSGATE_GRPC_CA": str(pki / "ca.pem"),
         "WSGATE_GRPC_CERT": str(pki / "server.pem"),
         "WSGATE_GRPC_KEY": str(pki / "server-key.pem"),
