@@ -449,7 +449,7 @@ def test_test_keys_are_refused_on_control_plane_apis_by_default(stack: Stack) ->
     assert "Test keys are not accepted" in body["description"]
 
 
-# The browser forms in a real Chromium, through the control plane: tests/browser/test_browser_clients.py
+# The browser forms in a real Chromium through the whole stack: tests/browser/.
 
 
 # ---- no token text anywhere --------------------------------------------------------------------
