@@ -95,7 +95,9 @@ async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
     xds_status = XdsStatus()
     auth = Authenticator(parse_users(settings.adapter_users), load_secret(settings.adapter_dir))
     metrics = AdapterMetrics(registry, xds_status)
-    state = AdapterState(registry, auth, xds_status, boot_id, metrics=metrics)
+    state = AdapterState(
+        registry, auth, xds_status, boot_id, metrics=metrics, budget=settings.document_budget
+    )
 
     host = settings.adapter_host
     # Bind the REST socket ourselves: a taken port is then a clean OSError, not uvicorn's exit.

@@ -27,6 +27,7 @@ from adapter.metrics import AdapterMetrics
 from adapter.project import MAX_ZIP_BYTES, ProjectError, load_zip
 from adapter.status import current_nacks, label_view
 from adapter.xds import XdsStatus
+from wsgate_common.documents import Budget, DocumentError, load_in_thread
 from wsgate_common.errors import ErrorBody
 from wsgate_common.metrics import CONTENT_TYPE, render
 
@@ -57,6 +58,8 @@ class AdapterState:
     ready: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: AdapterMetrics | None = None
+    #: What one project file may cost to read (``WSGATE_ADAPTER_DOCUMENT_*``).
+    budget: Budget = field(default_factory=Budget)
 
     def timed(self, op: str) -> contextlib.AbstractContextManager[None]:
         return self.metrics.timed(op) if self.metrics is not None else contextlib.nullcontext()
@@ -223,11 +226,22 @@ async def deploy(
     """Deploy a WSO2 API project (zip) on the gateway labels it lists (default: Default)."""
     state = _state(request)
     data = await file.read(MAX_ZIP_BYTES + 1)
+    source = file.filename or "project.zip"
     try:
-        api = load_zip(data, file.filename or "project.zip")
+        # off the event loop: the xDS streams and /health keep being served meanwhile
+        api = await load_in_thread(lambda: load_zip(data, source, state.budget), state.budget)
         with state.timed("deploy"):
             versions = state.registry.deploy(api, override=override)
+    except DocumentError as exc:
+        raise ApiError(413, 413, "API project too large", f"{source}: {exc.message}") from None
     except ProjectError as exc:
+        if exc.too_large:
+            raise ApiError(
+                413,
+                413,
+                "API project too large",
+                f"{exc}; see WSGATE_ADAPTER_DOCUMENT_MAX_NODES / _TIMEOUT",
+            ) from None
         raise ApiError(400, 400, "Invalid API project", str(exc)) from None
     except CompileError as exc:
         raise ApiError(400, 400, "Invalid API definition", str(exc)) from None

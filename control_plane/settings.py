@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from control_plane.roles import parse_roles, roles_of
+from wsgate_common.documents import Budget
 from wsgate_common.settings import CommonSettings, parse_users
 
 
@@ -28,6 +29,10 @@ class ControlPlaneSettings(CommonSettings):
     cp_token_issuer: str = "https://localhost:9443/oauth2/token"
     #: Lifetime (seconds) of a token when the key or request does not say otherwise.
     cp_token_validity: int = 3600
+    #: Budget for one uploaded document (AsyncAPI import): bytes, YAML/JSON values, seconds.
+    cp_document_max_bytes: int = 5 * 1024 * 1024
+    cp_document_max_nodes: int = 100_000
+    cp_document_timeout: float = 5.0
 
     @property
     def resolved_database_url(self) -> str:
@@ -35,6 +40,14 @@ class ControlPlaneSettings(CommonSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"
+
+    @property
+    def document_budget(self) -> Budget:
+        return Budget(
+            max_bytes=self.cp_document_max_bytes,
+            max_nodes=self.cp_document_max_nodes,
+            max_seconds=self.cp_document_timeout,
+        )
 
     @property
     def state_dir(self) -> Path:
