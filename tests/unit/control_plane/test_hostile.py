@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import time
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.hostile_docs import big_asyncapi, yaml_bomb
-from tests.unit.control_plane.helpers import BASE
+from tests.unit.control_plane.helpers import (
+    BASE,
+    DEVPORTAL,
+    create_application,
+    published_api,
+    subscribe,
+)
 
 
 def _import(client: TestClient, document: bytes, context: str = "/bomb") -> object:
@@ -49,3 +56,48 @@ def test_long_values_are_not_echoed(client: TestClient) -> None:
     answer = _import(client, document)
     assert answer.status_code == 400
     assert len(answer.content) < 400  # type: ignore[attr-defined]
+
+
+# --- item 4: a block sticks to the application-API pair ------------------------------------------
+
+
+def _block(client: TestClient, sub_id: str, state: str = "BLOCKED") -> None:
+    answer = client.post(
+        f"{BASE}/subscriptions/block-subscription",
+        params={"subscriptionId": sub_id, "blockState": state},
+    )
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("state", ["BLOCKED", "PROD_ONLY_BLOCKED"])
+def test_resubscribing_does_not_undo_a_block(client: TestClient, state: str) -> None:
+    api_id = published_api(client)
+    app_id = create_application(client)["applicationId"]
+    sub_id = subscribe(client, app_id, api_id).json()["subscriptionId"]
+    _block(client, sub_id, state)
+    assert client.delete(f"{DEVPORTAL}/subscriptions/{sub_id}").status_code == 200
+    again = subscribe(client, app_id, api_id)
+    assert again.status_code == 201, again.text
+    assert again.json()["status"] == state
+    new_id = again.json()["subscriptionId"]
+    listed = client.get(f"{BASE}/subscriptions", params={"apiId": api_id}).json()["list"]
+    assert [(s["subscriptionId"], s["subscriptionStatus"]) for s in listed] == [(new_id, state)]
+    # the publisher unblocks: now it is gone for good
+    unblocked = client.post(
+        f"{BASE}/subscriptions/unblock-subscription", params={"subscriptionId": new_id}
+    )
+    assert unblocked.json()["subscriptionStatus"] == "UNBLOCKED"
+    assert client.delete(f"{DEVPORTAL}/subscriptions/{new_id}").status_code == 200
+    assert subscribe(client, app_id, api_id).json()["status"] == "UNBLOCKED"
+
+
+def test_a_block_does_not_follow_to_other_apis_or_apps(client: TestClient) -> None:
+    api_id = published_api(client)
+    other_api = published_api(client, name="Other", context="/other")
+    app_id = create_application(client)["applicationId"]
+    other_app = create_application(client, name="App2")["applicationId"]
+    sub_id = subscribe(client, app_id, api_id).json()["subscriptionId"]
+    _block(client, sub_id)
+    client.delete(f"{DEVPORTAL}/subscriptions/{sub_id}")
+    assert subscribe(client, app_id, other_api).json()["status"] == "UNBLOCKED"
+    assert subscribe(client, other_app, api_id).json()["status"] == "UNBLOCKED"

@@ -25,6 +25,8 @@ TABLES = {
     "subscriptions",
     "key_mappings",
     "revoked_tokens",
+    "subscription_blocks",
+    "shared_scopes",
 }
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
