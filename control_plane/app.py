@@ -23,6 +23,7 @@ from control_plane.routers import (
     lifecycle,
     oauth,
     revisions,
+    scopes,
     subscriptions,
     transfer,
 )
@@ -98,6 +99,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         lifecycle.router,
         apis.router,
         revisions.router,
+        scopes.router,
         subscriptions.router,
     ):
         app.include_router(router, prefix=PUBLISHER_PREFIX)

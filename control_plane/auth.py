@@ -42,6 +42,10 @@ def user_roles(request: Request, user: str) -> frozenset[str]:
     return roles.get(user, frozenset())
 
 
+def is_admin(request: Request, user: str) -> bool:
+    return ADMIN in user_roles(request, user)
+
+
 def _requiring(role: str, api: str) -> Callable[[Request, str], str]:
     def check(request: Request, user: Annotated[str, Depends(current_user)]) -> str:
         if role not in user_roles(request, user):

@@ -270,3 +270,26 @@ class RevisionOut(CamelModel):
 class RevisionList(CamelModel):
     count: int
     list: list[RevisionOut]
+
+
+# --- shared scopes ----------------------------------------------------------------------------
+
+
+class SharedScopeBody(CamelModel):
+    """WSO2's ScopeDTO for ``/scopes``."""
+
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_:.\-/]+$")
+    display_name: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=1024)
+    bindings: list[str] = Field(default_factory=list, max_length=50)
+
+
+class SharedScopeOut(SharedScopeBody):
+    id: str
+    usage_count: int
+
+
+class SharedScopeList(CamelModel):
+    count: int
+    list: list[SharedScopeOut]
+    pagination: Pagination

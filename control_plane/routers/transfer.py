@@ -10,7 +10,7 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import asyncapi
-from control_plane.auth import Publisher
+from control_plane.auth import Publisher, is_admin
 from control_plane.dependencies import DbSession
 from control_plane.errors import ApiError
 from control_plane.export import project_zip
@@ -83,7 +83,7 @@ async def import_asyncapi(
         body = await load_in_thread(lambda: _parse(content, additional_properties, budget), budget)
     except DocumentError as exc:
         raise _too_large(exc) from None
-    api = await run_in_threadpool(service.create, session, body, user)
+    api = await run_in_threadpool(service.create, session, body, user, is_admin(request, user))
     response.headers["Location"] = f"{router.prefix}/{api.id}"
     return service.to_out(api)
 
