@@ -26,6 +26,7 @@ from adapter.rest import AdapterState, create_app
 from adapter.settings import AdapterSettings
 from adapter.xds import AdsServicer, XdsStatus, start_xds_server
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.settings import parse_users
@@ -96,7 +97,13 @@ async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
     auth = Authenticator(parse_users(settings.adapter_users), load_secret(settings.adapter_dir))
     metrics = AdapterMetrics(registry, xds_status)
     state = AdapterState(
-        registry, auth, xds_status, boot_id, metrics=metrics, budget=settings.document_budget
+        registry,
+        auth,
+        xds_status,
+        boot_id,
+        metrics=metrics,
+        budget=settings.document_budget,
+        backoff=Backoff(settings.backoff_policy),
     )
 
     host = settings.adapter_host

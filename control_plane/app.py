@@ -31,6 +31,7 @@ from control_plane.services import deployments, gateway_data
 from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.users = settings.users
+    app.state.auth_backoff = Backoff(settings.backoff_policy)
     app.state.roles = roles
     app.state.token_issuer = issuer
     app.state.sessionmaker = db.make_sessionmaker(engine)

@@ -27,6 +27,7 @@ from enforcer.subscriptions import SubscriptionStore
 from enforcer.testkey import TestKeySigner, load_or_create_key
 from enforcer.watch import ConnectionWatch
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.settings import parse_users
 from wsgate_common.xds_client import XdsClient
@@ -131,7 +132,13 @@ async def serve(settings: EnforcerSettings) -> int:
         log.error("cannot start: %s", exc)
         return 1
 
-    app = build_app(signer, users, lambda: policies.applied_once, metrics=metrics.render)
+    app = build_app(
+        signer,
+        users,
+        lambda: policies.applied_once,
+        metrics=metrics.render,
+        backoff=Backoff(settings.backoff_policy),
+    )
     http_server = make_server(app)
     xds = XdsClient(settings.xds_address, settings.label, feeds.handlers(), tls=tls)
     metrics.watch_state(

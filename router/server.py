@@ -373,6 +373,9 @@ class Connection(asyncio.Protocol):
         if request.query:
             url += "?" + request.query
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_TO_TESTKEY}
+        # the enforcer holds wrong passwords back per client address: tell it whose this is
+        # (the client's own X-Forwarded-For is not forwarded, so it cannot pick an address)
+        headers["x-forwarded-for"] = self.client_ip
         try:
             answer = await self.router.http.request(
                 request.method, url, headers=headers, content=body
@@ -386,7 +389,9 @@ class Connection(asyncio.Protocol):
             )
             return
         content_type = answer.headers.get("content-type", "application/octet-stream")
-        self.reply(http11.response(answer.status_code, answer.content, content_type))
+        retry = answer.headers.get("retry-after")
+        extra = [("Retry-After", retry)] if retry else []
+        self.reply(http11.response(answer.status_code, answer.content, content_type, extra))
 
     # -- WebSocket upgrade -------------------------------------------------------------------
 

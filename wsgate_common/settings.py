@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from wsgate_common.backoff import BackoffPolicy
+
 
 class CommonSettings(BaseSettings):
     """Fields shared by all components, read from ``WSGATE_*`` environment variables."""
@@ -24,6 +26,20 @@ class CommonSettings(BaseSettings):
     grpc_key: Path | None = None
     # Verify this name in server certificates instead of the host of the address.
     grpc_server_name: str = ""
+    # Backoff after failed sign-ins (wsgate_common/backoff.py), per user and per address.
+    auth_backoff_free_failures: int = 5
+    auth_backoff_base_delay: float = 1.0
+    auth_backoff_max_delay: float = 60.0
+    auth_backoff_decay: float = 60.0
+
+    @property
+    def backoff_policy(self) -> BackoffPolicy:
+        return BackoffPolicy(
+            free_failures=self.auth_backoff_free_failures,
+            base_delay=self.auth_backoff_base_delay,
+            max_delay=self.auth_backoff_max_delay,
+            decay=self.auth_backoff_decay,
+        )
 
     @property
     def pki_dir(self) -> Path:

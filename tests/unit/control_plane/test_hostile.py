@@ -7,6 +7,8 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
+from control_plane.app import create_app
+from control_plane.settings import ControlPlaneSettings
 from tests.hostile_docs import big_asyncapi, yaml_bomb
 from tests.unit.control_plane.helpers import (
     BASE,
@@ -101,3 +103,34 @@ def test_a_block_does_not_follow_to_other_apis_or_apps(client: TestClient) -> No
     client.delete(f"{DEVPORTAL}/subscriptions/{sub_id}")
     assert subscribe(client, app_id, other_api).json()["status"] == "UNBLOCKED"
     assert subscribe(client, other_app, api_id).json()["status"] == "UNBLOCKED"
+
+
+# --- item 6: backoff on Basic auth -------------------------------------------------------------
+
+
+def test_wrong_passwords_meet_a_429_with_retry_after_and_the_user_gets_back_in(
+    settings: ControlPlaneSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = settings.model_copy(
+        update={
+            "cp_users": "admin:admin,dev:devsecret",
+            "auth_backoff_free_failures": 3,
+            "auth_backoff_base_delay": 0.3,
+            "auth_backoff_max_delay": 0.6,
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        url = f"{DEVPORTAL}/applications"
+        statuses = [client.get(url, auth=("dev", "guess")).status_code for _ in range(6)]
+        assert statuses[:3] == [401, 401, 401] and 429 in statuses[3:]
+        held = client.get(url, auth=("dev", "devsecret"))  # even the right password waits
+        assert held.status_code == 429
+        assert held.headers["retry-after"] == "1"
+        body = held.json()
+        assert body["code"] == 429 and "retry after" in body["description"]
+        # another user from the same address is held back too (the address key)
+        assert client.get(url, auth=("admin", "nope")).status_code == 429
+        time.sleep(0.7)  # never longer than the max delay
+        assert client.get(url, auth=("dev", "devsecret")).status_code == 200
+    assert "sign-in backoff" in caplog.text and "guess" not in caplog.text
+    assert "devsecret" not in caplog.text
