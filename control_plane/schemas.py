@@ -198,6 +198,12 @@ class ApiInfo(CamelModel):
     updated_time: datetime
 
 
+#: ``offset`` beyond this is a 400 (a database would overflow on ~1e20), and so is a search
+#: ``query`` longer than MAX_QUERY characters.
+MAX_OFFSET = 1_000_000
+MAX_QUERY = 256
+
+
 class Pagination(CamelModel):
     offset: int
     limit: int

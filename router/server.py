@@ -12,7 +12,6 @@ import contextlib
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -33,6 +32,7 @@ from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
 from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from wsgate_common.request_ids import safe_request_id
 from wsgate_proto import enforcer_pb2
 
 log = logging.getLogger(__name__)
@@ -398,7 +398,7 @@ class Connection(asyncio.Protocol):
     async def _upgrade(self, request: Request) -> None:
         started = time.monotonic()
         router = self.router
-        request_id = request.headers.get("x-request-id", "") or uuid.uuid4().hex
+        request_id = safe_request_id(request.headers.get("x-request-id"))
         api, topic, status, reason = "-", "-", 101, ""
         api_id = application_id = key_type = ""
         counted = False

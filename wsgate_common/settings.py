@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -46,16 +47,27 @@ class CommonSettings(BaseSettings):
         return self.data_dir / "pki"
 
 
+USERS_FORMAT = (
+    "'name:password,name:password' (names of 1-64 letters, digits, '.', '_', '@', '-';"
+    " passwords not empty and without ',' or ';')"
+)
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+
+
 def parse_users(spec: str) -> dict[str, str]:
     """Parse ``"alice:secret,bob:pw"`` into a username -> password map.
 
     Raises:
-        ValueError: an entry has no ``:`` or an empty user name.
+        ValueError: an entry that does not fit :data:`USERS_FORMAT` (a ``;``-separated list,
+            a missing ``:``, an odd user name, an empty password); the message names the
+            entry by position and never quotes a password.
     """
+    if ";" in spec:
+        raise ValueError(f"users contain ';': separate entries with ','; expected {USERS_FORMAT}")
     users: dict[str, str] = {}
-    for entry in filter(None, (part.strip() for part in spec.split(","))):
+    for index, entry in enumerate(filter(None, (part.strip() for part in spec.split(",")))):
         name, sep, password = entry.partition(":")
-        if not sep or not name:
-            raise ValueError(f"user entry {entry!r} is not 'name:password'")
+        if not sep or not _USER_NAME.fullmatch(name) or not password:
+            raise ValueError(f"user entry #{index + 1} is malformed; expected {USERS_FORMAT}")
         users[name] = password
     return users

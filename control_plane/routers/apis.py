@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 
 from control_plane.auth import Publisher, is_admin
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession
-from control_plane.schemas import ApiBody, ApiList, ApiOut, Pagination
+from control_plane.schemas import MAX_OFFSET, MAX_QUERY, ApiBody, ApiList, ApiOut, Pagination
 from control_plane.services import apis as service
 
 router = APIRouter(prefix="/apis", tags=["APIs"])
@@ -29,9 +29,11 @@ def create_api(
 def list_apis(
     session: DbSession,
     _: Publisher,
-    query: Annotated[str, Query(description="free text, or name:x context:x status:x ...")] = "",
+    query: Annotated[
+        str, Query(max_length=MAX_QUERY, description="free text, or name:x context:x status:x ...")
+    ] = "",
     limit: Annotated[int, Query(ge=1, le=1000)] = 25,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ApiList:
     found, total = service.search(session, query, limit, offset)
     return ApiList(

@@ -26,7 +26,7 @@ from control_plane.devportal_schemas import (
 )
 from control_plane.errors import not_found
 from control_plane.models import Api
-from control_plane.schemas import ApiList, ApiOut, Pagination
+from control_plane.schemas import MAX_OFFSET, MAX_QUERY, ApiList, ApiOut, Pagination
 from control_plane.services import apis as api_service
 from control_plane.services import applications, keys, subscriptions
 
@@ -38,7 +38,7 @@ AppId = Annotated[str, Path(alias="applicationId")]
 KeyMappingId = Annotated[str, Path(alias="keyMappingId")]
 SubscriptionId = Annotated[str, Path(alias="subscriptionId")]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 #: The states in which the developer portal lists an API.
 VISIBLE = ("PUBLISHED",)
@@ -51,14 +51,14 @@ VISIBLE = ("PUBLISHED",)
 def list_published(
     session: DbSession,
     _: Subscriber,
-    query: Annotated[str, Query()] = "",
+    query: Annotated[str, Query(max_length=MAX_QUERY)] = "",
     limit: Limit = 25,
     offset: Offset = 0,
 ) -> ApiList:
     """Published APIs (name search with ``query``)."""
     statement = select(Api).where(Api.lifecycle_status.in_(VISIBLE))
     if query:
-        statement = statement.where(func.lower(Api.name).contains(query.lower()))
+        statement = statement.where(func.lower(Api.name).contains(query.lower(), autoescape=True))
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = session.scalars(statement.order_by(Api.name, Api.version).limit(limit).offset(offset))
     found = [api_service.to_info(api) for api in rows]
@@ -95,7 +95,7 @@ def create_application(
 def list_applications(
     session: DbSession,
     user: Subscriber,
-    query: Annotated[str, Query()] = "",
+    query: Annotated[str, Query(max_length=MAX_QUERY)] = "",
     limit: Limit = 25,
     offset: Offset = 0,
 ) -> ApplicationList:

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Path, Query, Response
 
 from control_plane.auth import Admin, Publisher
 from control_plane.dependencies import DbSession
-from control_plane.schemas import Pagination, SharedScopeBody, SharedScopeList, SharedScopeOut
+from control_plane.schemas import (
+    MAX_OFFSET,
+    Pagination,
+    SharedScopeBody,
+    SharedScopeList,
+    SharedScopeOut,
+)
 from control_plane.services import scopes as service
 
 router = APIRouter(prefix="/scopes", tags=["Scopes"])
@@ -22,7 +28,7 @@ def list_scopes(
     session: DbSession,
     _: Publisher,
     limit: Annotated[int, Query(ge=1, le=1000)] = 25,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SharedScopeList:
     rows, total = service.list_shared(session, limit, offset)
     return SharedScopeList(

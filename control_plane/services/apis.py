@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -129,6 +130,11 @@ def create(session: Session, body: ApiBody, user: str, admin: bool = False) -> A
     return api
 
 
+def _contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
+    return func.lower(column).contains(text.lower(), autoescape=True)
+
+
 def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[Api], int]:
     """APIs matching ``query`` (``name:x``, ``context:x``, ... or free text), and the total."""
     statement = select(Api)
@@ -136,9 +142,11 @@ def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[
         key, sep, value = term.partition(":")
         column = _SEARCHABLE.get(key.lower()) if sep else None
         if column is not None:
-            statement = statement.where(func.lower(column).contains(value.lower()))
+            statement = statement.where(func.lower(column).contains(value.lower(), autoescape=True))
         else:
-            statement = statement.where(func.lower(Api.name).contains(term.lower()))
+            statement = statement.where(
+                func.lower(Api.name).contains(term.lower(), autoescape=True)
+            )
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     page = session.scalars(
         statement.order_by(Api.name, Api.version).limit(limit).offset(offset)

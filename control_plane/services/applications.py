@@ -88,7 +88,9 @@ def search(
 ) -> tuple[list[Application], int]:
     statement = select(Application).where(Application.owner == owner)
     if query:
-        statement = statement.where(func.lower(Application.name).contains(query.lower()))
+        statement = statement.where(
+            func.lower(Application.name).contains(query.lower(), autoescape=True)
+        )
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = session.scalars(statement.order_by(Application.name).limit(limit).offset(offset))
     return list(rows), total

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import stat
 import time
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -134,3 +137,67 @@ def test_wrong_passwords_meet_a_429_with_retry_after_and_the_user_gets_back_in(
         assert client.get(url, auth=("dev", "devsecret")).status_code == 200
     assert "sign-in backoff" in caplog.text and "guess" not in caplog.text
     assert "devsecret" not in caplog.text
+
+
+# --- item 8: small ones ---------------------------------------------------------------------------
+
+
+def test_sqlite_file_is_owner_only(tmp_path: Path) -> None:
+    from control_plane.db import make_engine, migrate
+
+    old = tmp_path / "old.db"
+    old.touch(mode=0o644)
+    old.chmod(0o644)
+    for path in (tmp_path / "new" / "cp.db", old):
+        engine = make_engine(f"sqlite:///{path}")
+        migrate(engine)
+        engine.dispose()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        for extra in path.parent.glob(path.name + "-*"):
+            assert stat.S_IMODE(extra.stat().st_mode) & 0o077 == 0, extra
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/apis", {"offset": "99999999999999999999"}),
+        ("/apis", {"offset": "1000001"}),
+        ("/subscriptions", {"offset": "99999999999999999999"}),
+        ("/apis", {"query": "x" * 257}),
+    ],
+)
+def test_huge_offsets_and_queries_are_400(
+    client: TestClient, path: str, params: dict[str, str]
+) -> None:
+    answer = client.get(f"{BASE}{path}", params=params)
+    assert answer.status_code == 400, answer.text
+    assert set(answer.json()) == {"code", "message", "description"}
+    assert "offset" in answer.json()["description"] or "query" in answer.json()["description"]
+
+
+def test_devportal_huge_offset_is_400(client: TestClient) -> None:
+    for path in ("/apis", "/applications", "/subscriptions"):
+        answer = client.get(f"{DEVPORTAL}{path}", params={"offset": "99999999999999999999"})
+        assert answer.status_code == 400, (path, answer.text)
+
+
+def test_like_wildcards_match_themselves(client: TestClient) -> None:
+    published_api(client)
+    published_api(client, name="Other", context="/other")
+    create_application(client, name="App")
+    for text in ("%", "_", "name:%", "E_ho"):
+        assert client.get(f"{BASE}/apis", params={"query": text}).json()["count"] == 0, text
+        assert client.get(f"{DEVPORTAL}/apis", params={"query": text}).json()["count"] == 0
+    assert client.get(f"{DEVPORTAL}/applications", params={"query": "%"}).json()["count"] == 0
+    assert client.get(f"{BASE}/apis", params={"query": "ech"}).json()["count"] == 1
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("abc-123_x.y", True), ("../../evil<script>", False), ("a" * 65, False), ("", False)],
+)
+def test_request_id_is_kept_only_when_safe(client: TestClient, given: str, kept: bool) -> None:
+    answer = client.get("/health", headers={"X-Request-ID": given} if given else {})
+    returned = answer.headers["x-request-id"]
+    assert (returned == given) is kept
+    assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", returned)
