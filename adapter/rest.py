@@ -35,6 +35,7 @@ from wsgate_common.backoff import (
     retry_header,
     too_many_description,
 )
+from wsgate_common.body_limit import BodyLimitMiddleware
 from wsgate_common.documents import Budget, DocumentError, load_in_thread
 from wsgate_common.errors import ErrorBody
 from wsgate_common.metrics import CONTENT_TYPE, render
@@ -381,6 +382,12 @@ def create_app(state: AdapterState) -> FastAPI:
     )
     app.state.adapter = state
     app.include_router(router)
+    # a project zip and its multipart envelope; anything larger is refused unread
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_ZIP_BYTES + 1024 * 1024,
+        setting=f"a project zip may be {MAX_ZIP_BYTES} bytes",
+    )
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

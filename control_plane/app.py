@@ -32,6 +32,7 @@ from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from wsgate_common import grpc_tls
 from wsgate_common.backoff import Backoff
+from wsgate_common.body_limit import BodyLimitMiddleware
 from wsgate_common.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
@@ -94,6 +95,11 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     app.state.token_issuer = issuer
     app.state.sessionmaker = db.make_sessionmaker(engine)
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.cp_max_request_bytes,
+        setting="WSGATE_CP_MAX_REQUEST_BYTES",
+    )
     app.add_middleware(RequestIdMiddleware)  # X-Request-ID: the client's if safe, else new
     metrics = install_metrics(app)  # /metrics; requests and adapter pushes
     # transfer and lifecycle first: /apis/export and /apis/change-lifecycle must not be taken

@@ -33,6 +33,10 @@ class ControlPlaneSettings(CommonSettings):
     cp_document_max_bytes: int = 5 * 1024 * 1024
     cp_document_max_nodes: int = 100_000
     cp_document_timeout: float = 5.0
+    #: Developer-portal applications one user may own.
+    cp_max_applications_per_user: int = 100
+    #: Largest request body (bytes) the control plane reads; larger ones are 413 unread.
+    cp_max_request_bytes: int = 6 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:

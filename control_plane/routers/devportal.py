@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import func, select
 
 from control_plane.auth import Subscriber
@@ -80,13 +80,15 @@ def get_published(api_id: ApiId, session: DbSession, _: Subscriber) -> ApiOut:
 
 @router.post("/applications", status_code=201, response_model=ApplicationOut, tags=["Applications"])
 def create_application(
+    request: Request,
     body: ApplicationBody,
     session: DbSession,
     gateway: AdapterGateway,
     user: Subscriber,
     response: Response,
 ) -> ApplicationOut:
-    app = applications.create(session, body, user, gateway)
+    limit = request.app.state.settings.cp_max_applications_per_user
+    app = applications.create(session, body, user, gateway, limit)
     response.headers["Location"] = f"{DEVPORTAL_PREFIX}/applications/{app.id}"
     return applications.to_out(app)
 

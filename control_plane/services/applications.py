@@ -66,7 +66,17 @@ def _commit(session: Session, name: str) -> None:
         raise ApiError(409, f"you already have an application named {name!r}") from None
 
 
-def create(session: Session, body: ApplicationBody, owner: str, gateway: Gateway) -> Application:
+def create(
+    session: Session, body: ApplicationBody, owner: str, gateway: Gateway, limit: int = 100
+) -> Application:
+    """A new application of ``owner``, who may own at most ``limit`` of them."""
+    owned = session.scalar(select(func.count()).where(Application.owner == owner)) or 0
+    if owned >= limit:
+        raise ApiError(
+            400,
+            f"you already own {owned} applications, the limit"
+            f" (WSGATE_CP_MAX_APPLICATIONS_PER_USER={limit}); delete one first",
+        )
     _check(session, body, owner, None)
     app = Application(
         id=uuid.uuid4(),

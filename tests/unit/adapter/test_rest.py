@@ -124,3 +124,10 @@ async def test_wrong_passwords_are_held_back_on_token_and_basic(
     assert (await client.post(f"{API}/oauth2/token", auth=ADMIN)).status_code == 200
     assert (await client.get(f"{API}/apis", auth=ADMIN)).status_code == 200
     assert "sign-in backoff" in caplog.text and "guess" not in caplog.text
+
+
+async def test_oversized_upload_is_413_unread(http: tuple[httpx.AsyncClient, AdapterState]) -> None:
+    client, _ = http
+    data = b"x" * (12 * 1024 * 1024)
+    r = await client.post(f"{API}/apis", files={"file": ("p.zip", data)}, auth=ADMIN)
+    assert r.status_code == 413 and set(r.json()) == {"code", "message", "description"}

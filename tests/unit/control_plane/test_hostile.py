@@ -16,6 +16,7 @@ from tests.hostile_docs import big_asyncapi, yaml_bomb
 from tests.unit.control_plane.helpers import (
     BASE,
     DEVPORTAL,
+    api_body,
     create_application,
     published_api,
     subscribe,
@@ -201,3 +202,80 @@ def test_request_id_is_kept_only_when_safe(client: TestClient, given: str, kept:
     returned = answer.headers["x-request-id"]
     assert (returned == given) is kept
     assert re.fullmatch(r"[A-Za-z0-9._-]{1,64}", returned)
+
+
+# --- item 5: bounded tenant data ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "limit"),
+    [
+        ({"attributes": {f"k{i}": "v" for i in range(100_000)}}, "50"),
+        ({"attributes": {"k": "v" * 5000}}, "1024"),
+        ({"attributes": {"k" * 300: "v"}}, "100"),
+        ({"groups": ["g"] * 500}, "20"),
+        ({"description": "d" * 5000}, "1024"),
+        ({"name": "n" * 500}, "100"),
+    ],
+    ids=["attribute-count", "attribute-value", "attribute-key", "groups", "description", "name"],
+)
+def test_application_fields_are_bounded(
+    client: TestClient, changes: dict[str, object], limit: str
+) -> None:
+    body = {"name": "App", "throttlingPolicy": "Unlimited", **changes}
+    answer = client.post(f"{DEVPORTAL}/applications", json=body)
+    assert answer.status_code == 400, answer.text[:300]
+    assert limit in answer.json()["description"]
+    assert len(answer.content) < 2000
+
+
+def test_applications_per_user_are_bounded(settings: ControlPlaneSettings) -> None:
+    settings = settings.model_copy(update={"cp_max_applications_per_user": 3})
+    with TestClient(create_app(settings)) as client:
+        client.auth = ("admin", "admin")
+        for i in range(3):
+            create_application(client, name=f"A{i}")
+        answer = client.post(
+            f"{DEVPORTAL}/applications", json={"name": "A3", "throttlingPolicy": "Unlimited"}
+        )
+        assert answer.status_code == 400, answer.text
+        assert "3" in answer.json()["description"]
+        assert "WSGATE_CP_MAX_APPLICATIONS_PER_USER" in answer.json()["description"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"description": "d" * 20_000}, "description"),
+        (
+            {"operations": [{"target": "/t", "verb": "PUBLISH", "authType": "A" * 70_000}]},
+            "authType",
+        ),
+        (
+            {"operations": [{"target": f"/t{i}", "verb": "PUBLISH"} for i in range(3000)]},
+            "operations",
+        ),
+        ({"policies": [f"P{i}" for i in range(500)]}, "policies"),
+        ({"scopes": [{"scope": {"name": "s", "description": "d" * 5000}}]}, "description"),
+        (
+            {"scopes": [{"scope": {"name": "s", "bindings": [f"r{i}" for i in range(500)]}}]},
+            "bindings",
+        ),
+        ({"endpointConfig": {"production_endpoints": {"url": "ws://h/" + "p" * 5000}}}, "url"),
+    ],
+    ids=["description", "authType", "operations", "policies", "scope-desc", "bindings", "url"],
+)
+def test_api_fields_are_bounded(client: TestClient, changes: dict[str, object], field: str) -> None:
+    answer = client.post(f"{BASE}/apis", json=api_body(**changes))
+    assert answer.status_code == 400, answer.text[:300]
+    assert field in answer.json()["description"]
+    assert len(answer.content) < 2000
+
+
+def test_oversized_request_body_is_413_before_parsing(client: TestClient) -> None:
+    body = b'{"name": "' + b"x" * (7 * 1024 * 1024) + b'"}'
+    answer = client.post(
+        f"{DEVPORTAL}/applications", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413, answer.text[:300]
+    assert "WSGATE_CP_MAX_REQUEST_BYTES" in answer.json()["description"]
