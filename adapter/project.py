@@ -27,6 +27,9 @@ MAX_ZIP_BYTES = 10 * 1024 * 1024
 MAX_ENTRIES = 1000
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
+#: Topics (operations) one API may have; compiling is done on the event loop, so it is bounded
+#: (the control plane's publisher API has the same limit).
+MAX_OPERATIONS = 1000
 
 API_FILES = ("api.yaml", "api.yml", "api.json")
 ASYNCAPI_FILES = tuple(f"Definitions/asyncapi.{ext}" for ext in ("yaml", "yml", "json"))
@@ -408,6 +411,13 @@ def parse_project(
                 server = async_reader.mapping(servers[key], f"servers.{key}", required=True)
                 urls[key] = _server_url(async_reader, server, f"servers.{key}")
         operations = _merge_operations(operations, _channel_operations(async_reader, async_doc))
+    if len(operations) > MAX_OPERATIONS:
+        raise ProjectError(
+            project.shown(asyncapi_name or api_name),
+            "",
+            f"has {len(operations)} operations, more than {MAX_OPERATIONS} (the limit)",
+            too_large=True,
+        )
 
     ca_pem = _certificates(project)
     definition = definition_pb2.ApiDefinition(

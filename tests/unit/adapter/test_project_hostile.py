@@ -117,3 +117,10 @@ def test_random_project_shapes_answer_a_project_error_or_a_definition(
     else:
         assert definition.name
     assert time.monotonic() - started < 2
+
+
+def test_too_many_operations_are_refused_before_compiling() -> None:
+    with pytest.raises(ProjectError) as info:
+        load_zip(project_zip(big_asyncapi(1001)))
+    assert info.value.too_large and "1000" in info.value.message
+    assert len(load_zip(project_zip(big_asyncapi(1000))).operations) == 1000
