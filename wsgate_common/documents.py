@@ -80,15 +80,29 @@ class _Meter:
                 f"is nested deeper than {self.budget.max_depth} levels (the limit)",
                 too_large=True,
             )
-        if self.nodes % 1024 == 0:
+        if self.nodes % 512 == 0:
             self.check_time()
 
     def check_time(self) -> None:
+        time.sleep(0)  # let an event loop waiting for the GIL have it now, not in 5 ms
         if self.clock() > self.deadline:
             raise DocumentError(
                 f"took longer than {self.budget.max_seconds:g} s to read (the limit)",
                 too_large=True,
             )
+
+
+class _MeteredLoader(_BaseLoader):
+    """The second pass: builds the values, still watching the clock (and yielding the GIL)."""
+
+    meter: _Meter
+    constructed = 0
+
+    def construct_object(self, node: Any, deep: bool = False) -> Any:
+        self.constructed += 1
+        if self.constructed % 512 == 0:
+            self.meter.check_time()
+        return super().construct_object(node, deep)
 
 
 def _scan_events(text: str, meter: _Meter) -> None:
@@ -182,7 +196,8 @@ def load(
     try:
         _scan_events(text, meter)
         meter.check_time()
-        loader = _BaseLoader(text)
+        loader = _MeteredLoader(text)
+        loader.meter = meter
         try:
             value = loader.get_single_data()
         finally:
