@@ -279,3 +279,25 @@ def test_oversized_request_body_is_413_before_parsing(client: TestClient) -> Non
     )
     assert answer.status_code == 413, answer.text[:300]
     assert "WSGATE_CP_MAX_REQUEST_BYTES" in answer.json()["description"]
+
+
+def test_wrong_client_secrets_are_held_back_on_oauth2_token(
+    settings: ControlPlaneSettings,
+) -> None:
+    settings = settings.model_copy(update={"auth_backoff_free_failures": 2})
+    with TestClient(create_app(settings)) as client:
+        client.auth = ("admin", "admin")
+        app_id = create_application(client)["applicationId"]
+        keys = client.post(
+            f"{DEVPORTAL}/applications/{app_id}/generate-keys",
+            json={"keyType": "PRODUCTION", "grantTypesToBeSupported": ["client_credentials"]},
+        ).json()
+        form = {"grant_type": "client_credentials"}
+        wrong = (keys["consumerKey"], "guess")
+        codes = [client.post("/oauth2/token", data=form, auth=wrong).status_code for _ in range(4)]
+        assert codes == [401, 401, 401, 429]
+        held = client.post(
+            "/oauth2/token", data=form, auth=(keys["consumerKey"], keys["consumerSecret"])
+        )
+        assert held.status_code == 429 and int(held.headers["retry-after"]) >= 1
+        assert held.json()["error"] == "slow_down"
