@@ -27,6 +27,7 @@ from adapter.rest import AdapterState, create_app
 from adapter.settings import AdapterSettings
 from adapter.xds import AdsServicer, XdsStatus, start_xds_server
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.safety import default_user_problem
@@ -105,7 +106,15 @@ async def serve(settings: AdapterSettings, stop: asyncio.Event) -> None:
     xds_status = XdsStatus()
     auth = Authenticator(parse_users(settings.adapter_users), load_secret(settings.adapter_dir))
     metrics = AdapterMetrics(registry, xds_status)
-    state = AdapterState(registry, auth, xds_status, boot_id, metrics=metrics)
+    state = AdapterState(
+        registry,
+        auth,
+        xds_status,
+        boot_id,
+        metrics=metrics,
+        budget=settings.document_budget,
+        backoff=Backoff(settings.backoff_policy),
+    )
 
     host = settings.adapter_host
     # Bind the REST socket ourselves: a taken port is then a clean OSError, not uvicorn's exit.

@@ -9,7 +9,6 @@ as a zip (normally with one top-level folder) or as a directory. Everything belo
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import zipfile
 from collections.abc import Mapping
@@ -18,16 +17,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError, clip, load
 from wsgate_proto import definition_pb2
 
 MAX_ZIP_BYTES = 10 * 1024 * 1024
 MAX_ENTRIES = 1000
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
+#: Topics (operations) one API may have; compiling is done on the event loop, so it is bounded
+#: (the control plane's publisher API has the same limit).
+MAX_OPERATIONS = 1000
 
 API_FILES = ("api.yaml", "api.yml", "api.json")
 ASYNCAPI_FILES = tuple(f"Definitions/asyncapi.{ext}" for ext in ("yaml", "yml", "json"))
@@ -39,10 +41,14 @@ VERBS = ("PUBLISH", "SUBSCRIBE")
 class ProjectError(ValueError):
     """The project is not usable; says which file and which field, for a 400 answer."""
 
-    def __init__(self, file: str, field: str, message: str) -> None:
+    def __init__(self, file: str, field: str, message: str, too_large: bool = False) -> None:
+        if len(field) > 120:  # a field path holds document keys: never echo a long one
+            field = field[:120] + "..."
         self.file = file
         self.field = field
         self.message = message
+        #: A budget was hit (HTTP 413) rather than a mistake in the project (400).
+        self.too_large = too_large
         where = f"{file}: {field}" if field else file
         super().__init__(f"{where}: {message}")
 
@@ -152,25 +158,13 @@ def collect_dir(root: Path) -> ProjectFiles:
     return ProjectFiles(files, root.name + "/")
 
 
-def _load_document(name: str, content: bytes) -> Any:
+def _load_document(name: str, content: bytes, budget: Budget) -> Any:
+    """YAML or JSON within ``budget``: no aliases, bounded values, depth and time."""
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ProjectError(name, "", "not UTF-8 text") from None
-    if name.endswith(".json"):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ProjectError(
-                name, "", f"JSON syntax error at line {exc.lineno} column {exc.colno}: {exc.msg}"
-            ) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ProjectError(name, "", f"YAML syntax error{where}: {problem}") from None
+        return load(content, budget, json_only=name.endswith(".json"))
+    except DocumentError as exc:
+        message = exc.message.removeprefix("is ")
+        raise ProjectError(name, "", message, too_large=exc.too_large) from None
 
 
 class _Reader:
@@ -221,11 +215,11 @@ class _Reader:
 def _ws_url(reader: _Reader, url: str, field: str) -> str:
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise reader.fail(field, f"{url!r} is not a ws:// or wss:// URL")
+        raise reader.fail(field, f"{clip(url)} is not a ws:// or wss:// URL")
     try:
         parts.port  # noqa: B018 (validates the port)
     except ValueError:
-        raise reader.fail(field, f"{url!r} has an invalid port") from None
+        raise reader.fail(field, f"{clip(url)} has an invalid port") from None
     return url
 
 
@@ -249,7 +243,7 @@ def _api_operations(reader: _Reader, data: dict[str, Any]) -> list[definition_pb
         op = reader.mapping(raw, field, required=True)
         verb = reader.text(op.get("verb"), f"{field}.verb", default="SUBSCRIBE").upper()
         if verb not in VERBS:
-            raise reader.fail(f"{field}.verb", f"{verb!r} is not PUBLISH or SUBSCRIBE")
+            raise reader.fail(f"{field}.verb", f"{clip(verb)} is not PUBLISH or SUBSCRIBE")
         operations.append(
             definition_pb2.Operation(
                 target=reader.text(op.get("target"), f"{field}.target", required=True),
@@ -343,18 +337,18 @@ def _cors(reader: _Reader, data: dict[str, Any]) -> definition_pb2.CorsConfigura
     )
 
 
-def _deployments(project: ProjectFiles) -> list[definition_pb2.Deployment]:
+def _deployments(project: ProjectFiles, budget: Budget) -> list[definition_pb2.Deployment]:
     name = next((n for n in ENV_FILES if n in project.files), None)
     if name is None:
         return []
     reader = _Reader(project.shown(name))
-    doc = _load_document(reader.file, project.files[name])
+    doc = _load_document(reader.file, project.files[name], budget)
     if doc is None:
         return []
     doc = reader.mapping(doc, "", required=True)
     kind = reader.text(doc.get("type"), "type", default="deployment_environments")
     if kind != "deployment_environments":
-        raise reader.fail("type", f"{kind!r} is not deployment_environments")
+        raise reader.fail("type", f"{clip(kind)} is not deployment_environments")
     deployments = []
     for i, raw in enumerate(reader.listing(doc.get("data"), "data")):
         entry = reader.mapping(raw, f"data[{i}]", required=True)
@@ -386,7 +380,9 @@ def _certificates(project: ProjectFiles) -> str:
     return "".join(bundle)
 
 
-def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
+def parse_project(
+    project: ProjectFiles, budget: Budget = DEFAULT_BUDGET
+) -> definition_pb2.ApiDefinition:
     """Build the ApiDefinition a project describes (nothing resolved yet; see compile.py).
 
     Raises:
@@ -396,10 +392,12 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
     if api_name is None:
         raise ProjectError(project.shown("api.yaml"), "", "file is missing")
     reader = _Reader(project.shown(api_name))
-    doc = reader.mapping(_load_document(reader.file, project.files[api_name]), "", required=True)
+    doc = reader.mapping(
+        _load_document(reader.file, project.files[api_name], budget), "", required=True
+    )
     kind = reader.text(doc.get("type"), "type", default="api")
     if kind != "api":
-        raise reader.fail("type", f"{kind!r} is not an API project (expected 'api')")
+        raise reader.fail("type", f"{clip(kind)} is not an API project (expected 'api')")
     data = reader.mapping(doc.get("data"), "data", required=True)
 
     name = reader.text(data.get("name"), "data.name", required=True)
@@ -407,7 +405,7 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
     context = reader.text(data.get("context"), "data.context", required=True)
     api_type = reader.text(data.get("type"), "data.type", default="WS").upper()
     if api_type not in ("WS", "WEBSOCKET"):
-        raise reader.fail("data.type", f"{api_type!r} is not a WebSocket (WS) API")
+        raise reader.fail("data.type", f"{clip(api_type)} is not a WebSocket (WS) API")
     if ":" in name or "/" in name:
         raise reader.fail("data.name", "must not contain ':' or '/'")
 
@@ -427,7 +425,9 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
     if asyncapi_name is not None:
         async_reader = _Reader(project.shown(asyncapi_name))
         async_doc = async_reader.mapping(
-            _load_document(async_reader.file, project.files[asyncapi_name]), "", required=True
+            _load_document(async_reader.file, project.files[asyncapi_name], budget),
+            "",
+            required=True,
         )
         servers = async_reader.mapping(async_doc.get("servers"), "servers")
         for key in ("production", "sandbox"):
@@ -435,6 +435,13 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
                 server = async_reader.mapping(servers[key], f"servers.{key}", required=True)
                 urls[key] = _server_url(async_reader, server, f"servers.{key}")
         operations = _merge_operations(operations, _channel_operations(async_reader, async_doc))
+    if len(operations) > MAX_OPERATIONS:
+        raise ProjectError(
+            project.shown(asyncapi_name or api_name),
+            "",
+            f"has {len(operations)} operations, more than {MAX_OPERATIONS} (the limit)",
+            too_large=True,
+        )
 
     ca_pem = _certificates(project)
     definition = definition_pb2.ApiDefinition(
@@ -453,7 +460,7 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
         api_throttling_policy=reader.text(
             data.get("apiThrottlingPolicy"), "data.apiThrottlingPolicy"
         ),
-        deployments=_deployments(project),
+        deployments=_deployments(project, budget),
         revision_id=reader.text(data.get("revisionId"), "data.revisionId"),
         source="adapter",
         security_scheme=reader.texts(data.get("securityScheme"), "data.securityScheme"),
@@ -469,14 +476,16 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
     return definition
 
 
-def load_zip(data: bytes, source: str = "project.zip") -> definition_pb2.ApiDefinition:
+def load_zip(
+    data: bytes, source: str = "project.zip", budget: Budget = DEFAULT_BUDGET
+) -> definition_pb2.ApiDefinition:
     """Zip bytes -> ApiDefinition. Raises ProjectError."""
-    return parse_project(collect_zip(data, source))
+    return parse_project(collect_zip(data, source), budget)
 
 
-def load_dir(root: Path) -> definition_pb2.ApiDefinition:
+def load_dir(root: Path, budget: Budget = DEFAULT_BUDGET) -> definition_pb2.ApiDefinition:
     """Project directory -> ApiDefinition. Raises ProjectError."""
-    return parse_project(collect_dir(root))
+    return parse_project(collect_dir(root), budget)
 
 
 def zip_dir(root: Path) -> bytes:

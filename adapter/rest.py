@@ -27,6 +27,16 @@ from adapter.metrics import AdapterMetrics
 from adapter.project import MAX_ZIP_BYTES, ProjectError, load_zip
 from adapter.status import current_nacks, label_view
 from adapter.xds import XdsStatus
+from wsgate_common.backoff import (
+    TOO_MANY_MESSAGE,
+    Backoff,
+    keys_for,
+    log_failure,
+    retry_header,
+    too_many_description,
+)
+from wsgate_common.body_limit import BodyLimitMiddleware
+from wsgate_common.documents import Budget, DocumentError, load_in_thread
 from wsgate_common.errors import ErrorBody
 from wsgate_common.metrics import CONTENT_TYPE, render
 
@@ -35,15 +45,48 @@ log = logging.getLogger(__name__)
 BASE_PATH = "/api/mgw/adapter/0.1"
 INVALID_CREDENTIALS = 900901
 MISSING_CREDENTIALS = 900902
+TOO_MANY_ATTEMPTS = 429
 
 
 class ApiError(Exception):
     """An error answer: HTTP status plus the shared error body."""
 
-    def __init__(self, status: int, code: int, message: str, description: str = "") -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        description: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.body = ErrorBody(code=code, message=message, description=description)
+        self.headers = headers
+
+
+def _password_ok(request: Request, state: AdapterState, username: str, password: str) -> bool:
+    """Check a password behind the per-user and per-address backoff.
+
+    Raises:
+        ApiError: 429 while this user or address is held back.
+    """
+    address = request.client.host if request.client else ""
+    keys = keys_for(username, address)
+    wait = state.backoff.retry_after(keys)
+    if wait > 0:
+        raise ApiError(
+            429,
+            TOO_MANY_ATTEMPTS,
+            TOO_MANY_MESSAGE,
+            too_many_description(wait),
+            {"Retry-After": retry_header(wait)},
+        )
+    if state.auth.check_password(username, password):
+        state.backoff.succeeded(keys[:1])
+        return True
+    log_failure(log, username, address, state.backoff.failed(keys))
+    return False
 
 
 @dataclass
@@ -57,6 +100,10 @@ class AdapterState:
     ready: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
     metrics: AdapterMetrics | None = None
+    #: What one project file may cost to read (``WSGATE_ADAPTER_DOCUMENT_*``).
+    budget: Budget = field(default_factory=Budget)
+    #: Held-back sign-ins after wrong passwords (``WSGATE_AUTH_BACKOFF_*``).
+    backoff: Backoff = field(default_factory=Backoff)
 
     def timed(self, op: str) -> contextlib.AbstractContextManager[None]:
         return self.metrics.timed(op) if self.metrics is not None else contextlib.nullcontext()
@@ -119,8 +166,16 @@ def require_user(
     _bearer_creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> str:
     """HTTP Basic (a configured user) or Bearer (a token from /oauth2/token)."""
+    state = _state(request)
+    header = request.headers.get("authorization") or ""
+    scheme, _, value = header.strip().partition(" ")
     try:
-        return _state(request).auth.authenticate(request.headers.get("authorization"))
+        if scheme.lower() == "basic" and value.strip():
+            username, password = decode_basic(value.strip())
+            if _password_ok(request, state, username, password):
+                return username
+            raise AuthError("invalid user name or password")
+        return state.auth.authenticate(header or None)
     except AuthError as exc:
         if exc.missing:
             raise ApiError(401, MISSING_CREDENTIALS, "Missing credentials", str(exc)) from None
@@ -194,7 +249,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @router.post("/oauth2/token", response_model=TokenResponse, responses=_ERRORS, tags=["auth"])
 async def token(request: Request, body: TokenRequest | None = None) -> TokenResponse:
     """Exchange a user name and password (JSON body or Basic header) for a 1-hour token."""
-    auth = _state(request).auth
+    state = _state(request)
+    auth = state.auth
     if body is None:
         header = request.headers.get("authorization", "")
         scheme, _, value = header.partition(" ")
@@ -208,7 +264,7 @@ async def token(request: Request, body: TokenRequest | None = None) -> TokenResp
             raise ApiError(401, INVALID_CREDENTIALS, "Invalid credentials", str(exc)) from None
     else:
         username, password = body.username, body.password
-    if not auth.check_password(username, password):
+    if not _password_ok(request, state, username, password):
         raise ApiError(401, INVALID_CREDENTIALS, "Invalid credentials", "wrong user or password")
     return TokenResponse(accessToken=auth.issue(username))
 
@@ -223,11 +279,22 @@ async def deploy(
     """Deploy a WSO2 API project (zip) on the gateway labels it lists (default: Default)."""
     state = _state(request)
     data = await file.read(MAX_ZIP_BYTES + 1)
+    source = file.filename or "project.zip"
     try:
-        api = load_zip(data, file.filename or "project.zip")
+        # off the event loop: the xDS streams and /health keep being served meanwhile
+        api = await load_in_thread(lambda: load_zip(data, source, state.budget), state.budget)
         with state.timed("deploy"):
             versions = state.registry.deploy(api, override=override)
+    except DocumentError as exc:
+        raise ApiError(413, 413, "API project too large", f"{source}: {exc.message}") from None
     except ProjectError as exc:
+        if exc.too_large:
+            raise ApiError(
+                413,
+                413,
+                "API project too large",
+                f"{exc}; see WSGATE_ADAPTER_DOCUMENT_MAX_NODES / _TIMEOUT",
+            ) from None
         raise ApiError(400, 400, "Invalid API project", str(exc)) from None
     except CompileError as exc:
         raise ApiError(400, 400, "Invalid API definition", str(exc)) from None
@@ -315,6 +382,12 @@ def create_app(state: AdapterState) -> FastAPI:
     )
     app.state.adapter = state
     app.include_router(router)
+    # a project zip and its multipart envelope; anything larger is refused unread
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=MAX_ZIP_BYTES + 1024 * 1024,
+        setting=f"a project zip may be {MAX_ZIP_BYTES} bytes",
+    )
 
     @app.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
@@ -335,7 +408,9 @@ def create_app(state: AdapterState) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": 'Basic realm="wsgate"'} if exc.status == 401 else None
+        headers = dict(exc.headers or {})
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="wsgate"'
         return JSONResponse(exc.body.model_dump(), exc.status, headers=headers)
 
     @app.exception_handler(RequestValidationError)

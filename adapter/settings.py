@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsgate_common.documents import Budget
 from wsgate_common.settings import CommonSettings
 
 
@@ -13,6 +14,16 @@ class AdapterSettings(CommonSettings):
     adapter_xds_port: int = 18000
     adapter_deploy_port: int = 18001
     adapter_users: str = "admin:admin"
+    #: Budget for each YAML/JSON file of a deployed project: values, and seconds per file.
+    adapter_document_max_nodes: int = 100_000
+    adapter_document_timeout: float = 5.0
+
+    @property
+    def document_budget(self) -> Budget:
+        return Budget(
+            max_nodes=self.adapter_document_max_nodes,
+            max_seconds=self.adapter_document_timeout,
+        )
 
     @property
     def adapter_dir(self) -> Path:

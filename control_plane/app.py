@@ -23,6 +23,7 @@ from control_plane.routers import (
     lifecycle,
     oauth,
     revisions,
+    scopes,
     subscriptions,
     transfer,
 )
@@ -31,6 +32,9 @@ from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from control_plane.web import install as install_consoles
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
+from wsgate_common.body_limit import BodyLimitMiddleware
+from wsgate_common.request_ids import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +93,17 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.users = settings.users
+    app.state.auth_backoff = Backoff(settings.backoff_policy)
     app.state.roles = roles
     app.state.token_issuer = issuer
     app.state.sessionmaker = db.make_sessionmaker(engine)
     install_error_handlers(app)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.cp_max_request_bytes,
+        setting="WSGATE_CP_MAX_REQUEST_BYTES",
+    )
+    app.add_middleware(RequestIdMiddleware)  # X-Request-ID: the client's if safe, else new
     metrics = install_metrics(app)  # /metrics; requests and adapter pushes
     # transfer and lifecycle first: /apis/export and /apis/change-lifecycle must not be taken
     # for an /apis/{apiId}.
@@ -101,6 +112,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         lifecycle.router,
         apis.router,
         revisions.router,
+        scopes.router,
         subscriptions.router,
     ):
         app.include_router(router, prefix=PUBLISHER_PREFIX)

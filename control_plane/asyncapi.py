@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
+from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError, clip, load
 
 VERBS = {"publish": "PUBLISH", "subscribe": "SUBSCRIBE"}
 
@@ -20,26 +20,27 @@ class AsyncApiError(ValueError):
     """The document (or additionalProperties) is not usable; names the field."""
 
     def __init__(self, field: str, message: str) -> None:
+        if len(field) > 120:  # a field path holds document keys: never echo a long one
+            field = field[:120] + "..."
         super().__init__(f"{field}: {message}")
         self.field = field
 
 
-def load_document(content: bytes, field: str = "file") -> dict[str, Any]:
-    """YAML or JSON (JSON is YAML too) bytes -> mapping.
+def load_document(
+    content: bytes, field: str = "file", budget: Budget = DEFAULT_BUDGET
+) -> dict[str, Any]:
+    """YAML or JSON (JSON is YAML too) bytes -> mapping, within ``budget`` (no aliases).
 
     Raises:
         AsyncApiError: not UTF-8, not parseable, or not a mapping.
+        DocumentError: over budget (``too_large``).
     """
     try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise AsyncApiError(field, "is not UTF-8 text") from None
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise AsyncApiError(field, f"is not valid YAML or JSON{where}") from None
+        doc = load(content, budget)
+    except DocumentError as exc:
+        if exc.too_large:
+            raise
+        raise AsyncApiError(field, exc.message) from None
     if not isinstance(doc, dict):
         raise AsyncApiError(field, "must be a YAML or JSON mapping")
     return doc
@@ -155,7 +156,7 @@ def to_api_body(doc: dict[str, Any], properties: dict[str, Any]) -> dict[str, An
     """
     version = str(doc.get("asyncapi", ""))
     if not version.startswith("2."):
-        raise AsyncApiError("file", f"asyncapi version {version or 'missing'!r} is not 2.x")
+        raise AsyncApiError("file", f"asyncapi version {clip(version or 'missing')} is not 2.x")
     info = _mapping(doc.get("info"), "info")
     operations = _operations(doc)
     scopes = _scopes(doc)

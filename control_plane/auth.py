@@ -6,6 +6,7 @@ API ``admin`` (which implies the other two); see ``roles.py``.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from collections.abc import Callable
 from typing import Annotated
@@ -15,6 +16,15 @@ from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
 from control_plane.errors import ApiError
 from control_plane.roles import ADMIN, PUBLISHER, SUBSCRIBER
+from wsgate_common.backoff import (
+    Backoff,
+    keys_for,
+    log_failure,
+    retry_header,
+    too_many_description,
+)
+
+log = logging.getLogger(__name__)
 
 _basic = HTTPBasic(auto_error=False, realm="wsgate")
 
@@ -25,11 +35,21 @@ def current_user(
     """The authenticated user's name; 401 with a Basic challenge otherwise."""
     users: dict[str, str] = request.app.state.users
     if credentials is not None:
+        backoff: Backoff = request.app.state.auth_backoff
+        address = request.client.host if request.client else ""
+        keys = keys_for(credentials.username, address)
+        wait = backoff.retry_after(keys)
+        if wait > 0:
+            raise ApiError(
+                429, too_many_description(wait), headers={"Retry-After": retry_header(wait)}
+            )
         expected = users.get(credentials.username)
         # compare_digest even for unknown users, so timing does not reveal who exists.
         given = credentials.password.encode()
         if secrets.compare_digest(given, (expected or "\0").encode()) and expected is not None:
+            backoff.succeeded(keys[:1])
             return credentials.username
+        log_failure(log, credentials.username, address, backoff.failed(keys))
     raise ApiError(
         401,
         "Authentication required: send HTTP Basic credentials of a control-plane user",
@@ -40,6 +60,10 @@ def current_user(
 def user_roles(request: Request, user: str) -> frozenset[str]:
     roles: dict[str, frozenset[str]] = request.app.state.roles
     return roles.get(user, frozenset())
+
+
+def is_admin(request: Request, user: str) -> bool:
+    return ADMIN in user_roles(request, user)
 
 
 def _requiring(role: str, api: str) -> Callable[[Request, str], str]:

@@ -4,11 +4,11 @@ field names."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StringConstraints, field_validator
 
-from control_plane.schemas import CamelModel, Pagination
+from control_plane.schemas import CamelModel, Pagination, ShortText
 
 KeyType = Literal["PRODUCTION", "SANDBOX"]
 SubscriptionState = Literal["UNBLOCKED", "BLOCKED", "PROD_ONLY_BLOCKED"]
@@ -30,6 +30,11 @@ GRANT_TYPES = frozenset(
 )
 MAX_VALIDITY = 365 * 24 * 3600
 _SCOPE = r"^[A-Za-z0-9_:.\-/]{1,255}$"
+#: An application's ``attributes``: at most this many, keys and values this long.
+MAX_APP_ATTRIBUTES = 50
+AttributeKey = Annotated[str, StringConstraints(max_length=100)]
+AttributeValue = Annotated[str, StringConstraints(max_length=1024)]
+GroupName = Annotated[str, StringConstraints(max_length=100)]
 
 
 # --- applications -------------------------------------------------------------------------------
@@ -40,8 +45,10 @@ class ApplicationBody(CamelModel):
     throttling_policy: str = Field(default="Unlimited", min_length=1, max_length=255)
     description: str = Field(default="", max_length=1024)
     token_type: Literal["JWT", "OAUTH"] = "JWT"
-    attributes: dict[str, str] = Field(default_factory=dict)
-    groups: list[str] = Field(default_factory=list)
+    attributes: dict[AttributeKey, AttributeValue] = Field(
+        default_factory=dict, max_length=MAX_APP_ATTRIBUTES
+    )
+    groups: list[GroupName] = Field(default_factory=list, max_length=20)
 
     @field_validator("name")
     @classmethod
@@ -101,12 +108,14 @@ class ApplicationList(CamelModel):
 
 class KeyGenerateBody(CamelModel):
     key_type: KeyType
-    grant_types_to_be_supported: list[str] = Field(default_factory=lambda: ["client_credentials"])
+    grant_types_to_be_supported: list[ShortText] = Field(
+        default_factory=lambda: ["client_credentials"], max_length=20
+    )
     callback_url: str = Field(default="", max_length=1024)
-    scopes: list[str] = Field(default_factory=list)
+    scopes: list[str] = Field(default_factory=list, max_length=100)
     validity_time: int | None = Field(default=None, ge=1, le=MAX_VALIDITY)
-    key_manager: str | None = None
-    additional_properties: dict[str, object] = Field(default_factory=dict)
+    key_manager: str | None = Field(default=None, max_length=255)
+    additional_properties: dict[ShortText, object] = Field(default_factory=dict, max_length=20)
 
     @field_validator("key_type", mode="before")
     @classmethod
@@ -135,11 +144,11 @@ def _check_scopes(value: list[str]) -> list[str]:
 
 
 class TokenGenerateBody(CamelModel):
-    consumer_secret: str | None = None
+    consumer_secret: str | None = Field(default=None, max_length=512)
     validity_period: int = Field(default=3600, ge=1, le=MAX_VALIDITY)
-    scopes: list[str] = Field(default_factory=list)
-    revoke_token: str | None = None
-    grant_type: str | None = None
+    scopes: list[str] = Field(default_factory=list, max_length=100)
+    revoke_token: str | None = Field(default=None, max_length=16_384)
+    grant_type: str | None = Field(default=None, max_length=255)
 
     @field_validator("scopes")
     @classmethod
@@ -161,8 +170,8 @@ class KeyList(CamelModel):
 
 
 class SubscriptionBody(CamelModel):
-    application_id: str = Field(min_length=1)
-    api_id: str = Field(min_length=1)
+    application_id: str = Field(min_length=1, max_length=64)
+    api_id: str = Field(min_length=1, max_length=64)
     throttling_policy: str = Field(min_length=1, max_length=255)
 
 

@@ -34,7 +34,13 @@ def not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, f"{what} {ident} does not exist")
 
 
+#: No error description is longer (a last guard against echoing a large input back).
+MAX_DESCRIPTION = 2000
+
+
 def _respond(status: int, description: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    if len(description) > MAX_DESCRIPTION:
+        description = description[:MAX_DESCRIPTION] + "..."
     body = ErrorBody(code=status, message=HTTPStatus(status).phrase, description=description)
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -43,6 +49,8 @@ def _field(loc: tuple[int | str, ...]) -> str:
     """``("body", "operations", 0, "verb")`` -> ``"operations[0].verb"``."""
     path = ""
     for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, str) and len(part) > 40:  # a dict key from the request
+            part = part[:40] + "..."
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path
 

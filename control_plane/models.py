@@ -254,3 +254,34 @@ class ApiKey(Base):
     #: Epoch seconds; None for a key that never expires.
     expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class SubscriptionBlock(Base):
+    """A publisher's block of one application on one API. It outlives the subscription, so
+    that deleting a blocked subscription and subscribing again gives a blocked one; only an
+    unblock removes it."""
+
+    __tablename__ = "subscription_blocks"
+
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), primary_key=True
+    )
+    api_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("apis.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: BLOCKED or PROD_ONLY_BLOCKED.
+    state: Mapped[str] = mapped_column(String(32))
+    blocked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class SharedScope(Base):
+    """A scope several APIs may use (WSO2's shared scopes, publisher ``/scopes``); its role
+    bindings are defined here once, whatever an API that uses it says."""
+
+    __tablename__ = "shared_scopes"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    display_name: Mapped[str] = mapped_column(String(255), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    bindings: Mapped[list[str]] = mapped_column(JsonDocument)

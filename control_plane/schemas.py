@@ -9,10 +9,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 
@@ -24,6 +31,17 @@ class CamelModel(BaseModel):
         alias_generator=to_camel, validate_by_name=True, validate_by_alias=True
     )
 
+
+# --- bounds on free-form fields (issue 12): a real API fits many times over -----------------------
+
+#: A name-like value: a tier, a role, a scope, a topic, a provider.
+ShortText = Annotated[str, StringConstraints(max_length=255)]
+MAX_API_DESCRIPTION = 4096
+MAX_TEXT = 1024
+MAX_URL = 2048
+MAX_OPERATIONS = 1000
+MAX_SCOPES = 200
+MAX_LIST = 50
 
 # --- APIs -------------------------------------------------------------------------------------
 
@@ -52,7 +70,7 @@ def normalise_context(value: str) -> str:
 
 
 class EndpointUrl(BaseModel):
-    url: str
+    url: str = Field(max_length=MAX_URL)
 
     @field_validator("url")
     @classmethod
@@ -75,12 +93,12 @@ class EndpointConfig(BaseModel):
 class Operation(CamelModel):
     """One topic (AsyncAPI channel) and direction."""
 
-    target: str
+    target: str = Field(max_length=255)
     verb: Literal["SUBSCRIBE", "PUBLISH"]
-    auth_type: str = "Any"
-    throttling_policy: str = "Unlimited"
-    scopes: list[str] = Field(default_factory=list)
-    uri_mapping: str | None = None
+    auth_type: str = Field(default="Any", max_length=32)
+    throttling_policy: str = Field(default="Unlimited", max_length=255)
+    scopes: list[ShortText] = Field(default_factory=list, max_length=MAX_LIST)
+    uri_mapping: str | None = Field(default=None, max_length=255)
 
     @field_validator("verb", mode="before")
     @classmethod
@@ -101,9 +119,9 @@ class Operation(CamelModel):
 
 class ScopeInfo(CamelModel):
     name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_:.\-/]+$")
-    display_name: str = ""
-    description: str = ""
-    bindings: list[str] = Field(default_factory=list)
+    display_name: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=MAX_TEXT)
+    bindings: list[ShortText] = Field(default_factory=list, max_length=MAX_LIST)
 
 
 class ApiScope(CamelModel):
@@ -265,16 +283,18 @@ class ApiBody(CamelModel):
     """What a publisher sends to create or update an API (and what a revision snapshots)."""
 
     name: str = Field(min_length=1, max_length=60)
-    description: str | None = None
-    context: str
-    version: str
+    description: str | None = Field(default=None, max_length=MAX_API_DESCRIPTION)
+    context: str = Field(max_length=255)
+    version: str = Field(max_length=30)
     type: Literal["WS"] = "WS"
-    provider: str | None = None
+    provider: str | None = Field(default=None, max_length=255)
     endpoint_config: EndpointConfig | None = None
-    operations: list[Operation] = Field(default_factory=default_operations)
-    scopes: list[ApiScope] = Field(default_factory=list)
-    policies: list[str] = Field(default_factory=list)
-    api_throttling_policy: str | None = None
+    operations: list[Operation] = Field(
+        default_factory=default_operations, max_length=MAX_OPERATIONS
+    )
+    scopes: list[ApiScope] = Field(default_factory=list, max_length=MAX_SCOPES)
+    policies: list[ShortText] = Field(default_factory=list, max_length=MAX_LIST)
+    api_throttling_policy: str | None = Field(default=None, max_length=255)
     security_scheme: list[str] = Field(default_factory=default_security_scheme)
     cors_configuration: CorsConfiguration = Field(default_factory=CorsConfiguration)
 
@@ -361,6 +381,12 @@ class ApiInfo(CamelModel):
     updated_time: datetime
 
 
+#: ``offset`` beyond this is a 400 (a database would overflow on ~1e20), and so is a search
+#: ``query`` longer than MAX_QUERY characters.
+MAX_OFFSET = 1_000_000
+MAX_QUERY = 256
+
+
 class Pagination(CamelModel):
     offset: int
     limit: int
@@ -433,3 +459,26 @@ class RevisionOut(CamelModel):
 class RevisionList(CamelModel):
     count: int
     list: list[RevisionOut]
+
+
+# --- shared scopes ----------------------------------------------------------------------------
+
+
+class SharedScopeBody(CamelModel):
+    """WSO2's ScopeDTO for ``/scopes``."""
+
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_:.\-/]+$")
+    display_name: str = Field(default="", max_length=255)
+    description: str = Field(default="", max_length=1024)
+    bindings: list[str] = Field(default_factory=list, max_length=50)
+
+
+class SharedScopeOut(SharedScopeBody):
+    id: str
+    usage_count: int
+
+
+class SharedScopeList(CamelModel):
+    count: int
+    list: list[SharedScopeOut]
+    pagination: Pagination

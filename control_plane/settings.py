@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from control_plane.roles import parse_roles, roles_of
+from wsgate_common.documents import Budget
 from wsgate_common.settings import CommonSettings, parse_users
 
 
@@ -38,6 +39,14 @@ class ControlPlaneSettings(CommonSettings):
     cp_router_host: str = ""
     cp_router_ws_port: int = 9090
     cp_router_wss_port: int = 9095
+    #: Budget for one uploaded document (AsyncAPI import): bytes, YAML/JSON values, seconds.
+    cp_document_max_bytes: int = 5 * 1024 * 1024
+    cp_document_max_nodes: int = 100_000
+    cp_document_timeout: float = 5.0
+    #: Developer-portal applications one user may own.
+    cp_max_applications_per_user: int = 100
+    #: Largest request body (bytes) the control plane reads; larger ones are 413 unread.
+    cp_max_request_bytes: int = 6 * 1024 * 1024
 
     @property
     def resolved_database_url(self) -> str:
@@ -45,6 +54,14 @@ class ControlPlaneSettings(CommonSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'control-plane.db').resolve()}"
+
+    @property
+    def document_budget(self) -> Budget:
+        return Budget(
+            max_bytes=self.cp_document_max_bytes,
+            max_nodes=self.cp_document_max_nodes,
+            max_seconds=self.cp_document_timeout,
+        )
 
     @property
     def state_dir(self) -> Path:

@@ -6,7 +6,10 @@ The router forwards ``/testkey`` on :9090/:9095 here, so
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -16,8 +19,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from enforcer.denials import Denial
+from enforcer.denials import Denial, ErrorCode
 from enforcer.testkey import DEFAULT_VALIDITY, TestKeySigner, basic_auth_user, parse_request
+from wsgate_common.backoff import (
+    TOO_MANY_MESSAGE,
+    Backoff,
+    keys_for,
+    log_failure,
+    retry_header,
+    too_many_description,
+)
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 TESTKEY_DISABLED = (
@@ -34,6 +45,27 @@ def error_response(denial: Denial, headers: Mapping[str, str] | None = None) -> 
     )
 
 
+log = logging.getLogger(__name__)
+
+
+def client_address(request: Request) -> str:
+    """The client's address: the router forwards ``/testkey`` with ``X-Forwarded-For`` set
+    to the address it accepted the connection from (the last entry), else the peer."""
+    forwarded = request.headers.get("x-forwarded-for", "")
+    if forwarded:
+        return forwarded.rsplit(",", 1)[-1].strip()[:64]
+    return request.client.host if request.client else ""
+
+
+def _basic_name(authorization: str | None) -> str:
+    scheme, _, encoded = (authorization or "").strip().partition(" ")
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[0] if scheme.lower() == "basic" else ""
+
+
 def build_app(
     signer: TestKeySigner,
     users: Mapping[str, str],
@@ -43,8 +75,10 @@ def build_app(
     metrics: Callable[[], bytes] | None = None,
     testkeys: bool = True,
     max_validity: int = DEFAULT_VALIDITY,
+    backoff: Backoff | None = None,
 ) -> FastAPI:
     app = FastAPI(title="wsgate enforcer", docs_url=None, redoc_url=None, openapi_url=None)
+    held_back = backoff if backoff is not None else Backoff()
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -76,13 +110,24 @@ def build_app(
 
     @app.post("/testkey")
     async def testkey(request: Request) -> Response:
-        """Issue a test key for the Basic-auth user; the body is the raw JWT."""
+        """Issue a test key for the Basic-auth user; the body is the raw JWT. Wrong passwords
+        are held back per user and per client address (429 with Retry-After)."""
         if not testkeys:
             return error_response(Denial(404, 404, "Not Found", TESTKEY_DISABLED))
+        authorization = request.headers.get("authorization")
+        address = client_address(request)
+        keys = keys_for(_basic_name(authorization), address)
+        wait = held_back.retry_after(keys)
+        if wait > 0:
+            denial = Denial(429, 429, TOO_MANY_MESSAGE, too_many_description(wait))
+            return error_response(denial, {"Retry-After": retry_header(wait)})
         try:
-            user = basic_auth_user(request.headers.get("authorization"), users)
+            user = basic_auth_user(authorization, users)
         except Denial as denial:
+            if denial.code != ErrorCode.MISSING_CREDENTIALS:
+                log_failure(log, keys[0].removeprefix("user:"), address, held_back.failed(keys))
             return error_response(denial, {"WWW-Authenticate": 'Basic realm="wsgate"'})
+        held_back.succeeded(keys[:1])
         try:
             form = await request.form()
             fields = {k: v for k, v in form.items() if isinstance(v, str)}

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt import PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError
+
+from wsgate_common import documents
 
 OAUTH2 = "oauth2"
 API_KEY = "api_key"
@@ -242,9 +243,9 @@ def load_issuers_file(path: Path) -> list[Issuer]:
         OSError: it cannot be read.
     """
     try:
-        document = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not YAML/JSON: {exc}") from exc
+        document = documents.load(path.read_bytes())
+    except documents.DocumentError as exc:
+        raise ValueError(f"{path}: not usable YAML/JSON: {exc.message}") from exc
     entries = document.get("issuers") if isinstance(document, dict) else document
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a list of issuers")

@@ -28,6 +28,7 @@ from enforcer.subscriptions import SubscriptionStore
 from enforcer.testkey import TestKeySigner, load_or_create_key
 from enforcer.watch import ConnectionWatch
 from wsgate_common import grpc_tls
+from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.safety import default_user_problem
 from wsgate_common.settings import parse_users
@@ -159,6 +160,7 @@ async def serve(settings: EnforcerSettings) -> int:
         metrics=metrics.render,
         testkeys=settings.testkey_enabled,
         max_validity=settings.testkey_max_validity,
+        backoff=Backoff(settings.backoff_policy),
     )
     http_server = make_server(app)
     xds = XdsClient(settings.xds_address, settings.label, feeds.handlers(), tls=tls)

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import ssl
 import time
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -34,6 +33,7 @@ from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
 from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from wsgate_common.request_ids import safe_request_id
 from wsgate_proto import enforcer_pb2
 
 log = logging.getLogger(__name__)
@@ -375,6 +375,9 @@ class Connection(asyncio.Protocol):
         if request.query:
             url += "?" + request.query
         headers = {k: v for k, v in request.headers.items() if k in FORWARDED_TO_TESTKEY}
+        # the enforcer holds wrong passwords back per client address: tell it whose this is
+        # (the client's own X-Forwarded-For is not forwarded, so it cannot pick an address)
+        headers["x-forwarded-for"] = self.client_ip
         try:
             answer = await self.router.http.request(
                 request.method, url, headers=headers, content=body
@@ -390,14 +393,16 @@ class Connection(asyncio.Protocol):
             )
             return
         content_type = answer.headers.get("content-type", "application/octet-stream")
-        self.reply(http11.response(answer.status_code, answer.content, content_type))
+        retry = answer.headers.get("retry-after")
+        extra = [("Retry-After", retry)] if retry else []
+        self.reply(http11.response(answer.status_code, answer.content, content_type, extra))
 
     # -- WebSocket upgrade -------------------------------------------------------------------
 
     async def _upgrade(self, request: Request) -> None:
         started = time.monotonic()
         router = self.router
-        request_id = request.headers.get("x-request-id", "") or uuid.uuid4().hex
+        request_id = safe_request_id(request.headers.get("x-request-id"))
         api, topic, status, reason = "-", "-", 101, ""
         api_id = application_id = key_type = ""
         counted = False

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from pydantic_settings import SettingsConfigDict
 
+from wsgate_common import documents
 from wsgate_common.settings import CommonSettings
 
 CONFIG_FILE = "config.yaml"
@@ -123,9 +124,9 @@ class Store:
         if not self.path.exists():
             return Config()
         try:
-            data = yaml.safe_load(self.path.read_text()) or {}
+            data = documents.load(self.path.read_bytes()) or {}
             return Config.from_dict(data)
-        except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # DocumentError too
             raise CliError(
                 f"cannot read {self.path}", f"{exc}; fix or delete the file and add envs again"
             ) from exc

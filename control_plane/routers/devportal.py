@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import func, select
 
 from control_plane.auth import Subscriber
@@ -29,7 +29,7 @@ from control_plane.devportal_schemas import (
 )
 from control_plane.errors import not_found
 from control_plane.models import Api
-from control_plane.schemas import ApiList, ApiOut, Pagination
+from control_plane.schemas import MAX_OFFSET, MAX_QUERY, ApiList, ApiOut, Pagination
 from control_plane.services import api_keys, applications, keys, subscriptions
 from control_plane.services import apis as api_service
 
@@ -42,7 +42,7 @@ KeyMappingId = Annotated[str, Path(alias="keyMappingId")]
 SubscriptionId = Annotated[str, Path(alias="subscriptionId")]
 KeyTypePath = Annotated[str, Path(alias="keyType", max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 #: The states in which the developer portal lists an API.
 VISIBLE = ("PUBLISHED",)
@@ -55,14 +55,14 @@ VISIBLE = ("PUBLISHED",)
 def list_published(
     session: DbSession,
     _: Subscriber,
-    query: Annotated[str, Query()] = "",
+    query: Annotated[str, Query(max_length=MAX_QUERY)] = "",
     limit: Limit = 25,
     offset: Offset = 0,
 ) -> ApiList:
     """Published APIs (name search with ``query``)."""
     statement = select(Api).where(Api.lifecycle_status.in_(VISIBLE))
     if query:
-        statement = statement.where(func.lower(Api.name).contains(query.lower()))
+        statement = statement.where(func.lower(Api.name).contains(query.lower(), autoescape=True))
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = session.scalars(statement.order_by(Api.name, Api.version).limit(limit).offset(offset))
     found = [api_service.to_info(api) for api in rows]
@@ -84,13 +84,15 @@ def get_published(api_id: ApiId, session: DbSession, _: Subscriber) -> ApiOut:
 
 @router.post("/applications", status_code=201, response_model=ApplicationOut, tags=["Applications"])
 def create_application(
+    request: Request,
     body: ApplicationBody,
     session: DbSession,
     gateway: AdapterGateway,
     user: Subscriber,
     response: Response,
 ) -> ApplicationOut:
-    app = applications.create(session, body, user, gateway)
+    limit = request.app.state.settings.cp_max_applications_per_user
+    app = applications.create(session, body, user, gateway, limit)
     response.headers["Location"] = f"{DEVPORTAL_PREFIX}/applications/{app.id}"
     return applications.to_out(app)
 
@@ -99,7 +101,7 @@ def create_application(
 def list_applications(
     session: DbSession,
     user: Subscriber,
-    query: Annotated[str, Query()] = "",
+    query: Annotated[str, Query(max_length=MAX_QUERY)] = "",
     limit: Limit = 25,
     offset: Offset = 0,
 ) -> ApplicationList:

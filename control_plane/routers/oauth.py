@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 from typing import Annotated, Any
 from urllib.parse import unquote
@@ -18,6 +19,10 @@ from fastapi.responses import JSONResponse
 from control_plane.dependencies import AdapterGateway, DbSession, Issuer
 from control_plane.models import KeyMapping
 from control_plane.services import oauth
+from wsgate_common.backoff import Backoff, keys_for, log_failure, retry_header, too_many_description
+from wsgate_common.documents import clip
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/oauth2", tags=["OAuth2"])
 
@@ -29,15 +34,25 @@ FormText = Annotated[str | None, Form()]
 
 
 class OAuthError(Exception):
-    def __init__(self, status: int, error: str, description: str, basic: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        basic: bool = False,
+        retry_after: str = "",
+    ) -> None:
         super().__init__(description)
         self.status = status
         self.error = error
         self.description = description
         self.basic = basic
+        self.retry_after = retry_after
 
     def response(self) -> JSONResponse:
         headers = dict(_NO_STORE)
+        if self.retry_after:
+            headers["Retry-After"] = self.retry_after
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="wsgate oauth2"'
         body = {"error": self.error, "error_description": self.description}
@@ -82,9 +97,20 @@ def _client(
             "client authentication required (HTTP Basic consumerKey:consumerSecret)",
         )
     key, secret = basic if basic is not None else (client_id or "", client_secret or "")
+    # wrong secrets are held back per client and address (each check costs an scrypt)
+    backoff: Backoff = request.app.state.auth_backoff
+    address = request.client.host if request.client else ""
+    keys = keys_for(f"client:{key}", address)
+    wait = backoff.retry_after(keys)
+    if wait > 0:
+        raise OAuthError(
+            429, "slow_down", too_many_description(wait), retry_after=retry_header(wait)
+        )
     mapping = oauth.authenticate(session, key, secret)
     if mapping is None:
+        log_failure(log, f"client:{key}", address, backoff.failed(keys))
         raise OAuthError(401, "invalid_client", "unknown client or wrong secret")
+    backoff.succeeded(keys[:1])
     return mapping
 
 
@@ -92,7 +118,7 @@ def _scopes(scope: str | None) -> list[str]:
     requested = (scope or "").split()
     for item in requested:
         if not _SCOPE_TOKEN.match(item):
-            raise OAuthError(400, "invalid_scope", f"scope {item!r} has characters not allowed")
+            raise OAuthError(400, "invalid_scope", f"scope {clip(item)} has characters not allowed")
     return requested
 
 
@@ -114,7 +140,7 @@ def token(
             raise OAuthError(400, "invalid_request", "grant_type is required")
         if grant_type != "client_credentials":
             raise OAuthError(
-                400, "unsupported_grant_type", f"grant type {grant_type!r} is not supported"
+                400, "unsupported_grant_type", f"grant type {clip(grant_type)} is not supported"
             )
         if grant_type not in mapping.grant_types:
             raise OAuthError(

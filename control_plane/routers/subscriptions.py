@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from control_plane.auth import Publisher
 from control_plane.dependencies import AdapterGateway, DbSession
 from control_plane.devportal_schemas import PublisherSubscription, PublisherSubscriptionList
-from control_plane.schemas import Pagination
+from control_plane.schemas import MAX_OFFSET, Pagination
 from control_plane.services import subscriptions as service
 
 router = APIRouter(prefix="/subscriptions", tags=["Subscriptions (publisher)"])
@@ -23,7 +23,7 @@ def list_subscriptions(
     _: Publisher,
     api_id: Annotated[str | None, Query(alias="apiId")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 25,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> PublisherSubscriptionList:
     rows, total = service.list_for_api(session, api_id, limit, offset)
     return PublisherSubscriptionList(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
 from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from control_plane import asyncapi
-from control_plane.auth import Publisher
+from control_plane.auth import Publisher, is_admin
 from control_plane.dependencies import DbSession
 from control_plane.errors import ApiError
 from control_plane.export import project_zip
@@ -18,10 +18,18 @@ from control_plane.models import RevisionDeployment
 from control_plane.schemas import ApiBody, ApiOut
 from control_plane.services import apis as service
 from control_plane.services import deployments
+from control_plane.settings import ControlPlaneSettings
+from wsgate_common.documents import Budget, DocumentError, load_in_thread
 
 router = APIRouter(prefix="/apis", tags=["Import and Export"])
 
-MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+#: The setting that raises each budget, named in a 413 answer.
+_SETTINGS = {
+    "bytes": "WSGATE_CP_DOCUMENT_MAX_BYTES",
+    "values": "WSGATE_CP_DOCUMENT_MAX_NODES",
+    "deeper": "WSGATE_CP_DOCUMENT_MAX_NODES",
+    "longer": "WSGATE_CP_DOCUMENT_TIMEOUT",
+}
 
 
 def _describe(exc: ValidationError) -> str:
@@ -35,8 +43,27 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _too_large(exc: DocumentError) -> ApiError:
+    setting = next((name for word, name in _SETTINGS.items() if word in exc.message), "")
+    return ApiError(413, f"file: {exc.message}" + (f"; see {setting}" if setting else ""))
+
+
+def _parse(content: bytes, properties: str | None, budget: Budget) -> ApiBody:
+    """Document bytes -> validated ApiBody (runs in a worker thread)."""
+    try:
+        document = asyncapi.load_document(content, budget=budget)
+        return ApiBody.model_validate(
+            asyncapi.to_api_body(document, asyncapi.load_properties(properties))
+        )
+    except asyncapi.AsyncApiError as exc:
+        raise ApiError(400, str(exc)) from None
+    except ValidationError as exc:
+        raise ApiError(400, _describe(exc)) from None
+
+
 @router.post("/import-asyncapi", status_code=201, response_model=ApiOut)
 async def import_asyncapi(
+    request: Request,
     session: DbSession,
     user: Publisher,
     response: Response,
@@ -49,18 +76,14 @@ async def import_asyncapi(
     """Create a WebSocket API from an AsyncAPI document; its channels become the topics."""
     if file is None:
         raise ApiError(400, "file: an AsyncAPI document is required (multipart field 'file')")
-    content = await file.read(MAX_DOCUMENT_BYTES + 1)
-    if len(content) > MAX_DOCUMENT_BYTES:
-        raise ApiError(400, f"file: larger than {MAX_DOCUMENT_BYTES} bytes")
+    settings: ControlPlaneSettings = request.app.state.settings
+    budget = settings.document_budget
+    content = await file.read(budget.max_bytes + 1)
     try:
-        document = asyncapi.load_document(content)
-        properties = asyncapi.load_properties(additional_properties)
-        body = ApiBody.model_validate(asyncapi.to_api_body(document, properties))
-    except asyncapi.AsyncApiError as exc:
-        raise ApiError(400, str(exc)) from None
-    except ValidationError as exc:
-        raise ApiError(400, _describe(exc)) from None
-    api = await run_in_threadpool(service.create, session, body, user)
+        body = await load_in_thread(lambda: _parse(content, additional_properties, budget), budget)
+    except DocumentError as exc:
+        raise _too_large(exc) from None
+    api = await run_in_threadpool(service.create, session, body, user, is_admin(request, user))
     response.headers["Location"] = f"{router.prefix}/{api.id}"
     return service.to_out(api)
 

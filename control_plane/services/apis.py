@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
@@ -13,7 +14,7 @@ from control_plane.errors import ApiError, not_found
 from control_plane.models import Api, RevisionDeployment, Subscription, utcnow
 from control_plane.push import Gateway, GatewayRejected
 from control_plane.schemas import ApiBody, ApiInfo, ApiOut
-from control_plane.services import policies
+from control_plane.services import policies, scopes
 
 CREATED = "CREATED"
 
@@ -104,10 +105,13 @@ def check_tiers(session: Session, body: ApiBody) -> None:
         )
 
 
-def create(session: Session, body: ApiBody, user: str) -> Api:
-    body = body.model_copy(update={"provider": body.provider or user})
+def create(session: Session, body: ApiBody, user: str, admin: bool = False) -> Api:
+    """A new API; its ``provider`` is the caller unless an admin names another user."""
+    provider = (body.provider if admin else None) or user
+    body = body.model_copy(update={"provider": provider})
     check_tiers(session, body)
     _check_unique(session, body)
+    body = scopes.settle(session, body, provider, None)
     now = utcnow()
     api = Api(
         id=uuid.uuid4(),
@@ -115,7 +119,7 @@ def create(session: Session, body: ApiBody, user: str) -> Api:
         context=body.context,
         version=body.version,
         type=body.type,
-        provider=body.provider or user,
+        provider=provider,
         lifecycle_status=CREATED,
         definition=body.document(),
         created_at=now,
@@ -126,6 +130,11 @@ def create(session: Session, body: ApiBody, user: str) -> Api:
     return api
 
 
+def _contains(column: Any, text: str) -> Any:
+    """Case-insensitive substring match; ``%`` and ``_`` in ``text`` match themselves."""
+    return func.lower(column).contains(text.lower(), autoescape=True)
+
+
 def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[Api], int]:
     """APIs matching ``query`` (``name:x``, ``context:x``, ... or free text), and the total."""
     statement = select(Api)
@@ -133,9 +142,11 @@ def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[
         key, sep, value = term.partition(":")
         column = _SEARCHABLE.get(key.lower()) if sep else None
         if column is not None:
-            statement = statement.where(func.lower(column).contains(value.lower()))
+            statement = statement.where(func.lower(column).contains(value.lower(), autoescape=True))
         else:
-            statement = statement.where(func.lower(Api.name).contains(term.lower()))
+            statement = statement.where(
+                func.lower(Api.name).contains(term.lower(), autoescape=True)
+            )
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     page = session.scalars(
         statement.order_by(Api.name, Api.version).limit(limit).offset(offset)
@@ -146,29 +157,33 @@ def search(session: Session, query: str, limit: int, offset: int) -> tuple[list[
 def replace_definition(session: Session, api: Api, document: dict[str, object]) -> Api:
     """Make ``document`` (a revision snapshot) the working copy again."""
     body = ApiBody.model_validate(document)
+    body = body.model_copy(update={"provider": api.provider})
     _check_unique(session, body, exclude=api.id)
+    body = scopes.settle(session, body, api.provider, api.id)
     api.context = body.context
-    api.provider = body.provider or api.provider
     api.definition = body.document()
     api.updated_at = utcnow()
     _commit(session)
     return api
 
 
-def update(session: Session, api_id: str, body: ApiBody) -> Api:
-    """Replace the working copy; deployed revisions are snapshots and stay as they are."""
+def update(session: Session, api_id: str, body: ApiBody, admin: bool = False) -> Api:
+    """Replace the working copy; deployed revisions are snapshots and stay as they are. Only
+    an admin may change the ``provider``."""
     api = load(session, api_id)
     for field in ("name", "version"):
         if getattr(body, field) != getattr(api, field):
             raise ApiError(
                 400, f"{field}: cannot be changed (create a new version of the API instead)"
             )
-    body = body.model_copy(update={"provider": body.provider or api.provider})
+    provider = (body.provider if admin else None) or api.provider
+    body = body.model_copy(update={"provider": provider})
     check_tiers(session, body)
     _check_unique(session, body, exclude=api.id)
+    body = scopes.settle(session, body, provider, api.id)
     api.context = body.context
     api.type = body.type
-    api.provider = body.provider or api.provider
+    api.provider = provider
     api.definition = body.document()
     api.updated_at = utcnow()
     _commit(session)

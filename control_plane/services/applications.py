@@ -66,7 +66,17 @@ def _commit(session: Session, name: str) -> None:
         raise ApiError(409, f"you already have an application named {name!r}") from None
 
 
-def create(session: Session, body: ApplicationBody, owner: str, gateway: Gateway) -> Application:
+def create(
+    session: Session, body: ApplicationBody, owner: str, gateway: Gateway, limit: int = 100
+) -> Application:
+    """A new application of ``owner``, who may own at most ``limit`` of them."""
+    owned = session.scalar(select(func.count()).where(Application.owner == owner)) or 0
+    if owned >= limit:
+        raise ApiError(
+            400,
+            f"you already own {owned} applications, the limit"
+            f" (WSGATE_CP_MAX_APPLICATIONS_PER_USER={limit}); delete one first",
+        )
     _check(session, body, owner, None)
     app = Application(
         id=uuid.uuid4(),
@@ -88,7 +98,9 @@ def search(
 ) -> tuple[list[Application], int]:
     statement = select(Application).where(Application.owner == owner)
     if query:
-        statement = statement.where(func.lower(Application.name).contains(query.lower()))
+        statement = statement.where(
+            func.lower(Application.name).contains(query.lower(), autoescape=True)
+        )
     total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
     rows = session.scalars(statement.order_by(Application.name).limit(limit).offset(offset))
     return list(rows), total

@@ -11,8 +11,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, object_session
 
 from control_plane import tokens
-from control_plane.models import Api, KeyMapping, RevokedToken
+from control_plane.models import KeyMapping, RevokedToken
 from control_plane.secret_hash import verify_secret
+from control_plane.services import scopes
 from control_plane.signing import SigningKey
 
 
@@ -38,19 +39,13 @@ class Issued:
 
 
 def api_scopes(session: Session) -> dict[str, list[str]]:
-    """Scope -> role bindings over every API.
+    """Scope -> role bindings over every published or deployed API, and the shared scopes.
 
     Scopes are one namespace, as in WSO2's key manager: what a token may carry depends on the
     owner's roles, not on subscriptions, so a token taken before subscribing already has them.
+    A draft's scopes grant nothing (see services/scopes.py).
     """
-    found: dict[str, list[str]] = {}
-    for definition in session.scalars(select(Api.definition)):
-        for item in (definition or {}).get("scopes") or []:
-            scope = item.get("scope", {}) if isinstance(item, dict) else {}
-            name = scope.get("name")
-            if isinstance(name, str):
-                found.setdefault(name, []).extend(scope.get("bindings") or [])
-    return found
+    return scopes.token_bindings(session)
 
 
 def authenticate(session: Session, consumer_key: str, secret: str) -> KeyMapping | None:

@@ -17,7 +17,7 @@ from control_plane.devportal_schemas import (
     SubscriptionOut,
 )
 from control_plane.errors import ApiError, not_found
-from control_plane.models import Api, Application, Subscription, utcnow
+from control_plane.models import Api, Application, Subscription, SubscriptionBlock, utcnow
 from control_plane.push import Gateway
 from control_plane.services import apis as api_service
 from control_plane.services import applications
@@ -116,12 +116,13 @@ def create(session: Session, body: SubscriptionBody, owner: str, gateway: Gatewa
     )
     if session.scalar(duplicate) is not None:
         raise ApiError(409, f"application {app.name} is already subscribed to API {api.name}")
+    block = session.get(SubscriptionBlock, (app.id, api.id))
     sub = Subscription(
         id=uuid.uuid4(),
         application_id=app.id,
         api_id=api.id,
         tier=body.throttling_policy,
-        state=UNBLOCKED,
+        state=block.state if block is not None else UNBLOCKED,
         created_at=utcnow(),
     )
     session.add(sub)
@@ -182,6 +183,21 @@ def set_state(session: Session, subscription_id: str, state: str, gateway: Gatew
     """Block (``BLOCKED``, ``PROD_ONLY_BLOCKED``) or unblock (``UNBLOCKED``)."""
     sub = load_any(session, subscription_id)
     sub.state = state
+    block = session.get(SubscriptionBlock, (sub.application_id, sub.api_id))
+    if state == UNBLOCKED:
+        if block is not None:
+            session.delete(block)
+    elif block is None:
+        session.add(
+            SubscriptionBlock(
+                application_id=sub.application_id,
+                api_id=sub.api_id,
+                state=state,
+                blocked_at=utcnow(),
+            )
+        )
+    else:
+        block.state = state
     session.commit()
     gateway.subscriptions_changed()
     return sub

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import yaml
-from fastapi import APIRouter, File, Form, Query, UploadFile
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 
@@ -775,6 +775,7 @@ def import_form(page: PublisherPage) -> HTMLResponse:
 
 @router.post("/apis/import", dependencies=[Csrf])
 async def import_api(
+    request: Request,
     page: PublisherPage,
     session: DbSession,
     file: Annotated[UploadFile | None, File()] = None,
@@ -808,7 +809,7 @@ async def import_api(
     if not errors:
         try:
             out = await transfer.import_asyncapi(
-                session, page.user, Response(), file, json.dumps(properties)
+                request, session, page.user, Response(), file, json.dumps(properties)
             )
         except ApiError as exc:
             if exc.status >= 500:

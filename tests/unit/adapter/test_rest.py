@@ -14,6 +14,7 @@ from adapter.deployments import Registry
 from adapter.project import zip_dir
 from adapter.rest import AdapterState, create_app
 from adapter.xds import XdsStatus
+from wsgate_common.backoff import Backoff, BackoffPolicy
 from wsgate_proto import definition_pb2
 
 ECHO = Path(__file__).resolve().parents[2] / "data" / "projects" / "EchoWebSocket-1.0.0"
@@ -101,3 +102,32 @@ async def test_deploy_needs_file_and_list_filters(
     assert await names("Chat") == (1, ["Chat@localhost"])
     r = await client.delete(f"{API}/apis", params={"apiName": "Chat"}, auth=ADMIN)
     assert r.status_code == 400
+
+
+async def test_wrong_passwords_are_held_back_on_token_and_basic(
+    http: tuple[httpx.AsyncClient, AdapterState], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 12 item 6: after the free failures, 429 + Retry-After on /oauth2/token and on
+    Basic-authenticated calls alike, for the user and for the address."""
+    client, state = http
+    clock = [100.0]
+    state.backoff = Backoff(BackoffPolicy(free_failures=3, max_delay=30), lambda: clock[0])
+    wrong = {"username": "admin", "password": "guess"}
+    codes = [(await client.post(f"{API}/oauth2/token", json=wrong)).status_code for _ in range(5)]
+    assert codes == [401, 401, 401, 401, 429]
+    held = await client.post(f"{API}/oauth2/token", auth=ADMIN)
+    assert held.status_code == 429 and held.headers["retry-after"] == "1"
+    assert held.json()["code"] == 429 and "retry after" in held.json()["description"]
+    assert (await client.get(f"{API}/apis", auth=ADMIN)).status_code == 429
+    assert (await client.get(f"{API}/apis", auth=("ghost", "x"))).status_code == 429  # address
+    clock[0] += 31
+    assert (await client.post(f"{API}/oauth2/token", auth=ADMIN)).status_code == 200
+    assert (await client.get(f"{API}/apis", auth=ADMIN)).status_code == 200
+    assert "sign-in backoff" in caplog.text and "guess" not in caplog.text
+
+
+async def test_oversized_upload_is_413_unread(http: tuple[httpx.AsyncClient, AdapterState]) -> None:
+    client, _ = http
+    data = b"x" * (12 * 1024 * 1024)
+    r = await client.post(f"{API}/apis", files={"file": ("p.zip", data)}, auth=ADMIN)
+    assert r.status_code == 413 and set(r.json()) == {"code", "message", "description"}

@@ -34,3 +34,14 @@ def test_error_json_shape() -> None:
     assert error_json(404, "Not Found", "x") == (
         b'{"code": 404, "message": "Not Found", "description": "x"}'
     )
+
+
+@pytest.mark.parametrize(
+    "spec", ["alice:pw;bob:pw2", "admin:", "bad name:pw", "a:b,c:secret;"], ids=str
+)
+def test_malformed_users_name_the_format_never_the_password(spec: str) -> None:
+    """Issue 12 item 8: a ';'-separated list used to make one odd user silently."""
+    with pytest.raises(ValueError) as info:
+        parse_users(spec)
+    assert "name:password,name:password" in str(info.value)
+    assert "pw2" not in str(info.value) and "secret" not in str(info.value)

@@ -26,6 +26,8 @@ TABLES = {
     "key_mappings",
     "revoked_tokens",
     "api_keys",
+    "subscription_blocks",
+    "shared_scopes",
 }
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -92,7 +94,8 @@ def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
 
 
 def test_api_keys_migration_downgrades_alone_and_keeps_applications(tmp_path: Path) -> None:
-    """0003_i8_api_keys only adds api_keys: going back to 0002 keeps every other row."""
+    """0003_i8_api_keys and 0004_i12_hostile only add tables: going back to 0002 keeps every
+    other row."""
     from alembic import command
     from sqlalchemy import text
 
@@ -102,7 +105,7 @@ def test_api_keys_migration_downgrades_alone_and_keeps_applications(tmp_path: Pa
     migrate(engine)
     with engine.begin() as connection:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
-            "0003_i8_api_keys"
+            "0004_i12_hostile"
         )
         connection.execute(
             text(

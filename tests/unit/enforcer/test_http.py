@@ -9,6 +9,7 @@ import jwt
 
 from enforcer.http import build_app
 from enforcer.testkey import TestKeySigner
+from wsgate_common.backoff import Backoff, BackoffPolicy
 
 from .conftest import NOW
 
@@ -96,3 +97,29 @@ async def test_testkey_validity_cap(signer: TestKeySigner) -> None:
         too_long = await http.post("/testkey", data={"validity_period": "301"}, headers=AUTH)
     assert jwt.decode(default.text, options={"verify_signature": False})["exp"] == NOW + 300
     assert too_long.status_code == 400
+
+
+async def test_testkey_wrong_passwords_are_held_back_per_user_and_forwarded_address(
+    signer: TestKeySigner,
+) -> None:
+    """Issue 12 item 6: the router forwards /testkey with X-Forwarded-For; after the free
+    failures one client address gets 429 + Retry-After, another address is not held back."""
+    clock = [0.0]
+    backoff = Backoff(BackoffPolicy(free_failures=2, max_delay=10), lambda: clock[0])
+    app = build_app(signer, {"admin": "admin"}, lambda: True, clock=lambda: NOW, backoff=backoff)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as http:
+        guesser = {"X-Forwarded-For": "203.0.113.9"}
+        codes = [
+            (await http.post("/testkey", auth=("bob", "x"), headers=guesser)).status_code
+            for _ in range(4)
+        ]
+        assert codes == [401, 401, 401, 429]
+        held = await http.post("/testkey", headers={**AUTH, **guesser})
+        assert held.status_code == 429 and held.headers["retry-after"] == "1"
+        assert set(held.json()) == {"code", "message", "description"}
+        # the real admin from elsewhere still gets in: bob's and 203.0.113.9's keys are held
+        other = await http.post("/testkey", headers={**AUTH, "X-Forwarded-For": "198.51.100.1"})
+        assert other.status_code == 200
+        clock[0] += 11
+        assert (await http.post("/testkey", headers={**AUTH, **guesser})).status_code == 200

@@ -231,11 +231,12 @@ async def start_testkey_server() -> int:
             {
                 "line": lines[0],
                 "authorization": headers.get("authorization", ""),
+                "forwarded": headers.get("x-forwarded-for", ""),
                 "body": body.decode(),
             }
         ).encode()
         writer.write(
-            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n"
+            b"HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nRetry-After: 7\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(answer), answer)
         )
         await writer.drain()
@@ -532,15 +533,18 @@ async def test_testkey_is_forwarded(env: Env) -> None:
     status, headers, answer = await raw_request(
         env.port,
         b"POST /testkey?x=1 HTTP/1.1\r\nHost: localhost\r\n"
-        b"Authorization: Basic YWRtaW46YWRtaW4=\r\n"
+        b"Authorization: Basic YWRtaW46YWRtaW4=\r\nX-Forwarded-For: 6.6.6.6\r\n"
         b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: %d\r\n\r\n%s"
         % (len(body), body),
     )
     assert status == 201 and headers["content-type"] == "application/json"
+    assert headers["retry-after"] == "7"  # the enforcer's backoff reaches the client
     got = json.loads(answer)
     assert got == {
         "line": "POST /testkey?x=1 HTTP/1.1",
         "authorization": "Basic YWRtaW46YWRtaW4=",
+        # the address the router accepted, never the one the client claims
+        "forwarded": "127.0.0.1",
         "body": "scopes=read",
     }
 
