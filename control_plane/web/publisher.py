@@ -25,6 +25,7 @@ from control_plane.services import apis as api_service
 from control_plane.services import deployments, environments, lifecycle, policies, subscriptions
 from control_plane.web import forms
 from control_plane.web.core import Csrf, Page, PublisherPage, render
+from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError
 
 router = APIRouter(
     prefix="/publisher", include_in_schema=False, default_response_class=HTMLResponse
@@ -850,15 +851,16 @@ def asyncapi_page(page: PublisherPage, session: DbSession, api_id: str) -> HTMLR
     return _asyncapi_page(page, api, definition_text(api))
 
 
-def definition_from_text(api: Api, text: str) -> dict[str, Any]:
+def definition_from_text(api: Api, text: str, budget: Budget = DEFAULT_BUDGET) -> dict[str, Any]:
     """The API's new working copy from an edited AsyncAPI document: topics, scopes, servers
     and description come from the document; name, version, context, tiers and rate limit stay.
 
     Raises:
         asyncapi.AsyncApiError: the text is not an AsyncAPI 2.x document.
+        DocumentError: the text is over the control plane's document budget.
     """
     current = dict(api.definition)
-    document = asyncapi.load_document(text.encode(), field="definition")
+    document = asyncapi.load_document(text.encode(), field="definition", budget=budget)
     kept = ("name", "version", "context", "provider", "policies", "apiThrottlingPolicy")
     keep: dict[str, Any] = {key: current[key] for key in kept if key in current}
     body = asyncapi.to_api_body(document, keep)
@@ -869,18 +871,21 @@ def definition_from_text(api: Api, text: str) -> dict[str, Any]:
 
 @router.post("/apis/{api_id}/asyncapi", dependencies=[Csrf])
 def save_asyncapi(
+    request: Request,
     page: PublisherPage,
     session: DbSession,
     api_id: str,
-    definition: Annotated[str, Form(max_length=transfer.MAX_DOCUMENT_BYTES)] = "",
+    definition: Annotated[str, Form()] = "",
     action: Text = "validate",
 ) -> Response:
     """ "Validate" checks the edited document; "Save" validates it and makes it the working copy."""
     api = api_service.load(session, api_id)
     try:
-        document = definition_from_text(api, definition)
+        document = definition_from_text(api, definition, request.app.state.settings.document_budget)
         body = ApiBody.model_validate(document)
         api_service.check_tiers(session, body)
+    except DocumentError as exc:
+        return _asyncapi_page(page, api, definition, {"definition": [exc.message]}, status=413)
     except asyncapi.AsyncApiError as exc:
         # the whole document is one field: say where in it the problem is
         message = str(exc).removeprefix("definition: ")
