@@ -133,6 +133,34 @@ def merge_operations(
     return merged
 
 
+SECURITY_SCHEMES = ("oauth2", "api_key")
+
+
+def security_schemes(api: definition_pb2.ApiDefinition) -> list[str]:
+    """The credential kinds the API accepts, from WSO2's ``securityScheme``: "oauth2" and
+    "api_key" in the order given, once each; other schemes (``mutualssl``,
+    ``oauth_basic_auth_api_key_mandatory``, ...) are not served here and are left out. Empty
+    (nothing usable listed) means ["oauth2"], WSO2's default, which the enforcer applies."""
+    schemes: list[str] = []
+    for raw in api.security_scheme:
+        scheme = raw.strip().lower()
+        if scheme in SECURITY_SCHEMES and scheme not in schemes:
+            schemes.append(scheme)
+    return schemes
+
+
+def cors_policy(api: definition_pb2.ApiDefinition) -> config_pb2.Cors:
+    """WSO2's ``corsConfiguration`` as the enforcer's origin policy: origins lower-cased, without
+    a trailing slash, once each, in the order given."""
+    config = api.cors_configuration
+    origins: list[str] = []
+    for raw in config.access_control_allow_origins:
+        origin = raw.strip().rstrip("/").lower()
+        if origin and origin not in origins:
+            origins.append(origin)
+    return config_pb2.Cors(enabled=config.cors_configuration_enabled, allow_origins=origins)
+
+
 def _labels(api: definition_pb2.ApiDefinition) -> dict[str, str]:
     deployments = list(api.deployments) or [definition_pb2.Deployment(name=DEFAULT_LABEL)]
     labels: dict[str, str] = {}
@@ -218,6 +246,9 @@ def compile_api(api: definition_pb2.ApiDefinition) -> dict[str, LabelResources]:
             has_production_endpoint=bool(production),
             has_sandbox_endpoint=bool(sandbox),
             provider=api.provider,
+            security_schemes=security_schemes(api),
+            cors=cors_policy(api),
+            source=api.source,
         )
         compiled[label] = LabelResources(route, policy)
     return compiled

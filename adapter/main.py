@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import Generator
 
@@ -28,6 +29,7 @@ from adapter.xds import AdsServicer, XdsStatus, start_xds_server
 from wsgate_common import grpc_tls
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
+from wsgate_common.safety import default_user_problem
 from wsgate_common.settings import parse_users
 
 log = logging.getLogger("adapter")
@@ -57,6 +59,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data-dir", help="state directory (WSGATE_DATA_DIR, default .wsgate)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING... (WSGATE_LOG_LEVEL)")
     parser.add_argument("--log-format", choices=["text", "json"], help="(WSGATE_LOG_FORMAT)")
+    parser.add_argument(
+        "--insecure-dev",
+        action="store_const",
+        const=True,
+        help="start even on a non-loopback address with the built-in admin:admin user "
+        "(WSGATE_INSECURE_DEV; demos only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -69,6 +78,7 @@ def build_settings(args: argparse.Namespace) -> AdapterSettings:
         "data_dir": args.data_dir,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "insecure_dev": args.insecure_dev,
     }
     return AdapterSettings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -167,9 +177,20 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     try:
         settings = build_settings(args)
-        parse_users(settings.adapter_users)
+        users = parse_users(settings.adapter_users)
     except ValueError as exc:
         print(f"wsgate adapter: invalid settings: {exc}")
+        return 2
+    problem = default_user_problem(
+        "adapter",
+        settings.adapter_host,
+        users,
+        "WSGATE_ADAPTER_USERS",
+        "WSGATE_ADAPTER_HOST",
+        settings.insecure_dev,
+    )
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     setup_logging("adapter", settings.log_level, settings.log_format)
     # Plain asyncio: the adapter is not on the data path, and grpc.aio is at home here.

@@ -208,6 +208,15 @@ class _Reader:
     def texts(self, value: Any, field: str) -> list[str]:
         return [self.text(v, f"{field}[{i}]") for i, v in enumerate(self.listing(value, field))]
 
+    def flag(self, value: Any, field: str, default: bool = False) -> bool:
+        if value is None:
+            return default
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        raise self.fail(field, "must be true or false")
+
 
 def _ws_url(reader: _Reader, url: str, field: str) -> str:
     parts = urlsplit(url)
@@ -317,6 +326,21 @@ def _scopes(reader: _Reader, data: dict[str, Any]) -> list[definition_pb2.Scope]
             )
         )
     return scopes
+
+
+def _cors(reader: _Reader, data: dict[str, Any]) -> definition_pb2.CorsConfiguration:
+    """WSO2's ``corsConfiguration``: only the switch and the allowed origins matter here (the
+    other fields answer CORS preflights, which a WebSocket upgrade never makes)."""
+    cors = reader.mapping(data.get("corsConfiguration"), "data.corsConfiguration")
+    return definition_pb2.CorsConfiguration(
+        cors_configuration_enabled=reader.flag(
+            cors.get("corsConfigurationEnabled"), "data.corsConfiguration.corsConfigurationEnabled"
+        ),
+        access_control_allow_origins=reader.texts(
+            cors.get("accessControlAllowOrigins"),
+            "data.corsConfiguration.accessControlAllowOrigins",
+        ),
+    )
 
 
 def _deployments(project: ProjectFiles) -> list[definition_pb2.Deployment]:
@@ -432,6 +456,8 @@ def parse_project(project: ProjectFiles) -> definition_pb2.ApiDefinition:
         deployments=_deployments(project),
         revision_id=reader.text(data.get("revisionId"), "data.revisionId"),
         source="adapter",
+        security_scheme=reader.texts(data.get("securityScheme"), "data.securityScheme"),
+        cors_configuration=_cors(reader, data),
     )
     for key, endpoint in (
         ("production", definition.production_endpoint),

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane import db, signing
+from control_plane import apikeys, db, signing
 from control_plane.errors import install_error_handlers
 from control_plane.metrics import MeteredAdapterClient
 from control_plane.metrics import install as install_metrics
@@ -50,6 +50,8 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         issuer=settings.cp_token_issuer,
         default_validity=settings.cp_token_validity,
         roles=roles,
+        api_key_issuer=apikeys.api_key_issuer(settings.cp_token_issuer, settings.cp_api_key_issuer),
+        api_key_max_validity=settings.cp_api_key_max_validity,
     )
 
     @contextlib.asynccontextmanager

@@ -78,5 +78,10 @@ def to_api_definition(
         ],
         revision_id=revision_id,
         source=SOURCE,
+        security_scheme=body.security_scheme,
+        cors_configuration=definition_pb2.CorsConfiguration(
+            cors_configuration_enabled=body.cors_configuration.cors_configuration_enabled,
+            access_control_allow_origins=body.cors_configuration.access_control_allow_origins,
+        ),
     )
     return result

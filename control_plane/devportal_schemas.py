@@ -218,3 +218,26 @@ class PublisherSubscriptionList(CamelModel):
     count: int
     list: list[PublisherSubscription]
     pagination: Pagination
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+class ApiKeyGenerateBody(CamelModel):
+    """WSO2's APIKeyGenerateRequest. ``validityPeriod`` in seconds; -1 (or 0): never expires;
+    absent: one hour. ``additionalProperties`` may restrict the key to ``permittedIP``
+    (addresses / CIDR blocks) or ``permittedReferer`` (patterns with ``*``), comma-separated."""
+
+    validity_period: int | None = None
+    additional_properties: dict[str, object] = Field(default_factory=dict)
+
+
+class ApiKeyOut(CamelModel):
+    key_name: str
+    apikey: str
+    #: Seconds the key is valid for; -1 when it never expires.
+    validity_time: int
+
+
+class ApiKeyRevokeBody(CamelModel):
+    apikey: str = Field(min_length=1, max_length=16_384)

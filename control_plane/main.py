@@ -16,6 +16,7 @@ from control_plane.app import create_app
 from control_plane.settings import ControlPlaneSettings
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
+from wsgate_common.safety import default_user_problem
 
 log = logging.getLogger("control_plane")
 
@@ -31,6 +32,7 @@ _FLAGS = {
     "data_dir": "data_dir",
     "log_level": "log_level",
     "log_format": "log_format",
+    "insecure_dev": "insecure_dev",
 }
 
 
@@ -69,6 +71,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--log-format", choices=["text", "json"], help="log line format (WSGATE_LOG_FORMAT)"
     )
+    parser.add_argument(
+        "--insecure-dev",
+        action="store_const",
+        const=True,
+        help="start even on a non-loopback address with the built-in admin:admin user "
+        "(WSGATE_INSECURE_DEV; demos only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -89,6 +98,17 @@ def main(argv: list[str]) -> int:
         settings.roles  # noqa: B018 (validates WSGATE_CP_ROLES)
     except (ValidationError, ValueError) as exc:
         print(f"wsgate control-plane: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    problem = default_user_problem(
+        "control-plane",
+        settings.cp_host,
+        users,
+        "WSGATE_CP_USERS",
+        "WSGATE_CP_HOST",
+        settings.insecure_dev,
+    )
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     setup_logging("control-plane", settings.log_level, settings.log_format)
     if not users:

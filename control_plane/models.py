@@ -183,6 +183,9 @@ class Application(Base):
         passive_deletes=True,
         order_by="KeyMapping.key_type",
     )
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, order_by="ApiKey.issued_at"
+    )
 
 
 class Subscription(Base):
@@ -234,3 +237,20 @@ class RevokedToken(Base):
 
     jti: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class ApiKey(Base):
+    """An API key minted for an application and key type (the key itself is not kept: it is
+    a signed JWT whose ``jti`` this is). Kept so that the key can be revoked."""
+
+    __tablename__ = "api_keys"
+
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    application_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    key_type: Mapped[str] = mapped_column(String(16))
+    issued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: Epoch seconds; None for a key that never expires.
+    expires_at: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

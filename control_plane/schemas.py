@@ -6,6 +6,7 @@ service layer only checks what needs the database (duplicates, lifecycle, limits
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from datetime import datetime
 from typing import Any, Literal
@@ -110,6 +111,151 @@ class ApiScope(CamelModel):
     shared: bool = False
 
 
+# --- security schemes and CORS (WSO2 securityScheme / corsConfiguration) ------------------------
+
+#: The credential kinds a gateway checks; WSO2's other names ("mutualssl", "basic_auth", ...)
+#: are kept as given but grant nothing here.
+OAUTH2 = "oauth2"
+API_KEY = "api_key"
+CREDENTIAL_SCHEMES = (OAUTH2, API_KEY)
+MAX_SECURITY_SCHEMES = 16
+MAX_CORS_ORIGINS = 100
+MAX_ORIGIN_LENGTH = 255
+MAX_CORS_ITEMS = 50
+MAX_CORS_ITEM_LENGTH = 100
+_SCHEME_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_URL_SCHEME = re.compile(r"^[a-z][a-z0-9+.-]{0,31}$")
+_HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_HTTP_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def normalise_origin(value: str) -> str:
+    """``"*"`` or ``scheme://host[:port]`` (a lone trailing ``/`` is dropped), lower-cased as
+    browsers send it in ``Origin``.
+
+    Raises:
+        ValueError: anything else: a path, query, user info, a wildcard host, a bad port.
+    """
+    value = value.strip()
+    if value == "*":
+        return value
+    if len(value) > MAX_ORIGIN_LENGTH:
+        raise ValueError(f"origin longer than {MAX_ORIGIN_LENGTH} characters")
+    scheme, sep, rest = value.partition("://")
+    scheme = scheme.lower()
+    if not sep or not _URL_SCHEME.match(scheme):
+        raise ValueError(f"origin {value!r} is not '*' nor scheme://host[:port]")
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(char in rest for char in "/?#@\\ ") or not rest:
+        raise ValueError(f"origin {value!r} must be scheme://host[:port] without path or query")
+    host, port = rest, ""
+    if rest.startswith("["):
+        host, bracket, after = rest.partition("]")
+        host += bracket
+        if not bracket or (after and not after.startswith(":")):
+            raise ValueError(f"origin {value!r} has a malformed IPv6 host")
+        port = after[1:]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ValueError(f"origin {value!r} has a malformed IPv6 host") from None
+    else:
+        host, _, port = rest.partition(":")
+        if not _HOST_NAME.match(host.lower()):
+            raise ValueError(f"origin {value!r} has an invalid host name")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"origin {value!r} has an invalid port")
+    return f"{scheme}://{host.lower()}" + (f":{int(port)}" if port else "")
+
+
+def _bounded_tokens(values: list[str], what: str) -> list[str]:
+    if len(values) > MAX_CORS_ITEMS:
+        raise ValueError(f"at most {MAX_CORS_ITEMS} {what} (got {len(values)})")
+    found: list[str] = []
+    for value in values:
+        value = value.strip()
+        if len(value) > MAX_CORS_ITEM_LENGTH or not _HTTP_TOKEN.match(value):
+            raise ValueError(
+                f"{value[:MAX_CORS_ITEM_LENGTH]!r} is not a header/method name"
+                f" (at most {MAX_CORS_ITEM_LENGTH} token characters)"
+            )
+        if value not in found:
+            found.append(value)
+    return found
+
+
+def _default_allow_headers() -> list[str]:
+    return ["authorization", "Access-Control-Allow-Origin", "Content-Type", "apikey"]
+
+
+def _default_allow_methods() -> list[str]:
+    return ["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS"]
+
+
+class CorsConfiguration(CamelModel):
+    """WSO2's ``corsConfiguration``. For a WebSocket API only the origins matter: an upgrade
+    whose ``Origin`` is not among them is refused (when enabled; else the gateway default)."""
+
+    cors_configuration_enabled: bool = False
+    access_control_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    access_control_allow_credentials: bool = False
+    access_control_allow_headers: list[str] = Field(default_factory=_default_allow_headers)
+    access_control_allow_methods: list[str] = Field(default_factory=_default_allow_methods)
+
+    @field_validator("access_control_allow_origins")
+    @classmethod
+    def _origins(cls, values: list[str]) -> list[str]:
+        if len(values) > MAX_CORS_ORIGINS:
+            raise ValueError(f"at most {MAX_CORS_ORIGINS} origins (got {len(values)})")
+        found: list[str] = []
+        for value in values:
+            origin = normalise_origin(value)
+            if origin not in found:
+                found.append(origin)
+        return found
+
+    @field_validator("access_control_allow_headers")
+    @classmethod
+    def _headers(cls, values: list[str]) -> list[str]:
+        return _bounded_tokens(values, "headers")
+
+    @field_validator("access_control_allow_methods")
+    @classmethod
+    def _methods(cls, values: list[str]) -> list[str]:
+        return [method.upper() for method in _bounded_tokens(values, "methods")]
+
+
+def default_security_scheme() -> list[str]:
+    """WSO2's default: OAuth2 access tokens only."""
+    return [OAUTH2]
+
+
+def check_security_scheme(values: list[str]) -> list[str]:
+    """Stripped, without duplicates, in the order given.
+
+    Raises:
+        ValueError: too many or malformed entries, or neither ``oauth2`` nor ``api_key``.
+    """
+    if len(values) > MAX_SECURITY_SCHEMES:
+        raise ValueError(f"at most {MAX_SECURITY_SCHEMES} entries (got {len(values)})")
+    found: list[str] = []
+    for value in values:
+        value = value.strip()
+        if not _SCHEME_NAME.match(value):
+            raise ValueError(f"{value[:64]!r} is not a scheme name (1-64 letters, digits, _ . -)")
+        if value not in found:
+            found.append(value)
+    if not any(value in CREDENTIAL_SCHEMES for value in found):
+        raise ValueError(
+            'must include "oauth2" or "api_key" (or both); other schemes such as'
+            ' "mutualssl" are kept but let no client in'
+        )
+    return found
+
+
 def default_operations() -> list[Operation]:
     """WSO2 gives a new WebSocket API one wildcard topic in both directions."""
     return [Operation(target="/*", verb="SUBSCRIBE"), Operation(target="/*", verb="PUBLISH")]
@@ -129,6 +275,23 @@ class ApiBody(CamelModel):
     scopes: list[ApiScope] = Field(default_factory=list)
     policies: list[str] = Field(default_factory=list)
     api_throttling_policy: str | None = None
+    security_scheme: list[str] = Field(default_factory=default_security_scheme)
+    cors_configuration: CorsConfiguration = Field(default_factory=CorsConfiguration)
+
+    @field_validator("security_scheme", mode="before")
+    @classmethod
+    def _scheme_default(cls, value: Any) -> Any:
+        return default_security_scheme() if value is None else value
+
+    @field_validator("security_scheme")
+    @classmethod
+    def _security_scheme(cls, value: list[str]) -> list[str]:
+        return check_security_scheme(value)
+
+    @field_validator("cors_configuration", mode="before")
+    @classmethod
+    def _cors_default(cls, value: Any) -> Any:
+        return CorsConfiguration() if value is None else value
 
     @field_validator("name")
     @classmethod

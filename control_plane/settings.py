@@ -33,6 +33,11 @@ class ControlPlaneSettings(CommonSettings):
     cp_router_host: str = ""
     cp_router_ws_port: int = 9090
     cp_router_wss_port: int = 9095
+    #: ``iss`` of API keys; empty means ``cp_token_issuer`` + ``/apikey``.
+    cp_api_key_issuer: str = ""
+    #: Longest ``validityPeriod`` (seconds) an API key may ask for; -1 (never expires) is
+    #: always allowed, as in WSO2.
+    cp_api_key_max_validity: int = 31_536_000
 
     @property
     def resolved_database_url(self) -> str:

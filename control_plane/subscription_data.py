@@ -17,6 +17,8 @@ from control_plane.models import (
 from wsgate_proto import subscription_pb2
 
 RESIDENT_KEY_MANAGER = "Resident Key Manager"
+#: The key manager entry under which enforcers trust the control plane's API keys.
+API_KEY_ISSUER = "Resident API Key Issuer"
 
 
 def resident_key_manager(issuer: str, jwks: Mapping[str, Any]) -> subscription_pb2.KeyManager:
@@ -27,6 +29,17 @@ def resident_key_manager(issuer: str, jwks: Mapping[str, Any]) -> subscription_p
         algorithms=["RS256"],
         jwks_json=json.dumps(jwks, sort_keys=True),
         consumer_key_claim="azp",
+    )
+
+
+def api_key_issuer(issuer: str, jwks: Mapping[str, Any]) -> subscription_pb2.KeyManager:
+    """The control plane's API keys: same signing key, their own ``iss``, token_kind api_key."""
+    return subscription_pb2.KeyManager(
+        name=API_KEY_ISSUER,
+        issuer=issuer,
+        algorithms=["RS256"],
+        jwks_json=json.dumps(jwks, sort_keys=True),
+        token_kind="api_key",
     )
 
 

@@ -17,8 +17,13 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from enforcer.denials import Denial
-from enforcer.testkey import TestKeySigner, basic_auth_user, parse_request
+from enforcer.testkey import DEFAULT_VALIDITY, TestKeySigner, basic_auth_user, parse_request
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+
+TESTKEY_DISABLED = (
+    "Test keys are disabled on this gateway (WSGATE_TESTKEY_ENABLED=false); "
+    "use an access token from a key manager"
+)
 
 
 def error_response(denial: Denial, headers: Mapping[str, str] | None = None) -> JSONResponse:
@@ -36,6 +41,8 @@ def build_app(
     clock: Callable[[], float] = time.time,
     *,
     metrics: Callable[[], bytes] | None = None,
+    testkeys: bool = True,
+    max_validity: int = DEFAULT_VALIDITY,
 ) -> FastAPI:
     app = FastAPI(title="wsgate enforcer", docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -70,6 +77,8 @@ def build_app(
     @app.post("/testkey")
     async def testkey(request: Request) -> Response:
         """Issue a test key for the Basic-auth user; the body is the raw JWT."""
+        if not testkeys:
+            return error_response(Denial(404, 404, "Not Found", TESTKEY_DISABLED))
         try:
             user = basic_auth_user(request.headers.get("authorization"), users)
         except Denial as denial:
@@ -77,7 +86,7 @@ def build_app(
         try:
             form = await request.form()
             fields = {k: v for k, v in form.items() if isinstance(v, str)}
-            scopes, validity, key_type = parse_request(fields)
+            scopes, validity, key_type = parse_request(fields, max_validity)
         except Denial as denial:
             return error_response(denial)
         except Exception:  # an unparsable body is the client's fault, not a crash

@@ -23,6 +23,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from jwt import PyJWKSet
 from jwt.exceptions import PyJWKError, PyJWKSetError
 
+OAUTH2 = "oauth2"
+API_KEY = "api_key"
+TOKEN_KINDS = (OAUTH2, API_KEY)
+
 VerifyKey = (
     rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey
 )
@@ -47,6 +51,9 @@ class Issuer:
         check_subscriptions: False for the built-in test-key issuer, whose tokens carry no
             application to look a subscription up for.
         consumer_key_claim: the claim holding the OAuth2 client id (the consumer key).
+        token_kind: "oauth2" (access tokens) or "api_key" (API keys, which name their
+            application and key type themselves and may never expire).
+        test_key: the built-in test-key issuer (refused on control-plane APIs unless allowed).
     """
 
     name: str
@@ -58,10 +65,17 @@ class Issuer:
     check_subscriptions: bool = True
     jwks_url: str | None = None
     consumer_key_claim: str = "azp"
+    token_kind: str = OAUTH2
+    test_key: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or not self.issuer:
             raise ValueError("an issuer needs a name and an issuer string")
+        if self.token_kind not in TOKEN_KINDS:
+            raise ValueError(
+                f"issuer {self.name!r}: token kind {self.token_kind!r} is not "
+                f"{' or '.join(TOKEN_KINDS)}"
+            )
         if not self.algorithms:
             raise ValueError(f"issuer {self.name!r}: no algorithms")
         for alg in self.algorithms:

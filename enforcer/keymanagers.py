@@ -12,7 +12,14 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 
-from enforcer.issuers import Issuer, IssuerRegistry, VerifyKey, keys_from_jwks, load_pem_key
+from enforcer.issuers import (
+    OAUTH2,
+    Issuer,
+    IssuerRegistry,
+    VerifyKey,
+    keys_from_jwks,
+    load_pem_key,
+)
 from wsgate_proto import subscription_pb2 as sp
 
 log = logging.getLogger(__name__)
@@ -53,6 +60,7 @@ def issuer_from_key_manager(km: sp.KeyManager) -> Issuer:
         check_subscriptions=True,
         jwks_url=km.jwks_url or None,
         consumer_key_claim=km.consumer_key_claim or "azp",
+        token_kind=km.token_kind or OAUTH2,
     )
 
 

@@ -14,6 +14,7 @@ import grpc
 import uvloop
 from pydantic import ValidationError
 
+from enforcer.decide import Options
 from enforcer.feeds import Feeds
 from enforcer.http import bind, build_app, make_server
 from enforcer.issuers import load_issuers_file
@@ -28,6 +29,7 @@ from enforcer.testkey import TestKeySigner, load_or_create_key
 from enforcer.watch import ConnectionWatch
 from wsgate_common import grpc_tls
 from wsgate_common.logs import setup_logging
+from wsgate_common.safety import default_user_problem
 from wsgate_common.settings import parse_users
 from wsgate_common.xds_client import XdsClient
 from wsgate_proto import enforcer_pb2_grpc
@@ -83,6 +85,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     add("--data-dir", type=Path, help="where the test-key signing key lives (WSGATE_DATA_DIR)")
     add("--log-level", help="DEBUG, INFO, WARNING, ... (WSGATE_LOG_LEVEL, INFO)")
     add("--log-format", choices=["text", "json"], help="(WSGATE_LOG_FORMAT, text)")
+    add(
+        "--insecure-dev",
+        dest="insecure_dev",
+        action="store_const",
+        const=True,
+        help="start even on a non-loopback address with the built-in admin:admin /testkey "
+        "user (WSGATE_INSECURE_DEV; demos only)",
+    )
     return parser.parse_args(argv)
 
 
@@ -94,7 +104,7 @@ async def serve(settings: EnforcerSettings) -> int:
     """Run until SIGTERM/SIGINT; 0 on a clean stop, 1 when a port or key cannot be used."""
     try:
         signer = TestKeySigner(load_or_create_key(settings.testkey_path))
-        issuers = [signer.as_issuer()]
+        issuers = [signer.as_issuer()] if settings.testkey_enabled else []
         if settings.enforcer_issuers_file is not None:
             issuers += load_issuers_file(settings.enforcer_issuers_file)
         book = IssuerBook(issuers)
@@ -104,6 +114,8 @@ async def serve(settings: EnforcerSettings) -> int:
     except (OSError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return 1
+    if not settings.testkey_enabled:
+        log.info("test keys are off (WSGATE_TESTKEY_ENABLED=false): /testkey answers 404")
     log.info(
         "trusting %d token issuer(s): %s (more arrive as key managers over xDS)",
         len(book.registry),
@@ -118,7 +130,16 @@ async def serve(settings: EnforcerSettings) -> int:
     grpc_server = grpc.aio.server(options=tls.server_options())
     enforcer_pb2_grpc.add_HandshakeServiceServicer_to_server(
         HandshakeService(
-            policies, book, subscriptions, refresher=refresher, watch=watch, metrics=metrics
+            policies,
+            book,
+            subscriptions,
+            refresher=refresher,
+            watch=watch,
+            metrics=metrics,
+            options=Options(
+                allowed_origins=settings.allowed_origins,
+                testkeys_on_control_plane=settings.testkey_control_plane_apis,
+            ),
         ),
         grpc_server,
     )
@@ -131,7 +152,14 @@ async def serve(settings: EnforcerSettings) -> int:
         log.error("cannot start: %s", exc)
         return 1
 
-    app = build_app(signer, users, lambda: policies.applied_once, metrics=metrics.render)
+    app = build_app(
+        signer,
+        users,
+        lambda: policies.applied_once,
+        metrics=metrics.render,
+        testkeys=settings.testkey_enabled,
+        max_validity=settings.testkey_max_validity,
+    )
     http_server = make_server(app)
     xds = XdsClient(settings.xds_address, settings.label, feeds.handlers(), tls=tls)
     metrics.watch_state(
@@ -180,6 +208,26 @@ async def serve(settings: EnforcerSettings) -> int:
     return code
 
 
+def startup_problem(settings: EnforcerSettings) -> str | None:
+    """Why the enforcer must not start (the built-in /testkey user offered beyond loopback),
+    or None. With test keys off the users grant nothing, so any address is fine.
+
+    Raises:
+        ValueError: ``enforcer_users`` is malformed.
+    """
+    users = parse_users(settings.enforcer_users)
+    if not settings.testkey_enabled:
+        return None
+    return default_user_problem(
+        "enforcer",
+        settings.enforcer_host,
+        users,
+        "WSGATE_ENFORCER_USERS",
+        "WSGATE_ENFORCER_HOST",
+        settings.insecure_dev,
+    )
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None}
@@ -187,6 +235,14 @@ def main(argv: list[str]) -> int:
         settings = EnforcerSettings(**overrides)
     except ValidationError as exc:
         print(f"wsgate enforcer: bad settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        problem = startup_problem(settings)
+    except ValueError as exc:
+        print(f"wsgate enforcer: bad settings: {exc}", file=sys.stderr)
+        return 2
+    if problem:
+        print(problem, file=sys.stderr)
         return 2
     setup_logging("enforcer", settings.log_level, settings.log_format)
     # uvloop: about 12% less CPU per Check than the default loop (bench/checks.py).

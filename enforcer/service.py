@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 import grpc
 import grpc.aio
 
-from enforcer.decide import decide, deny
+from enforcer.decide import DEFAULT_OPTIONS, Options, decide, deny
 from enforcer.denials import Denial, ErrorCode, UnknownKeyError, explain
 from enforcer.issuers import IssuerRegistry
 from enforcer.jwks import JwksRefresher
@@ -48,6 +48,7 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         watch: ConnectionWatch | None = None,
         metrics: EnforcerMetrics | None = None,
         token_cache: TokenCache | None = None,
+        options: Options = DEFAULT_OPTIONS,
     ) -> None:
         self.policies = policies
         self.issuers = issuers
@@ -56,6 +57,7 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         self.refresher = refresher
         self.watch = watch if watch is not None else ConnectionWatch()
         self.metrics = metrics
+        self.options = options
         # Verified tokens; emptied whenever the issuer registry is replaced (see TokenCache).
         self.tokens = token_cache if token_cache is not None else TokenCache()
 
@@ -87,7 +89,11 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
 
         try:
             response = decide(
-                request, self.policies.get(request.api_id), authenticate, self.state()
+                request,
+                self.policies.get(request.api_id),
+                authenticate,
+                self.state(),
+                self.options,
             )
         except Exception:
             log.exception("handshake check failed: request %s", request.request_id)
@@ -123,7 +129,9 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         if self.metrics is not None:
             self.metrics.decided(response.allowed, response.http_status, elapsed)
         if response.allowed:
-            outcome = f"allowed {response.key_type}"
+            outcome = f"allowed {response.key_type}" + (
+                f" ({response.credential_kind})" if response.credential_kind else ""
+            )
         else:
             outcome = f"denied {response.http_status} {explain(response.error_code)}"
         log.info(

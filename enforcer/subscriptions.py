@@ -43,6 +43,7 @@ SECONDS_PER_UNIT = {"sec": 1, "min": 60, "hour": 3600, "day": 86400}
 
 FORBIDDEN_MESSAGE = "Resource forbidden"
 NO_APPLICATION = "no application is registered for this consumer key"
+NO_KEY_APPLICATION = "the application this API key was issued to is not registered"
 NOT_SUBSCRIBED = (
     "User is NOT authorized to access the Resource. API Subscription validation failed."
 )
@@ -273,6 +274,32 @@ def resolve(state: SubscriptionState, claims: Claims, api_id: str) -> Subscripti
         raise Denial(403, ErrorCode.FORBIDDEN, FORBIDDEN_MESSAGE, NO_APPLICATION)
     if mapping.key_type != claims.key_type:
         raise AuthError("wrong key type")
+    return subscribed(state, app, claims.key_type, api_id)
+
+
+def resolve_application(
+    state: SubscriptionState, application_id: str, key_type: str, api_id: str
+) -> Subscription:
+    """The subscription that lets an API key's application (named in the key) call ``api_id``
+    with ``key_type``.
+
+    Raises:
+        Denial: 403 900908 (unknown application, or not subscribed), 403 900907 (blocked).
+    """
+    app = state.applications.get(application_id) if application_id else None
+    if app is None:
+        raise Denial(403, ErrorCode.FORBIDDEN, FORBIDDEN_MESSAGE, NO_KEY_APPLICATION)
+    return subscribed(state, app, key_type, api_id)
+
+
+def subscribed(
+    state: SubscriptionState, app: sp.Application, key_type: str, api_id: str
+) -> Subscription:
+    """``app``'s subscription to ``api_id``, unless missing or blocked for ``key_type``.
+
+    Raises:
+        Denial: 403 900908 (not subscribed), 403 900907 (blocked).
+    """
     sub = state.by_pair.get((app.id, api_id))
     if sub is None:
         raise Denial(403, ErrorCode.FORBIDDEN, FORBIDDEN_MESSAGE, NOT_SUBSCRIBED)
@@ -280,7 +307,7 @@ def resolve(state: SubscriptionState, claims: Claims, api_id: str) -> Subscripti
         raise Denial(
             403, ErrorCode.SUBSCRIPTION_BLOCKED, BLOCKED_MESSAGE, "The subscription is blocked"
         )
-    if sub.state == PROD_ONLY_BLOCKED and claims.key_type == PRODUCTION:
+    if sub.state == PROD_ONLY_BLOCKED and key_type == PRODUCTION:
         raise Denial(
             403,
             ErrorCode.SUBSCRIPTION_BLOCKED,

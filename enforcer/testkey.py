@@ -128,6 +128,7 @@ class TestKeySigner:
             keys={self.kid: self.private_key.public_key()},
             audience=(self.audience,),
             check_subscriptions=False,
+            test_key=True,
         )
 
 
@@ -166,24 +167,26 @@ def basic_auth_user(authorization: str | None, users: Mapping[str, str]) -> str:
     return name
 
 
-def parse_request(form: Mapping[str, str]) -> tuple[list[str], int, str]:
+def parse_request(
+    form: Mapping[str, str], max_validity: int = DEFAULT_VALIDITY
+) -> tuple[list[str], int, str]:
     """Scopes, validity and key type from the form fields ``scope``, ``validity_period`` and
-    ``key_type``.
+    ``key_type``; the validity is at most ``max_validity`` seconds (and its default).
 
     Raises:
         Denial: 400 when a field is malformed.
     """
     scopes = form.get("scope", "").split()
     raw_validity = form.get("validity_period", "").strip()
-    validity = DEFAULT_VALIDITY
+    validity = min(DEFAULT_VALIDITY, max_validity)
     if raw_validity:
         digits = raw_validity.isascii() and raw_validity.isdigit()
-        if not digits or not 0 < int(raw_validity) <= MAX_VALIDITY:
+        if not digits or not 0 < int(raw_validity) <= max_validity:
             raise Denial(
                 400,
                 400,
                 "Bad Request",
-                f"validity_period must be whole seconds between 1 and {MAX_VALIDITY}",
+                f"validity_period must be whole seconds between 1 and {max_validity}",
             )
         validity = int(raw_validity)
     key_type = form.get("key_type", "PRODUCTION").strip().upper() or "PRODUCTION"

@@ -49,7 +49,7 @@ class TokenCache:
         if claims is None:
             self.misses += 1
             return None
-        if claims.expires_at <= now:
+        if claims.expires_at and claims.expires_at <= now:  # 0: an API key that never expires
             del entries[token]
             self.misses += 1
             return None

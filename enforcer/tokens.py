@@ -20,7 +20,7 @@ from jwt.exceptions import (
 )
 
 from enforcer.denials import AuthError, UnknownKeyError
-from enforcer.issuers import IssuerRegistry
+from enforcer.issuers import API_KEY, OAUTH2, IssuerRegistry
 
 # Seconds of clock skew tolerated for nbf and iat. None for exp: the router closes a connection
 # when its token expires, so a token already past exp must not be upgraded only to be closed.
@@ -54,6 +54,10 @@ class Claims:
     raw: Mapping[str, Any]
     # The OAuth2 client id (from the issuer's consumer key claim); "" when the token has none.
     consumer_key: str = ""
+    # "oauth2" or "api_key": the kind of token its issuer issues.
+    token_kind: str = OAUTH2
+    # Signed by the built-in test-key issuer.
+    test_key: bool = False
 
 
 def _number(payload: Mapping[str, Any], claim: str) -> float | None:
@@ -114,6 +118,9 @@ def _consumer_key(payload: Mapping[str, Any], claim: str) -> str:
 def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
     """Verify ``token`` against the issuer its ``iss`` names.
 
+    An API-key issuer's tokens may lack ``exp`` (a key that never expires: ``expires_at`` 0)
+    and, when they say a ``tokenType``, it must be ``apiKey``.
+
     Raises:
         UnknownKeyError: the issuer has no key for the token's ``kid``.
         AuthError: anything else wrong with it; the description says what.
@@ -140,6 +147,7 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
     key = issuer.key_for(kid)
     if key is None:
         raise UnknownKeyError(issuer.name, kid)
+    api_key = issuer.token_kind == API_KEY
     try:
         payload = jwt.decode(
             token,
@@ -148,7 +156,7 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
             audience=list(issuer.audience) or None,
             issuer=issuer.issuer,
             options={
-                "require": ["exp", "iss"],
+                "require": ["iss"] if api_key else ["exp", "iss"],
                 "verify_exp": False,  # checked below against the caller's clock
                 "verify_nbf": False,
                 "verify_iat": False,
@@ -166,8 +174,10 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
     except InvalidTokenError as exc:
         raise AuthError(f"Malformed token: {exc}") from None
     exp = _number(payload, "exp")
-    if exp is None or exp <= now:
-        raise AuthError("Access token expired")
+    if (exp is None and not api_key) or (exp is not None and exp <= now):
+        raise AuthError("API key expired" if api_key else "Access token expired")
+    if api_key and payload.get("tokenType", "apiKey") != "apiKey":
+        raise AuthError("Malformed API key: 'tokenType' is not 'apiKey'")
     nbf = _number(payload, "nbf")
     if nbf is not None and nbf > now + LEEWAY:
         raise AuthError("Access token is not yet valid")
@@ -184,9 +194,11 @@ def validate(token: str, issuers: IssuerRegistry, now: float) -> Claims:
         scopes=_scopes(payload),
         key_type=_key_type(payload),
         token_id=_text(payload.get("jti")),
-        expires_at=int(exp),
+        expires_at=int(exp) if exp is not None else 0,
         application=_application(payload),
         check_subscriptions=issuer.check_subscriptions,
         raw=payload,
         consumer_key=_consumer_key(payload, issuer.consumer_key_claim),
+        token_kind=issuer.token_kind,
+        test_key=issuer.test_key,
     )

@@ -19,9 +19,10 @@ from typing import cast
 
 import httpx
 
-from router import backend, http11
+from router import backend, credentials, http11
 from router.analytics import ConnectionEvent, HandshakeEvent, Pipeline, Sink, Tags, delta
 from router.config import RouteStore
+from router.credentials import Extracted
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
 from router.frames import CloseCode
 from router.http11 import HeadReader, HttpError, Request
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 MAX_EARLY = 64 * 1024  # bytes a client may send before its handshake is answered
 MAX_TESTKEY_BODY = 64 * 1024
 NO_MATCH = "No matching resource found for the API request"
-FORWARDED_TO_BACKEND = ("sec-websocket-protocol", "sec-websocket-extensions", "origin")
+# Sec-WebSocket-Protocol goes too, without the entries that carried a credential.
+FORWARDED_TO_BACKEND = ("sec-websocket-extensions", "origin")
 FORWARDED_TO_TESTKEY = ("authorization", "content-type", "accept", "user-agent")
 
 
@@ -378,7 +380,9 @@ class Connection(asyncio.Protocol):
                 request.method, url, headers=headers, content=body
             )
         except httpx.HTTPError as exc:
-            log.warning("testkey: enforcer unreachable at %s: %s", url, exc)
+            log.warning(
+                "testkey: enforcer unreachable at %s: %s", credentials.redact_target(url), exc
+            )
             self.reply(
                 http11.error_response(
                     503, 503, "Service Unavailable", "The enforcer could not be reached."
@@ -418,14 +422,15 @@ class Connection(asyncio.Protocol):
             match = self._match(host, request.path)
             api, topic = f"{match.route.api_name}:{match.route.api_version}", match.topic.path
             api_id = match.route.api_id
+            found = credentials.extract(request.headers, request.query)
             checked_at = time.monotonic()
-            verdict = await self._check(request, request_id, host, match)
+            verdict = await self._check(request, request_id, host, match, found)
             application_id, key_type = verdict.application_id, verdict.key_type.upper()
             identity = Identity.of(verdict.token_id, application_id, api_id, key_type)
             live = router.live.begin(identity, checked_at)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
-                conn = await self._connect_backend(request, request_id, url, ca_pem)
+                conn = await self._connect_backend(request, request_id, url, ca_pem, found)
                 if self.closed or self.transport is None:
                     conn.transport.abort()
                     status, reason = 499, "client closed the connection during the handshake"
@@ -433,7 +438,7 @@ class Connection(asyncio.Protocol):
                 info = RelayInfo(
                     request_id, api, topic, self.client_ip, api_id, application_id, key_type
                 )
-                self._start_relay(request, key, conn, info, live, verdict)
+                self._start_relay(key, conn, info, live, verdict, found)
             finally:
                 if live.relay is None:
                     router.live.end(live)
@@ -479,7 +484,7 @@ class Connection(asyncio.Protocol):
         return match
 
     async def _check(
-        self, request: Request, request_id: str, host: str, match: Match
+        self, request: Request, request_id: str, host: str, match: Match, found: Extracted
     ) -> enforcer_pb2.HandshakeResponse:
         check = enforcer_pb2.HandshakeRequest(
             request_id=request_id,
@@ -489,7 +494,13 @@ class Connection(asyncio.Protocol):
             host=host,
             authorization=request.headers.get("authorization", ""),
             client_ip=self.client_ip,
-            headers={k: v for k, v in request.headers.items() if k != "authorization"},
+            headers=credentials.enforcer_headers(request.headers),
+            credentials=[
+                enforcer_pb2.Credential(kind=c.kind, source=c.source, token=c.token)
+                for c in found.credentials
+            ],
+            origin=request.headers.get("origin", ""),
+            referer=request.headers.get("referer", ""),
         )
         try:
             verdict = await self.router.enforcer.check(check)
@@ -530,13 +541,14 @@ class Connection(asyncio.Protocol):
         return topic.production_url, topic.production_ca_pem
 
     async def _connect_backend(
-        self, request: Request, request_id: str, url: str, ca_pem: str
+        self, request: Request, request_id: str, url: str, ca_pem: str, found: Extracted
     ) -> backend.BackendConnection:
         try:
-            target = backend.parse_backend_url(url, request.query)
+            target = backend.parse_backend_url(url, found.query)
         except ValueError as exc:
             raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
-        headers = [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
+        headers = [("Sec-WebSocket-Protocol", found.offer)]
+        headers += [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
         headers += [("X-Forwarded-For", self.client_ip), ("X-Request-ID", request_id)]
         try:
             return await backend.connect(
@@ -549,20 +561,19 @@ class Connection(asyncio.Protocol):
 
     def _start_relay(
         self,
-        request: Request,
         key: str,
         conn: backend.BackendConnection,
         info: RelayInfo,
         live: Live,
         verdict: enforcer_pb2.HandshakeResponse,
+        found: Extracted,
     ) -> None:
         assert self.transport is not None
         chosen = conn.response.headers
         extensions = chosen.get("sec-websocket-extensions", "")
+        protocol = credentials.selected_subprotocol(found, chosen.get("sec-websocket-protocol", ""))
         self.transport.write(
-            http11.switching_protocols(
-                http11.accept_key(key), chosen.get("sec-websocket-protocol", ""), extensions
-            )
+            http11.switching_protocols(http11.accept_key(key), protocol, extensions)
         )
         router = self.router
         throttle = None

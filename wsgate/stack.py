@@ -39,9 +39,20 @@ class Component:
     ready_url: str
 
 
+#: Where the local stack listens: this machine only, so the built-in admin:admin users (and
+#: the test keys they can mint) are not offered to the network (wsgate_common/safety.py).
+LOOPBACK_HOSTS = {
+    "WSGATE_CP_HOST": "127.0.0.1",
+    "WSGATE_ADAPTER_HOST": "127.0.0.1",
+    "WSGATE_ENFORCER_HOST": "127.0.0.1",
+    "WSGATE_ROUTER_HOST": "127.0.0.1",
+}
+
+
 def component_env(ports: Ports, data_dir: Path) -> dict[str, str]:
     """The ``WSGATE_*`` variables that wire the components to each other on ``ports``."""
     return {
+        **LOOPBACK_HOSTS,
         "WSGATE_DATA_DIR": str(data_dir),
         "WSGATE_CP_PORT": str(ports.cp),
         "WSGATE_CP_ADAPTER_ADDRESS": f"localhost:{ports.adapter_deploy}",

@@ -26,6 +26,7 @@ from pydantic_settings import SettingsConfigDict
 
 from wsgate import sample_api
 from wsgate.stack import (
+    LOOPBACK_HOSTS,
     Component,
     Ports,
     busy_ports,
@@ -261,6 +262,8 @@ class Up:
         self.sample = sample
         self.data_dir = settings.data_dir.resolve()
         env = {**os.environ, **component_env(ports, self.data_dir)}
+        # Loopback unless the user chose an address (then the components' own checks apply).
+        env.update({name: os.environ[name] for name in LOOPBACK_HOSTS if name in os.environ})
         self.components = components(ports)
         envs = {c.name: env for c in self.components}
         if replicas:

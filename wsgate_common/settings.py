@@ -24,6 +24,9 @@ class CommonSettings(BaseSettings):
     grpc_key: Path | None = None
     # Verify this name in server certificates instead of the host of the address.
     grpc_server_name: str = ""
+    # Let a component listen beyond loopback with the built-in admin:admin user (a demo only;
+    # see wsgate_common/safety.py). Also the --insecure-dev flag.
+    insecure_dev: bool = False
 
     @property
     def pki_dir(self) -> Path:

@@ -11,6 +11,9 @@ from sqlalchemy import func, select
 from control_plane.auth import Subscriber
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession, Issuer
 from control_plane.devportal_schemas import (
+    ApiKeyGenerateBody,
+    ApiKeyOut,
+    ApiKeyRevokeBody,
     ApplicationBody,
     ApplicationKey,
     ApplicationList,
@@ -27,8 +30,8 @@ from control_plane.devportal_schemas import (
 from control_plane.errors import not_found
 from control_plane.models import Api
 from control_plane.schemas import ApiList, ApiOut, Pagination
+from control_plane.services import api_keys, applications, keys, subscriptions
 from control_plane.services import apis as api_service
-from control_plane.services import applications, keys, subscriptions
 
 DEVPORTAL_PREFIX = "/api/am/devportal/v3"
 
@@ -37,6 +40,7 @@ router = APIRouter()
 AppId = Annotated[str, Path(alias="applicationId")]
 KeyMappingId = Annotated[str, Path(alias="keyMappingId")]
 SubscriptionId = Annotated[str, Path(alias="subscriptionId")]
+KeyTypePath = Annotated[str, Path(alias="keyType", max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0)]
 
@@ -208,6 +212,47 @@ def generate_token(
 ) -> ApplicationToken:
     app = applications.load(session, app_id, user)
     return keys.generate_token(session, app, key_mapping_id, body, issuer, gateway)
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+
+@router.post(
+    "/applications/{applicationId}/api-keys/{keyType}/generate",
+    response_model=ApiKeyOut,
+    tags=["API Keys"],
+)
+def generate_api_key(
+    app_id: AppId,
+    key_type: KeyTypePath,
+    session: DbSession,
+    issuer: Issuer,
+    user: Subscriber,
+    body: ApiKeyGenerateBody | None = None,
+) -> ApiKeyOut:
+    """An API key (a signed JWT) for PRODUCTION or SANDBOX, shown only in this answer.
+
+    ``validityPeriod`` in seconds (-1 or 0: never expires; absent: one hour);
+    ``additionalProperties.permittedIP`` / ``permittedReferer`` restrict where it may be used.
+    """
+    app = applications.load(session, app_id, user)
+    return api_keys.generate(session, app, key_type, body or ApiKeyGenerateBody(), issuer)
+
+
+@router.post("/applications/{applicationId}/api-keys/{keyType}/revoke", tags=["API Keys"])
+def revoke_api_key(
+    app_id: AppId,
+    key_type: KeyTypePath,
+    body: ApiKeyRevokeBody,
+    session: DbSession,
+    gateway: AdapterGateway,
+    issuer: Issuer,
+    user: Subscriber,
+) -> dict[str, str]:
+    """Revoke an API key: gateways refuse it and close connections opened with it."""
+    app = applications.load(session, app_id, user)
+    api_keys.revoke(session, app, key_type, body, issuer, gateway)
+    return {}
 
 
 # --- subscriptions ------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from control_plane.devportal_schemas import ApplicationBody, ApplicationInfo, Ap
 from control_plane.errors import ApiError, not_found
 from control_plane.models import Application, utcnow
 from control_plane.push import Gateway
-from control_plane.services import keys, policies
+from control_plane.services import api_keys, keys, policies
 
 
 def parse_id(application_id: str) -> uuid.UUID:
@@ -109,8 +109,9 @@ def update(
 
 
 def delete(session: Session, application_id: str, owner: str, gateway: Gateway) -> None:
-    """Delete an application with its subscriptions and keys."""
+    """Delete an application with its subscriptions and keys; its API keys are revoked."""
     app = load(session, application_id, owner)
+    api_keys.revoke_all(session, app)
     session.delete(app)
     session.commit()
     gateway.subscriptions_changed()

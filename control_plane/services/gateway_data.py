@@ -22,12 +22,15 @@ from wsgate_proto import subscription_pb2
 
 def read(session: Session, issuer: TokenIssuer) -> subscription_pb2.SubscriptionData:
     now = time.time()
+    managers = [subscription_data.resident_key_manager(issuer.issuer, issuer.key.jwks())]
+    if issuer.api_key_issuer:
+        managers.append(subscription_data.api_key_issuer(issuer.api_key_issuer, issuer.key.jwks()))
     return subscription_data.build(
         applications=session.scalars(select(Application)).all(),
         subscriptions=session.scalars(select(Subscription)).all(),
         key_mappings=session.scalars(select(KeyMapping)).all(),
         policies=session.scalars(select(ThrottlingPolicy)).all(),
-        key_managers=[subscription_data.resident_key_manager(issuer.issuer, issuer.key.jwks())],
+        key_managers=managers,
         revoked=session.scalars(select(RevokedToken).where(RevokedToken.expires_at > now)).all(),
         now=now,
     )

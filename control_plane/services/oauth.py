@@ -24,6 +24,9 @@ class TokenIssuer:
     issuer: str
     default_validity: int
     roles: Mapping[str, frozenset[str]]
+    #: ``iss`` of API keys (``apikeys.api_key_issuer``), and the longest validity they get.
+    api_key_issuer: str = ""
+    api_key_max_validity: int = 31_536_000
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ class AdapterEnforcer:
     enforcer_address: str
     enforcer_http: str
     tls: GrpcTls
+    xds_address: str = ""
 
 
 @contextlib.contextmanager
@@ -60,4 +61,5 @@ def adapter_and_enforcer(data_dir: Path) -> Iterator[AdapterEnforcer]:
             f"127.0.0.1:{grpc_port}",
             f"http://127.0.0.1:{http_port}",
             from_pki_dir(data_dir / "pki"),
+            f"127.0.0.1:{xds}",
         )

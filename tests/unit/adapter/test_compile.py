@@ -192,3 +192,30 @@ def test_validation_errors_name_the_field(fields: dict[str, object], field: str)
     with pytest.raises(CompileError) as info:
         compile_api(_api(**fields))
     assert info.value.field == field
+
+
+def test_security_schemes_cors_and_source_reach_the_policy() -> None:
+    api = _api()
+    api.security_scheme.extend(["API_KEY", "mutualssl", "oauth2", "api_key"])
+    api.cors_configuration.cors_configuration_enabled = True
+    api.cors_configuration.access_control_allow_origins.extend(
+        ["https://App.example.com/", " https://app.example.com", "*", ""]
+    )
+    api.source = "control-plane"
+    policy = compile_api(api)["Default"].policy
+    assert list(policy.security_schemes) == ["api_key", "oauth2"]
+    assert policy.cors.enabled is True
+    assert list(policy.cors.allow_origins) == ["https://app.example.com", "*"]
+    assert policy.source == "control-plane"
+
+
+def test_no_usable_scheme_and_disabled_cors_compile_to_empty() -> None:
+    api = _api()
+    api.security_scheme.append("oauth_basic_auth_api_key_mandatory")
+    api.cors_configuration.access_control_allow_origins.append("https://x.example")
+    api.source = "adapter"
+    policy = compile_api(api)["Default"].policy
+    assert list(policy.security_schemes) == []
+    assert policy.cors.enabled is False
+    assert list(policy.cors.allow_origins) == ["https://x.example"]
+    assert policy.source == "adapter"

@@ -252,3 +252,48 @@ def test_directory_without_project(tmp_path: Path) -> None:
     with pytest.raises(ProjectError) as info:
         load_dir(copy)
     assert info.value.field == "data.version"
+
+
+def test_security_scheme_and_cors_configuration() -> None:
+    api_yaml = MINIMAL_API + (
+        "  securityScheme: [oauth2, api_key, oauth_basic_auth_api_key_mandatory]\n"
+        "  corsConfiguration:\n"
+        "    corsConfigurationEnabled: true\n"
+        "    accessControlAllowOrigins: ['https://app.example.com', '*']\n"
+        "    accessControlAllowCredentials: false\n"
+        "    accessControlAllowHeaders: [authorization]\n"
+    )
+    api = load_zip(_zip({"api.yaml": api_yaml}))
+    assert list(api.security_scheme) == ["oauth2", "api_key", "oauth_basic_auth_api_key_mandatory"]
+    assert api.cors_configuration.cors_configuration_enabled is True
+    assert list(api.cors_configuration.access_control_allow_origins) == [
+        "https://app.example.com",
+        "*",
+    ]
+
+
+def test_no_security_scheme_nor_cors_means_defaults() -> None:
+    api = load_zip(_zip({"api.yaml": MINIMAL_API}))
+    assert list(api.security_scheme) == []
+    assert api.cors_configuration.cors_configuration_enabled is False
+    assert list(api.cors_configuration.access_control_allow_origins) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ("  securityScheme: oauth2\n", "data.securityScheme"),
+        ("  corsConfiguration: [a]\n", "data.corsConfiguration"),
+        (
+            "  corsConfiguration: {corsConfigurationEnabled: maybe}\n",
+            "data.corsConfiguration.corsConfigurationEnabled",
+        ),
+        (
+            "  corsConfiguration: {accessControlAllowOrigins: '*'}\n",
+            "data.corsConfiguration.accessControlAllowOrigins",
+        ),
+    ],
+)
+def test_bad_security_fields_are_named(extra: str, field: str) -> None:
+    error = _error(_zip({"api.yaml": MINIMAL_API + extra}))
+    assert error.field == field

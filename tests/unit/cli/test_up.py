@@ -52,6 +52,9 @@ def test_component_env_wires_addresses_from_ports(tmp_path: Path) -> None:
     assert env["WSGATE_ENFORCER_ADDRESS"] == "localhost:2"
     assert env["WSGATE_CP_ADAPTER_ADDRESS"] == "localhost:3"
     assert env["WSGATE_DATA_DIR"] == str(tmp_path)
+    # The local stack keeps its admin:admin users on this machine (wsgate_common/safety.py).
+    for name in ("CP", "ADAPTER", "ENFORCER", "ROUTER"):
+        assert env[f"WSGATE_{name}_HOST"] == "127.0.0.1"
     names = [c.name for c in components(Ports())]
     assert names.index("adapter") < names.index("router")
 

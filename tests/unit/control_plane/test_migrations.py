@@ -25,6 +25,7 @@ TABLES = {
     "subscriptions",
     "key_mappings",
     "revoked_tokens",
+    "api_keys",
 }
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -86,5 +87,40 @@ def test_downgrade_and_upgrade_again(tmp_path: Path) -> None:
     command.downgrade(alembic_config(engine), "0001_initial")
     assert "applications" not in inspect(engine).get_table_names()
     assert "apis" in inspect(engine).get_table_names()
+    check_schema(engine)
+    engine.dispose()
+
+
+def test_api_keys_migration_downgrades_alone_and_keeps_applications(tmp_path: Path) -> None:
+    """0003_i8_api_keys only adds api_keys: going back to 0002 keeps every other row."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from control_plane.db import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path}/cp.db")
+    migrate(engine)
+    with engine.begin() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+            "0003_i8_api_keys"
+        )
+        connection.execute(
+            text(
+                "INSERT INTO applications (id, name, owner, throttling_policy, description,"
+                " attributes, created_at) VALUES ('0123456789abcdef0123456789abcdef', 'A', 'o',"
+                " 'Unlimited', '', '{}', '2026-12-01 00:00:00')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO api_keys (jti, application_id, key_type, issued_at, expires_at,"
+                " revoked) VALUES ('j1', '0123456789abcdef0123456789abcdef', 'PRODUCTION',"
+                " '2026-12-01 00:00:00', NULL, 0)"
+            )
+        )
+    command.downgrade(alembic_config(engine), "0002_api_manager")
+    assert "api_keys" not in inspect(engine).get_table_names()
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM applications")).scalar() == 1
     check_schema(engine)
     engine.dispose()

@@ -14,7 +14,12 @@ from control_plane.models import (
     Subscription,
     ThrottlingPolicy,
 )
-from control_plane.subscription_data import RESIDENT_KEY_MANAGER, build, resident_key_manager
+from control_plane.subscription_data import (
+    API_KEY_ISSUER,
+    RESIDENT_KEY_MANAGER,
+    build,
+    resident_key_manager,
+)
 from tests.unit.control_plane.helpers import (
     BASE,
     FakeAdapter,
@@ -135,10 +140,16 @@ def test_every_change_pushes_the_complete_set(adapter_client: Pair) -> None:
     client, adapter = adapter_client
     wait_until(lambda: bool(adapter.subscription_data))  # the first sync sends it too
     assert len(adapter.latest().policies) == 16
-    [manager] = adapter.latest().key_managers
+    # Access tokens and API keys: one signing key, two issuers, told apart by token_kind.
+    [api_keys, manager] = adapter.latest().key_managers
     assert manager.name == RESIDENT_KEY_MANAGER
+    assert (manager.issuer, manager.token_kind) == ("https://localhost:9443/oauth2/token", "")
+    assert api_keys.name == API_KEY_ISSUER
+    assert api_keys.issuer == "https://localhost:9443/oauth2/token/apikey"
+    assert (api_keys.token_kind, list(api_keys.algorithms)) == ("api_key", ["RS256"])
     jwks = client.get("/oauth2/jwks").json()
     assert json.loads(manager.jwks_json) == jwks
+    assert json.loads(api_keys.jwks_json) == jwks
     api_id = published_api(client)
     app_id = create_application(client)["applicationId"]
     assert [a.id for a in adapter.latest().applications] == [app_id]

@@ -75,3 +75,24 @@ async def test_unknown_path_is_json_error(signer: TestKeySigner) -> None:
         response = await http.get("/nope")
     assert response.status_code == 404
     assert response.json()["code"] == 404
+
+
+async def test_testkey_disabled_is_404_json(signer: TestKeySigner) -> None:
+    app = build_app(signer, {"admin": "admin"}, lambda: True, clock=lambda: NOW, testkeys=False)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as http:
+        response = await http.post("/testkey", headers=AUTH)
+    assert response.status_code == 404
+    body = response.json()
+    assert body["code"] == 404 and "disabled" in body["description"]
+    assert "WSGATE_TESTKEY_ENABLED" in body["description"]
+
+
+async def test_testkey_validity_cap(signer: TestKeySigner) -> None:
+    app = build_app(signer, {"admin": "admin"}, lambda: True, clock=lambda: NOW, max_validity=300)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://e") as http:
+        default = await http.post("/testkey", headers=AUTH)
+        too_long = await http.post("/testkey", data={"validity_period": "301"}, headers=AUTH)
+    assert jwt.decode(default.text, options={"verify_signature": False})["exp"] == NOW + 300
+    assert too_long.status_code == 400

@@ -44,3 +44,20 @@ async def test_bad_issuers_file_stops_start(tmp_path: Path) -> None:
 async def test_bad_users_stop_start(tmp_path: Path) -> None:
     settings = EnforcerSettings(data_dir=tmp_path, enforcer_users="nocolon")
     assert await serve(settings) == 1
+
+
+def test_browser_and_test_key_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = EnforcerSettings()
+    assert "http://localhost:*" in defaults.allowed_origins
+    assert "https://127.0.0.1:*" in defaults.allowed_origins
+    assert "*" not in defaults.allowed_origins
+    assert defaults.testkey_enabled and not defaults.testkey_control_plane_apis
+    assert defaults.testkey_max_validity == 3600
+    monkeypatch.setenv("WSGATE_ENFORCER_ALLOWED_ORIGINS", " https://a.example , https://b.example")
+    monkeypatch.setenv("WSGATE_TESTKEY_ENABLED", "false")
+    monkeypatch.setenv("WSGATE_TESTKEY_MAX_VALIDITY", "600")
+    monkeypatch.setenv("WSGATE_TESTKEY_CONTROL_PLANE_APIS", "true")
+    settings = EnforcerSettings()
+    assert settings.allowed_origins == ("https://a.example", "https://b.example")
+    assert not settings.testkey_enabled and settings.testkey_control_plane_apis
+    assert settings.testkey_max_validity == 600

@@ -132,3 +132,18 @@ def test_parse_request_rejects(form: dict[str, str]) -> None:
     with pytest.raises(Denial) as err:
         parse_request(form)
     assert err.value.http_status == 400
+
+
+def test_validity_is_capped_by_the_setting() -> None:
+    assert parse_request({}, max_validity=600)[1] == 600  # the default shrinks to the cap
+    assert parse_request({"validity_period": "600"}, max_validity=600)[1] == 600
+    with pytest.raises(Denial) as err:
+        parse_request({"validity_period": "601"}, max_validity=600)
+    assert "between 1 and 600" in err.value.description
+    with pytest.raises(Denial):
+        parse_request({"validity_period": "3601"})  # one hour unless configured
+    assert parse_request({"validity_period": "86400"}, max_validity=86400)[1] == 86400
+
+
+def test_test_key_issuer_is_marked(signer: TestKeySigner) -> None:
+    assert signer.as_issuer().test_key

@@ -100,3 +100,9 @@ def test_service_rechecks_after_the_issuer_keys_change(
     service.issuers = IssuerRegistry([rotated])  # the key behind the token's kid was replaced
     denied = ask(service, token)
     assert (denied.allowed, denied.description) == (False, "Invalid token signature")
+
+
+def test_a_key_without_exp_stays_cached() -> None:
+    cache, registry = TokenCache(), IssuerRegistry([])
+    cache.put("t", registry, claims(0))
+    assert cache.get("t", registry, NOW + 10**9) is not None

@@ -163,13 +163,23 @@ def packed(routes: list[config_pb2.Route]) -> list[any_pb2.Any]:
     return out
 
 
+def select_graphql(conn: ServerConnection, offered: Sequence[str]) -> Any:
+    """The backend speaks one subprotocol, graphql-transport-ws, and chooses it when offered."""
+    return "graphql-transport-ws" if "graphql-transport-ws" in offered else None
+
+
 @contextlib.asynccontextmanager
 async def open_env(
     tmp_path: Path, sinks: Sequence[Sink] = (), **overrides: Any
 ) -> AsyncIterator[Env]:
     """Backend, enforcer double and a router on free ports; ``overrides`` go to RouterConfig."""
     log = BackendLog()
-    backend = await serve(lambda ws: backend_handler(ws, log), "127.0.0.1", 0)
+    backend = await serve(
+        lambda ws: backend_handler(ws, log),
+        "127.0.0.1",
+        0,
+        select_subprotocol=select_graphql,
+    )
     backend_port = next(iter(backend.sockets)).getsockname()[1]
 
     enforcer = EnforcerDouble()
@@ -275,6 +285,52 @@ async def test_echo_text_and_binary(env: Env) -> None:
     assert (check.api_id, check.topic, check.path) == ("echo", "/", "/echo/1.0.0")
     assert check.authorization == "Bearer ok" and check.client_ip == "127.0.0.1"
     assert env.backend.paths[-1] == "/echo"
+
+
+async def test_credentials_never_reach_the_backend(env: Env) -> None:
+    url = env.url() + "?x=1&access_token=tok-q&apikey=key-q&y=2"
+    headers = {"Authorization": "Bearer tok-h", "apikey": "key-h", "Referer": "https://r.example/"}
+    offer = ["choreo-api-key", "key-s", "graphql-transport-ws"]
+    async with connect(url, additional_headers=headers, subprotocols=offer) as ws:  # type: ignore[arg-type]
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        assert ws.subprotocol == "graphql-transport-ws"  # the backend's choice wins
+    check = env.enforcer.requests[-1]
+    assert [(c.kind, c.source, c.token) for c in check.credentials] == [
+        ("oauth2", "header", "tok-h"),
+        ("api_key", "header", "key-h"),
+        ("oauth2", "query", "tok-q"),
+        ("api_key", "query", "key-q"),
+        ("api_key", "subprotocol", "key-s"),
+    ]
+    assert check.authorization == "Bearer tok-h"
+    assert check.referer == "https://r.example/" and check.origin == ""
+    assert not {"authorization", "apikey", "sec-websocket-protocol"} & set(check.headers)
+    assert env.backend.paths[-1] == "/echo?x=1&y=2"
+    seen = env.backend.headers[-1]
+    assert seen["sec-websocket-protocol"] == "graphql-transport-ws"
+    assert "authorization" not in seen and "apikey" not in seen and "referer" not in seen
+    assert not any(secret in str(seen) for secret in ("tok-", "key-"))
+
+
+async def test_marker_is_selected_when_the_backend_chooses_none(env: Env) -> None:
+    for offer in (["choreo-oauth2-key", "tok-s"], ["x-chat", "choreo-oauth2-key", "tok-s"]):
+        async with connect(
+            env.url(),
+            subprotocols=offer,  # type: ignore[arg-type]
+            additional_headers={"Origin": "http://localhost:3000"},
+        ) as ws:
+            await ws.send("hello")
+            assert await ws.recv() == "hello"
+            assert ws.subprotocol == "choreo-oauth2-key"
+        check = env.enforcer.requests[-1]
+        assert [(c.kind, c.source, c.token) for c in check.credentials] == [
+            ("oauth2", "subprotocol", "tok-s")
+        ]
+        assert check.origin == "http://localhost:3000"
+        assert env.backend.headers[-1].get("sec-websocket-protocol") == (
+            "x-chat" if "x-chat" in offer else None
+        )
 
 
 async def test_uncompressed_echo_and_subprotocol(env: Env) -> None:
