@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from control_plane.settings import ControlPlaneSettings
-from control_plane.web import auth_pages, core, publisher
+from control_plane.web import auth_pages, core, devportal, publisher
 from control_plane.web.session import SessionCodec, load_or_create_secret
 
 
@@ -19,3 +19,4 @@ def install(app: FastAPI, settings: ControlPlaneSettings) -> None:
     app.mount(core.STATIC_PREFIX, StaticFiles(directory=core.STATIC_DIR), name="console-static")
     app.include_router(auth_pages.router)
     app.include_router(publisher.router)
+    app.include_router(devportal.router)
