@@ -106,7 +106,14 @@ def list_apis(
     return render(
         page,
         "devportal/apis.html",
-        {"apis": found, "total": total, "query": query, "offset": offset, "size": PAGE_SIZE},
+        {
+            "apis": found,
+            "total": total,
+            "query": query,
+            "offset": offset,
+            "size": PAGE_SIZE,
+            "nav_active": "apis",
+        },
     )
 
 
@@ -151,14 +158,16 @@ def _overview(
     status: int = 200,
 ) -> HTMLResponse:
     apps = _own_apps(session, page)
+    # the user's applications not subscribed to this API yet
+    free = [app for app in apps if all(sub.api_id != api.id for sub in app.subscriptions)]
     body_policies = list(api.definition.get("policies") or [])
     defaults = {"tier": body_policies[0] if body_policies else ""}
-    if apps:
-        defaults["application"] = str(apps[0].id)
+    if free:
+        defaults["application"] = str(free[0].id)
     context = {
         "section": "Overview",
         "applications": apps,
-        "app_choices": [(str(app.id), app.name) for app in apps],
+        "app_choices": [(str(app.id), app.name) for app in (apps if errors else free)],
         "values": defaults | (values or {}),
         "errors": errors or {},
     }
@@ -180,20 +189,21 @@ def subscribe_errors(exc: ApiError) -> forms.FieldErrors:
 
 def _subscribe(
     session: DbSession, gateway: AdapterGateway, page: Page, api_id: str, app_id: str, tier: str
-) -> forms.FieldErrors:
-    """Subscribe through the service; the errors per form field (empty on success)."""
+) -> tuple[str, forms.FieldErrors]:
+    """Subscribe through the service: (what was done, errors per form field)."""
     document = {"applicationId": app_id, "apiId": api_id, "throttlingPolicy": tier}
     try:
         body = SubscriptionBody.model_validate(document)
     except ValidationError as exc:
-        return forms.from_validation(exc, SUBSCRIBE_FIELDS)
+        return "", forms.from_validation(exc, SUBSCRIBE_FIELDS)
     try:
-        subscription_service.create(session, body, page.user, gateway)
+        sub = subscription_service.create(session, body, page.user, gateway)
     except ApiError as exc:
         if exc.status >= 500:
             raise
-        return subscribe_errors(exc)
-    return {}
+        return "", subscribe_errors(exc)
+    done = f"{sub.application.name} is subscribed to {sub.api.name} on {sub.tier}."
+    return done, {}
 
 
 @router.post("/apis/{api_id}/subscribe", dependencies=[Csrf])
@@ -206,16 +216,13 @@ def subscribe_from_api(
     tier: Text = "",
 ) -> Response:
     api = catalogue.load_published(session, api_id)
-    errors = _subscribe(session, gateway, page, str(api.id), application, tier)
+    done, errors = _subscribe(session, gateway, page, str(api.id), application, tier)
     if "api" in errors:  # no API field on this form
         errors = forms.merge({forms.FORM: errors.pop("api")}, errors)
     if errors:
         values = {"application": application, "tier": tier}
         return _overview(page, session, api, values, errors, status=400)
-    app = applications.load(session, application, page.user)
-    return page.redirect(
-        f"/apis/{api.id}", f"{app.name} is subscribed to {api.name} on {tier}.", "success"
-    )
+    return page.redirect(f"/apis/{api.id}", done, "success")
 
 
 @router.post("/subscriptions/{subscription_id}/delete", dependencies=[Csrf])
@@ -531,13 +538,11 @@ def subscribe_from_application(
     tier: Text = "",
 ) -> Response:
     app = applications.load(session, app_id, page.user)
-    errors = _subscribe(session, gateway, page, api, str(app.id), tier)
+    done, errors = _subscribe(session, gateway, page, api, str(app.id), tier)
     if errors:
         values = {"api": api, "tier": tier}
         return _app_subscriptions(page, session, app, values, errors, status=400)
-    return page.redirect(
-        f"/applications/{app.id}/subscriptions", f"{app.name} subscribed on {tier}.", "success"
-    )
+    return page.redirect(f"/applications/{app.id}/subscriptions", done, "success")
 
 
 # --- keys, tokens and API keys ------------------------------------------------------------

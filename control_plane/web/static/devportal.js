@@ -70,6 +70,7 @@
     var status = document.getElementById("console-status");
     var log = document.getElementById("console-log");
     var socket = null;
+    var opened = false;
 
     function url(withToken) {
       var address = wssBase + fill(topic.value);
@@ -126,7 +127,9 @@
         return;
       }
       state("Connecting", false);
+      opened = false;
       socket.onopen = function () {
+        opened = true;
         entry("info", "connected" + (socket.protocol ? " (subprotocol " + socket.protocol + ")" : ""));
         state("Connected", true);
         message.focus();
@@ -139,7 +142,13 @@
         }
       };
       socket.onerror = function () {
-        entry("error", "the connection failed or broke (the close below says why when the gateway gave a reason)");
+        entry("error", opened
+          ? "the connection broke"
+          : "the gateway refused the connection (a browser does not show why): an expired or"
+            + " revoked token, no or a blocked subscription, the API not deployed, this page's"
+            + " origin not allowed by the API's CORS configuration, or the router's certificate"
+            + " not trusted (open " + wssBase.replace("wss:", "https:").split("/").slice(0, 3).join("/")
+            + "/ready once); wscat with the command above shows the gateway's answer");
       };
       socket.onclose = function (event) {
         var name = CLOSE_NAMES[event.code] ? " (" + CLOSE_NAMES[event.code] + ")" : "";
