@@ -212,6 +212,8 @@ def instructions(ports: Ports, sample: bool = True) -> str:
             f"npx wscat -c {ws}/echowebsocket/1.0.0/notifications {bearer}",
             f"npx wscat -n -c {wss}/echowebsocket/1.0.0/notifications {bearer}",
             "",
+            f"Publisher console: https://localhost:{ports.cp}/publisher"
+            f" · Developer Portal: https://localhost:{ports.cp}/devportal",
             f"Publisher REST API docs: https://localhost:{ports.cp}/docs",
             "Ctrl-C stops everything.",
             "",

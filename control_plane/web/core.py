@@ -26,7 +26,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from control_plane.errors import ApiError
+from control_plane.errors import ApiError, describe_validation
 from control_plane.roles import PUBLISHER, SUBSCRIBER
 from control_plane.settings import ControlPlaneSettings
 from control_plane.web.session import COOKIE, Session, SessionCodec
@@ -313,6 +313,8 @@ def install_error_pages(app: FastAPI) -> None:
                 message = exc.detail if isinstance(exc.detail, str) else ""
                 if status == 404:
                     message = "There is no such page."
+            elif isinstance(exc, RequestValidationError):
+                status, message = 400, "The form was not accepted: " + describe_validation(exc)
             else:
                 status, message = 400, "The request was not understood."
             return render_error(request, status, HTTPStatus(status).phrase, message)

@@ -148,14 +148,20 @@ class Browser:
         value: str = self.field(label).get_attribute("value") or ""
         return value
 
-    def click(self, text: str, within: str = "") -> None:
-        """Click the button or link whose visible text is ``text`` (the first one)."""
+    def click(self, text: str, within: str = "", navigates: bool = True) -> None:
+        """Click the button or link whose visible text is ``text`` (the first one); by default
+        wait until the browser has left the page (a form post or a link)."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions
+        from selenium.webdriver.support.wait import WebDriverWait
 
         scope = self.driver.find_element(By.CSS_SELECTOR, within) if within else self.driver
         for element in scope.find_elements(By.CSS_SELECTOR, "button, a, input[type=submit]"):
             if element.text.strip() == text and element.is_displayed():
+                old = self.driver.find_element(By.TAG_NAME, "html")
                 element.click()
+                if navigates:
+                    WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(old))
                 return
         raise AssertionError(f"no button or link {text!r} on {self.path}")
 

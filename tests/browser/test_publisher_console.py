@@ -14,7 +14,7 @@ import pytest
 
 from tests.browser.conftest import Browser, trusted_pins
 from tests.integration.control_plane_flow import control_plane
-from tests.integration.test_control_plane_adapter import adapter, cp_sees_adapter
+from tests.integration.test_control_plane_adapter import adapter, adapter_api_ids, cp_sees_adapter
 from tests.procs import free_port, wait_for
 
 pytestmark = pytest.mark.integration
@@ -144,3 +144,55 @@ def test_api_list_search(browser: Browser) -> None:
     browser.fill("Search APIs", "nothing-like-this")
     browser.click("Search")
     assert "No API matches" in browser.text
+
+
+def test_seed_path_topic_gold_publish_revision_deploy(browser: Browser, stack: Stack) -> None:
+    """The seed's clicks: the API made above gets a topic, the Gold tier, Save and Publish,
+    a revision deployed to Default; the REST API and the adapter then have it."""
+    browser.open("/publisher/apis")
+    browser.click("EchoWebSocket")
+    api_id = browser.path.rsplit("/", 1)[-1]
+    browser.click("Topics", within=".side")
+    browser.fill("Scope name", "read:notifications")
+    browser.fill("Roles", "subscriber")
+    browser.click("Add scope")
+    assert "Scope read:notifications added." in browser.text
+    browser.fill("Topic name", "/notifications")
+    browser.fill("URL mapping", "/notifications")
+    browser.click("Add topic")
+    assert "Topic /notifications added." in browser.text
+    browser.screenshot("09-topics")
+
+    browser.click("Business Plans", within=".side")
+    browser.driver.find_element("id", "tier-Gold").click()
+    browser.screenshot("10-business-plans")
+    browser.click("Save and Publish")
+    assert "API is PUBLISHED" in browser.text
+    assert browser.path.endswith("/lifecycle")
+    assert "Current state: PUBLISHED" in browser.text
+    browser.screenshot("11-lifecycle")
+
+    browser.click("Deployments", within=".side")
+    browser.fill("Revision description", "first")
+    browser.click("Create new revision")
+    assert "Revision 1 created." in browser.text
+    browser.click("Deploy")
+    assert "Deployed to Default." in browser.text
+    browser.screenshot("12-deployments")
+
+    api = stack.rest.get(f"/apis/{api_id}").json()
+    assert api["lifeCycleStatus"] == "PUBLISHED" and api["policies"] == ["Gold"]
+    ops = {(op["target"], op["verb"]) for op in api["operations"]}
+    assert {("/notifications", "PUBLISH"), ("/notifications", "SUBSCRIBE")} <= ops
+    revisions = stack.rest.get(f"/apis/{api_id}/revisions").json()["list"]
+    assert [d["name"] for d in revisions[0]["deploymentInfo"]] == ["Default"]
+    assert api_id in adapter_api_ids(stack.adapter_rest)
+
+    browser.click("Subscriptions", within=".side")
+    assert "No application subscribes to this API yet." in browser.text
+    browser.click("Runtime", within=".side")
+    browser.screenshot("13-runtime")
+    browser.click("AsyncAPI Definition", within=".side")
+    browser.click("Validate")
+    assert "The definition is valid" in browser.text
+    browser.screenshot("14-asyncapi")

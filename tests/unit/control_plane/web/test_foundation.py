@@ -233,8 +233,13 @@ def test_create_api_and_a_duplicate_is_an_error_beside_the_name(
 
 def test_api_list_searches_through_the_service(publisher_web: TestClient) -> None:
     for name in ("Chat", "Prices"):
-        _create(publisher_web, name=name, context=f"/{name.lower()}", version="1",
-                production_endpoint="ws://h:1")  # fmt: skip
+        _create(
+            publisher_web,
+            name=name,
+            context=f"/{name.lower()}",
+            version="1",
+            production_endpoint="ws://h:1",
+        )
     page = publisher_web.get("/publisher/apis", params={"query": "cha"}).text
     assert "Chat" in page and "Prices" not in page
     assert "No API matches" in publisher_web.get("/publisher/apis?query=zzz").text
@@ -242,13 +247,37 @@ def test_api_list_searches_through_the_service(publisher_web: TestClient) -> Non
 
 def test_pages_answer_under_100_ms(publisher_web: TestClient) -> None:
     for i in range(30):
-        _create(publisher_web, name=f"Api{i}", context=f"/api{i}", version="1",
-                production_endpoint="ws://h:1")  # fmt: skip
-    api_id = publisher_web.get(PUBLISHER_REST + "/apis", auth=("admin", "admin")).json()["list"][0][
-        "id"
+        _create(
+            publisher_web,
+            name=f"Api{i}",
+            context=f"/api{i}",
+            version="1",
+            production_endpoint="ws://h:1",
+        )
+    listed = publisher_web.get(PUBLISHER_REST + "/apis", auth=("admin", "admin")).json()
+    api = f"/publisher/apis/{listed['list'][0]['id']}"
+    pages = ["/publisher/apis", "/publisher/apis/create", "/publisher/apis/import", api]
+    pages += [
+        f"{api}/{sub}"
+        for sub in (
+            "topics",
+            "endpoints",
+            "business-plans",
+            "runtime",
+            "asyncapi",
+            "lifecycle",
+            "deployments",
+            "subscriptions",
+            "download",
+        )
     ]
-    for path in ("/publisher/apis", "/publisher/apis/create", f"/publisher/apis/{api_id}"):
-        publisher_web.get(path)  # warm the template cache
-        started = time.perf_counter()
-        assert publisher_web.get(path).status_code == 200
-        assert time.perf_counter() - started < 0.1, path
+    for path in pages:
+        assert publisher_web.get(path).status_code == 200, path  # warm the template cache
+        best = min(_timed(publisher_web, path) for _ in range(3))
+        assert best < 0.1, f"{path} took {best * 1000:.0f} ms"
+
+
+def _timed(client: TestClient, path: str) -> float:
+    started = time.perf_counter()
+    client.get(path)
+    return time.perf_counter() - started
