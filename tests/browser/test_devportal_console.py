@@ -105,8 +105,7 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     browser.screenshot("04-subscribed")
 
     # Production Keys -> Generate Keys: the secret is shown once.
-    browser.click("DefaultApplication", within="#api-subscriptions")
-    browser.click("Production Keys")
+    browser.click("Production Keys", within="#api-subscriptions")
     browser.click("Generate Keys")
     assert "Production keys generated for DefaultApplication." in browser.text
     assert browser.field("Consumer secret").get_attribute("value")
@@ -130,11 +129,11 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
 
     # The in-browser console: wss to the router, token as the choreo-oauth2-key subprotocol.
     Select(browser.field("Topic")).select_by_visible_text("/notifications")
-    browser.click("Connect")
+    browser.click("Connect", navigates=False)
     wait_until(lambda: "connected (subprotocol choreo-oauth2-key)" in console_log(browser),
                "connection", browser)  # fmt: skip
     browser.fill("Message", "hello from chromium")
-    browser.click("Send")
+    browser.click("Send", navigates=False)
     wait_until(lambda: "received hello from chromium" in console_log(browser).replace("\n", " "),
                "echo", browser)  # fmt: skip
     assert "sent hello from chromium" in console_log(browser).replace("\n", " ")
@@ -187,11 +186,11 @@ def test_console_with_access_token_query_and_disconnect(
     Select(browser.field("Key type")).select_by_visible_text("Sandbox")
     browser.click("Get Test Key")
     Select(browser.field("Send the token as")).select_by_value("query")
-    browser.click("Connect")
+    browser.click("Connect", navigates=False)
     wait_until(lambda: "connected" in console_log(browser), "connection", browser)
     browser.fill("Message", "via query")
-    browser.click("Send")
+    browser.click("Send", navigates=False)
     wait_until(lambda: "received via query" in console_log(browser).replace("\n", " "), "echo",
                browser)  # fmt: skip
-    browser.click("Disconnect")
+    browser.click("Disconnect", navigates=False)
     wait_until(lambda: "close 1000" in console_log(browser), "close 1000", browser)

@@ -27,6 +27,8 @@ def adapter(data_dir: Path, rest: int, xds: int, deploy: int, pki: Path) -> Iter
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {
         "WSGATE_DATA_DIR": str(data_dir),
+        # loopback: the adapter refuses 0.0.0.0 with its built-in admin:admin (safe defaults)
+        "WSGATE_ADAPTER_HOST": "127.0.0.1",
         "WSGATE_GRPC_CA": str(pki / "ca.pem"),
         "WSGATE_GRPC_CERT": str(pki / "server.pem"),
         "WSGATE_GRPC_KEY": str(pki / "server-key.pem"),
