@@ -11,6 +11,7 @@ and the router's :9095) by its public key, as the harness does; nothing else is 
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from selenium.webdriver.support.ui import Select
 
 from tests.browser.conftest import Browser, trusted_pins
 from tests.integration.apim_flow import DEVPORTAL, Apim, expect, ws_api_body
-from tests.integration.conftest import Stack, start_stack
+from tests.integration.conftest import Stack, run_wscat, start_stack
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,12 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
         browser.text
     )
     browser.screenshot("06-try-out")
+
+    # The page's wss command (room filled in) runs as it stands: wscat -n through the router.
+    wss_command = browser.driver.find_element(By.ID, "cmd-wss-2").text
+    assert wss_command.startswith("wscat -n -c wss://") and "/rooms/lobby " in wss_command
+    ran = run_wscat([*shlex.split(wss_command)[1:], "-x", "from wscat", "-w", "1"])
+    assert "from wscat" in ran.stdout, (ran.stdout, ran.stderr)
 
     # The in-browser console: wss to the router, token as the choreo-oauth2-key subprotocol.
     Select(browser.field("Topic")).select_by_visible_text("/notifications")
