@@ -11,7 +11,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -181,6 +180,6 @@ def key_name(app_name: str, key_type: str, jti: str) -> str:
     return f"{app_name}-{key_type.lower()}-{jti[:8]}"
 
 
-def revocations(keys: Iterable[tuple[str, int | None]]) -> list[tuple[str, int]]:
-    """(jti, expires_at or None) -> (jti, when to forget the revocation)."""
-    return [(jti, expires or FOREVER) for jti, expires in keys]
+def revoked_until(expires_at: int | None) -> int:
+    """How long a revoked key stays on the revocation list: until it would expire anyway."""
+    return expires_at or FOREVER

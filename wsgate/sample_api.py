@@ -1,8 +1,12 @@
 """The sample API `wsgate up` publishes through the control plane, as a publisher would:
-create, change lifecycle to Published, create a revision, deploy it to Default/localhost.
+create, change lifecycle to Published, create a revision, deploy it to Default/localhost; and
+the application a developer would use it with: create an application, subscribe it, generate
+its production keys, get an access token from ``/oauth2/token``.
 
 Idempotent: an API with the same name and version is reused, and a revision is only created
-and deployed when none is deployed yet.
+and deployed when none is deployed yet; the application and its subscription are reused too.
+A consumer secret is shown only when made, so a restart regenerates the sample application's
+secret (tokens already issued stay valid) to print commands that work as printed.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import base64
 import json
 import ssl
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,8 @@ import httpx
 from websockets.asyncio.client import connect
 
 PUBLISHER_PATH = "/api/am/publisher/v4"
+DEVPORTAL_PATH = "/api/am/devportal/v3"
+SAMPLE_APPLICATION = "SampleChatApp"
 GATEWAY = [{"name": "Default", "vhost": "localhost", "displayOnDevportal": True}]
 
 
@@ -103,10 +111,91 @@ async def ensure_published(
         return api_id, True
 
 
-async def echo_through_router(
-    router_url: str, ws_url: str, auth: str, limit: float = 30.0
+@dataclass(frozen=True)
+class SampleKeys:
+    """The sample application's production client credentials."""
+
+    application_id: str
+    consumer_key: str
+    consumer_secret: str
+
+
+def _items(listing: Any) -> list[dict[str, Any]]:
+    items = listing.get("list", []) if isinstance(listing, dict) else listing
+    return [dict(item) for item in items or [] if isinstance(item, dict)]
+
+
+async def ensure_application(
+    cp_url: str, auth: str, api_id: str, tier: str, verify: ssl.SSLContext | bool
+) -> SampleKeys:
+    """Make sure the sample application exists, is subscribed to ``api_id`` (with ``tier``) and
+    has production keys; returns them with a consumer secret that works now."""
+    base = cp_url.rstrip("/") + DEVPORTAL_PATH
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": auth}, verify=verify, timeout=30
+    ) as dev:
+        listing = _check(
+            await dev.get("/applications", params={"query": SAMPLE_APPLICATION}),
+            "list applications",
+        )
+        app = next((a for a in _items(listing) if a.get("name") == SAMPLE_APPLICATION), None)
+        if app is None:
+            body = {
+                "name": SAMPLE_APPLICATION,
+                "throttlingPolicy": "Unlimited",
+                "description": "The application `wsgate up` uses the sample chat API with.",
+                "tokenType": "JWT",
+            }
+            app = _check(await dev.post("/applications", json=body), "create application")
+        app_id = str(app["applicationId"])
+        subscriptions = _check(
+            await dev.get("/subscriptions", params={"applicationId": app_id}),
+            "list subscriptions",
+        )
+        if not any(s.get("apiId") == api_id for s in _items(subscriptions)):
+            body = {"applicationId": app_id, "apiId": api_id, "throttlingPolicy": tier}
+            _check(await dev.post("/subscriptions", json=body), "subscribe")
+        held = _check(await dev.get(f"/applications/{app_id}/oauth-keys"), "list keys")
+        key = next((k for k in _items(held) if k.get("keyType") == "PRODUCTION"), None)
+        if key is None:
+            wanted: dict[str, Any] = {
+                "keyType": "PRODUCTION",
+                "grantTypesToBeSupported": ["client_credentials"],
+                "callbackUrl": "",
+            }
+            made = _check(
+                await dev.post(f"/applications/{app_id}/generate-keys", json=wanted),
+                "generate keys",
+            )
+            return SampleKeys(app_id, str(made["consumerKey"]), str(made["consumerSecret"]))
+        secret = _check(
+            await dev.post(
+                f"/applications/{app_id}/oauth-keys/{key['keyMappingId']}/regenerate-secret"
+            ),
+            "regenerate secret",
+        )
+        return SampleKeys(app_id, str(secret["consumerKey"]), str(secret["consumerSecret"]))
+
+
+async def application_token(
+    cp_url: str, keys: SampleKeys, verify: ssl.SSLContext | bool, scope: str = ""
+) -> str:
+    """An access token for the application (client_credentials at ``/oauth2/token``)."""
+    form = {"grant_type": "client_credentials", **({"scope": scope} if scope else {})}
+    async with httpx.AsyncClient(verify=verify, timeout=30) as http:
+        answer = await http.post(
+            cp_url.rstrip("/") + "/oauth2/token",
+            data=form,
+            auth=(keys.consumer_key, keys.consumer_secret),
+        )
+    issued = _check(answer, "get an access token")
+    return str(issued["access_token"])
+
+
+async def echo_with_token(
+    ws_url: str, get_token: Callable[[], Awaitable[str]], limit: float = 30.0
 ) -> float:
-    """Poll until a testkey token carries a message to the backend and back through the router.
+    """Poll until a token from ``get_token`` carries a message to the backend and back.
 
     Returns:
         Seconds it took.
@@ -116,22 +205,16 @@ async def echo_through_router(
     """
     started = time.monotonic()
     last = "no attempt"
-    async with httpx.AsyncClient(verify=False, timeout=5) as http:
-        while time.monotonic() - started < limit:
-            try:
-                answer = await http.post(
-                    f"{router_url}/testkey", headers={"Authorization": auth}, data={"scope": ""}
-                )
-                if answer.status_code != 200:
-                    raise RuntimeError(f"/testkey answered {answer.status_code}")
-                headers = {"Authorization": f"Bearer {answer.text.strip()}"}
-                async with connect(ws_url, additional_headers=headers, open_timeout=5) as ws:
-                    await ws.send("wsgate up self-check")
-                    reply = await asyncio.wait_for(ws.recv(), 5)
-                if reply == "wsgate up self-check":
-                    return time.monotonic() - started
-                last = f"unexpected reply {reply!r}"
-            except Exception as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.2)
+    while time.monotonic() - started < limit:
+        try:
+            headers = {"Authorization": f"Bearer {await get_token()}"}
+            async with connect(ws_url, additional_headers=headers, open_timeout=5) as ws:
+                await ws.send("wsgate up self-check")
+                reply = await asyncio.wait_for(ws.recv(), 5)
+            if reply == "wsgate up self-check":
+                return time.monotonic() - started
+            last = f"unexpected reply {reply!r}"
+        except Exception as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        await asyncio.sleep(0.2)
     raise TimeoutError(f"{ws_url} did not echo within {limit:.0f} s (last: {last})")

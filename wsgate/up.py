@@ -179,8 +179,20 @@ def first_user(spec: str) -> tuple[str, str]:
     return next(iter(users.items()))
 
 
-def instructions(ports: Ports, sample: bool = True) -> str:
-    """The commands a user types next, with this stack's real ports."""
+def app_token_command(ports: Ports, keys: sample_api.SampleKeys) -> str:
+    """The shell line that puts an access token of the sample application in $APP_TOKEN."""
+    return (
+        f"APP_TOKEN=$(curl -sk -u {keys.consumer_key}:{keys.consumer_secret} "
+        f"-d grant_type=client_credentials https://localhost:{ports.cp}/oauth2/token "
+        """| python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')"""
+    )
+
+
+def instructions(
+    ports: Ports, sample: bool = True, keys: sample_api.SampleKeys | None = None
+) -> str:
+    """The commands a user types next, with this stack's real ports (and, for the sample
+    control-plane API, the real client credentials of its sample application)."""
     adapter = f"https://localhost:{ports.adapter_rest}"
     testkey = (
         f"TOKEN=$(curl -sk -X POST https://localhost:{ports.router_tls}/testkey "
@@ -189,11 +201,19 @@ def instructions(ports: Ports, sample: bool = True) -> str:
     ws = f"ws://localhost:{ports.router}"
     wss = f"wss://localhost:{ports.router_tls}"
     bearer = '-H "Authorization:Bearer $TOKEN"'
+    app_bearer = '-H "Authorization:Bearer $APP_TOKEN"'
     chat = [
-        "  # the chat API is already published through the control plane:",
-        testkey,
-        f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby {bearer}",
-        f"npx wscat -n -c {wss}/chat/1.0.0/rooms/lobby {bearer}",
+        "  # the chat API is published through the control plane; its application "
+        f"{sample_api.SAMPLE_APPLICATION}",
+        "  # is subscribed and has keys (test keys are for CLI-deployed APIs only):",
+        app_token_command(ports, keys)
+        if keys is not None
+        else f"APP_TOKEN=<an access token from https://localhost:{ports.cp}/oauth2/token>",
+        f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby {app_bearer}",
+        f"npx wscat -n -c {wss}/chat/1.0.0/rooms/lobby {app_bearer}",
+        "  # as a browser would send it (no header): on the URL, or as a subprotocol",
+        f'npx wscat -c "{ws}/chat/1.0.0/rooms/lobby?access_token=$APP_TOKEN"',
+        f"npx wscat -c {ws}/chat/1.0.0/rooms/lobby -s choreo-oauth2-key -s $APP_TOKEN",
         "",
     ]
     return "\n".join(
@@ -296,6 +316,7 @@ class Up:
             for c in self.components
         }
         self.tasks: list[asyncio.Task[None]] = []
+        self.sample_keys: sample_api.SampleKeys | None = None
 
     async def start(self) -> None:
         pki = ensure_pki(self.data_dir / "pki")
@@ -307,25 +328,34 @@ class Up:
                 self.tasks.append(asyncio.create_task(self.children[name].run()))
             await asyncio.gather(*(wait_ready(by_name[n], self.children[n]) for n in wave))
         if self.sample:
-            await self.publish_sample(pki.ca_cert)
+            self.sample_keys = await self.publish_sample(pki.ca_cert)
 
-    async def publish_sample(self, ca_cert: Path) -> None:
+    async def publish_sample(self, ca_cert: Path) -> sample_api.SampleKeys:
+        """Publish the sample API, give it a subscribed application, and check that one of
+        that application's access tokens carries a message through the router."""
         verify = ssl.create_default_context(cafile=str(ca_cert))
+        cp_url = f"https://localhost:{self.ports.cp}"
         cp_auth = sample_api.basic_auth(*first_user(self.settings.cp_users))
         body = sample_api.load_body(CHAT_API, self.ports.echo)
-        api_id, deployed = await sample_api.ensure_published(
-            f"https://localhost:{self.ports.cp}", cp_auth, body, verify
-        )
+        api_id, deployed = await sample_api.ensure_published(cp_url, cp_auth, body, verify)
         state = "deployed" if deployed else "already deployed"
         log.info("%s %s (id %s)", body["name"], state, api_id)
+        tier = str((body.get("policies") or ["Unlimited"])[0])
+        keys = await sample_api.ensure_application(cp_url, cp_auth, api_id, tier, verify)
+        log.info(
+            "application %s is subscribed to %s (id %s)",
+            sample_api.SAMPLE_APPLICATION,
+            body["name"],
+            keys.application_id,
+        )
         ws_url = (
             f"ws://127.0.0.1:{self.ports.router}{body['context']}/{body['version']}/rooms/lobby"
         )
-        router_auth = sample_api.basic_auth(*first_user(self.settings.enforcer_users))
-        took = await sample_api.echo_through_router(
-            f"http://127.0.0.1:{self.ports.router}", ws_url, router_auth
+        took = await sample_api.echo_with_token(
+            ws_url, lambda: sample_api.application_token(cp_url, keys, verify)
         )
         log.info("echo through the router works (%s, checked in %.2f s)", ws_url, took)
+        return keys
 
     async def stop(self) -> None:
         """Routers first (they stop accepting and close clients with 1001), then the rest."""
@@ -353,7 +383,7 @@ async def run(
     if starting.done():
         try:
             starting.result()
-            print(instructions(ports, sample), flush=True)
+            print(instructions(ports, sample, up.sample_keys), flush=True)
             await stopping
         except (TimeoutError, sample_api.SampleApiError, OSError, ValueError) as exc:
             log.error("wsgate up failed: %s", exc)

@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable
 
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from control_plane import apikeys, tokens
@@ -78,9 +79,8 @@ def _revoke_rows(session: Session, rows: Iterable[ApiKey], now: float) -> int:
         row.revoked = True
         if row.expires_at is not None and row.expires_at <= now:
             continue  # expired already: every enforcer refuses it anyway
-        [(jti, until)] = apikeys.revocations([(row.jti, row.expires_at)])
-        if session.get(RevokedToken, jti) is None:
-            session.add(RevokedToken(jti=jti, expires_at=until))
+        if session.get(RevokedToken, row.jti) is None:
+            session.add(RevokedToken(jti=row.jti, expires_at=apikeys.revoked_until(row.expires_at)))
             count += 1
     return count
 
@@ -118,7 +118,11 @@ def revoke(
     if row.key_type != kind:
         raise ApiError(400, f"apikey: the key is a {row.key_type} key, not {kind}")
     live = _revoke_rows(session, [row], time.time())
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent revoke of the same key listed it first
+        session.rollback()
+        return
     if live:
         gateway.subscriptions_changed()
 

@@ -21,8 +21,11 @@ class AdapterEnforcer:
 
 
 @contextlib.contextmanager
-def adapter_and_enforcer(data_dir: Path) -> Iterator[AdapterEnforcer]:
-    """Start both on label Default (sharing ``data_dir`` and so its CA); stop both on exit."""
+def adapter_and_enforcer(
+    data_dir: Path, enforcer_settings: dict[str, str] | None = None
+) -> Iterator[AdapterEnforcer]:
+    """Start both on label Default (sharing ``data_dir`` and so its CA); stop both on exit.
+    ``enforcer_settings`` adds WSGATE_* variables to the enforcer's environment."""
     rest, xds, deploy = free_port(), free_port(), free_port()
     grpc_port, http_port = free_port(), free_port()
     common = {"WSGATE_DATA_DIR": str(data_dir), "WSGATE_LABEL": "Default"}
@@ -39,6 +42,7 @@ def adapter_and_enforcer(data_dir: Path) -> Iterator[AdapterEnforcer]:
         "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
         "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
         "WSGATE_XDS_ADDRESS": f"127.0.0.1:{xds}",
+        **(enforcer_settings or {}),
     }
     with (
         running(

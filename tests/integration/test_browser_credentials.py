@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
+import subprocess
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -216,7 +220,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
             for definition in (
                 api(
-                    BOTH, ["oauth2", "api_key"], backend.port, [APP_ORIGIN, "http://localhost:8000"]
+                    BOTH,
+                    ["oauth2", "api_key"],
+                    backend.port,
+                    [APP_ORIGIN, "http://localhost:8000", "http://127.0.0.1:*"],
                 ),
                 api(KEYS_ONLY, ["api_key"], backend.port, None),
             ):
@@ -433,6 +440,145 @@ def test_revoked_api_key_is_401_and_its_live_socket_closes_with_1008(stack: Stac
         assert status == 401 and body["description"] == "API key revoked", body
     finally:
         stack.put()
+
+
+def test_test_keys_are_refused_on_control_plane_apis_by_default(stack: Stack) -> None:
+    answer = httpx.post(f"{stack.pair.enforcer_http}/testkey", auth=("admin", "admin"), timeout=10)
+    assert answer.status_code == 200, answer.text
+    testkey = answer.text.strip()
+    stack.tokens.append(testkey)
+    status, body, _ = asyncio.run(attempt(stack.url(BOTH), {"Authorization": f"Bearer {testkey}"}))
+    assert status == 401 and body["code"] == 900901, body
+    assert "Test keys are not accepted" in body["description"]
+
+
+# ---- a real browser ----------------------------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+PAGE = b"""<!doctype html><html><body><pre id="out">running</pre><script>
+const cases = JSON.parse(new URLSearchParams(location.search).get("cases"));
+function attempt([name, url, protocols]) {
+  return new Promise((resolve) => {
+    const done = (result) => resolve({name, ...result});
+    let ws;
+    try { ws = protocols ? new WebSocket(url, protocols) : new WebSocket(url); }
+    catch (e) { done({error: String(e)}); return; }
+    const timer = setTimeout(() => done({error: "timeout"}), 8000);
+    ws.onopen = () => ws.send("hello from " + name);
+    ws.onmessage = (event) => {
+      clearTimeout(timer); done({echoed: event.data, protocol: ws.protocol}); ws.close();
+    };
+    ws.onclose = (event) => { clearTimeout(timer); done({closed: event.code}); };
+  });
+}
+(async () => {
+  const results = [];
+  for (const c of cases) results.push(await attempt(c));
+  document.getElementById("out").textContent = JSON.stringify(results);
+  await fetch("/result", {method: "POST", body: JSON.stringify(results)});
+})();
+</script></body></html>"""
+
+
+@contextlib.contextmanager
+def page_server(host: str) -> Iterator[tuple[int, list[Any]]]:
+    """Serves the test page on ``host`` (its origin is http://host:port); collects results."""
+    results: list[Any] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(PAGE)))
+            self.end_headers()
+            self.wfile.write(PAGE)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("content-length", "0"))
+            results.append(json.loads(self.rfile.read(length)))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer((host, 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield int(server.server_address[1]), results
+    finally:
+        server.shutdown()
+        thread.join(5)
+
+
+def run_page(
+    host: str, cases: list[tuple[str, str, list[str] | None]], profile: Path
+) -> list[dict[str, Any]]:
+    """Open the page in headless Chromium served from ``host``; the results the page reported."""
+    if not CHROMIUM.exists():
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    with page_server(host) as (port, results):
+        url = f"http://{host}:{port}/?" + urllib.parse.urlencode({"cases": json.dumps(cases)})
+        argv = [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu"]
+        argv += [f"--user-data-dir={profile}", "--no-first-run", url]
+        browser = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: bool(results), 60, "the page to report")
+        finally:
+            browser.terminate()
+            try:
+                browser.wait(10)
+            except subprocess.TimeoutExpired:
+                browser.kill()
+                browser.wait()
+    return list(results[0])
+
+
+def test_chromium_connects_with_each_browser_form_from_an_allowed_origin(
+    stack: Stack, tmp_path: Path
+) -> None:
+    token, key = stack.oauth_token("chromium"), stack.api_key(jti="key-chromium")
+    cases: list[tuple[str, str, list[str] | None]] = [
+        ("query", stack.url(BOTH, f"access_token={token}"), None),
+        ("subprotocol", stack.url(BOTH), ["choreo-oauth2-key", token]),
+        ("apikey", stack.url(KEYS_ONLY, f"apikey={key}"), None),
+        ("apikey-subprotocol", stack.url(KEYS_ONLY), ["choreo-api-key", key]),
+        ("nothing", stack.url(BOTH), None),
+    ]
+    before = len(stack.backend.accepted)
+    results = {r["name"]: r for r in run_page("127.0.0.1", cases, tmp_path / "profile")}
+    for name in ("query", "subprotocol", "apikey", "apikey-subprotocol"):
+        assert results[name].get("echoed") == f"hello from {name}", results
+    assert results["subprotocol"]["protocol"] == "choreo-oauth2-key"
+    assert results["apikey-subprotocol"]["protocol"] == "choreo-api-key"
+    assert results["query"]["protocol"] == ""
+    assert "echoed" not in results["nothing"] and results["nothing"]["closed"] == 1006
+    seen = stack.backend.accepted[before:]
+    assert len(seen) == 4, seen
+    for report in seen:
+        assert_clean(report, token, key)
+        origins = [value for name, value in report["headers"] if name.lower() == "origin"]
+        assert len(origins) == 1 and origins[0].startswith("http://127.0.0.1:"), report
+
+
+def test_chromium_page_from_another_origin_is_refused(stack: Stack, tmp_path: Path) -> None:
+    token, key = stack.oauth_token("chromium-2"), stack.api_key(jti="key-chromium-2")
+    before = len(stack.backend.accepted)
+    cases: list[tuple[str, str, list[str] | None]] = [
+        ("query", stack.url(BOTH, f"access_token={token}"), None),
+        ("apikey", stack.url(KEYS_ONLY, f"apikey={key}"), None),
+    ]
+    results = run_page("127.0.0.2", cases, tmp_path / "profile")  # origin http://127.0.0.2:port
+    assert [r["name"] for r in results] == ["query", "apikey"]
+    for result in results:
+        assert "echoed" not in result and result.get("closed") == 1006, results
+    assert len(stack.backend.accepted) == before
+    # The router answered 403: the same request without a browser says why.
+    status, body, _ = asyncio.run(
+        attempt(stack.url(KEYS_ONLY, f"apikey={key}"), origin="http://127.0.0.2:1234")
+    )
+    assert status == 403 and "is not allowed to connect" in body["description"]
 
 
 # ---- no token text anywhere --------------------------------------------------------------------

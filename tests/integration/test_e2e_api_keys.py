@@ -16,6 +16,7 @@ import jwt
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
+from websockets.typing import Subprotocol
 
 from tests.integration.apim_flow import (
     DEVPORTAL,
@@ -85,6 +86,10 @@ async def test_api_keys_minted_used_restricted_and_revoked(stack: Stack, am: Api
     assert claims["iss"].endswith("/apikey") and claims["tokenType"] == "apiKey"
     await until(f"{url}?apikey={key}", {}, 101)
     assert (await attempt(url, {"apikey": key})).echoed == "ping"
+    marker = [Subprotocol("choreo-api-key"), Subprotocol(key)]
+    async with connect(url, subprotocols=marker, open_timeout=10) as ws:
+        assert ws.subprotocol == "choreo-api-key"
+        await still_echoes(ws, "as a browser would")
 
     # the API takes API keys only: an OAuth2 token of the same application is refused
     refused = await attempt(url, {"Authorization": f"Bearer {am.token(oauth_keys, '')}"})

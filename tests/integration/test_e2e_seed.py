@@ -14,6 +14,7 @@ import time
 import httpx
 import pytest
 
+from tests.integration.apim_flow import apim
 from tests.integration.conftest import REPO, Stack, handshake, run_wscat, try_handshake
 
 pytestmark = pytest.mark.integration
@@ -143,14 +144,16 @@ def test_control_plane_publish_reaches_the_backend_within_one_second(stack: Stac
     body["name"], body["context"] = "ControlPlaneChat", "/cpchat"
     for key in ("production_endpoints", "sandbox_endpoints"):
         body["endpointConfig"][key] = {"url": f"ws://localhost:{stack.ports.echo}"}
-    token = stack.testkey("")
     url = stack.ws + "/cpchat/1.0.0/rooms/lobby"
-    with stack.cp_client() as cp:
+    with stack.cp_client() as cp, apim(stack) as am:
         created = cp.post("/apis", json=body)
         assert created.status_code == 201, created.text
         api_id = created.json()["id"]
         published = cp.post("/apis/change-lifecycle", params={"apiId": api_id, "action": "Publish"})
         assert published.status_code == 200, published.text
+        # A control-plane API takes an application's token (test keys are for CLI APIs).
+        _, _, keys = am.subscribed_app("ControlPlaneChatApp", [api_id])
+        token = am.token(keys, scope="")
         revision = cp.post(f"/apis/{api_id}/revisions", json={"description": "e2e"})
         assert revision.status_code == 201, revision.text
         assert handshake(url, token).status == 404  # not deployed yet

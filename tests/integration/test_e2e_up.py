@@ -107,6 +107,20 @@ def _child_pids(parent: int) -> list[int]:
     return found
 
 
+def _printed_app_token(up: UpProcess) -> str:
+    """Run the last ``APP_TOKEN=$(curl ...)`` line `wsgate up` printed, in bash, as a user would."""
+    line = [text for text in up.lines if text.startswith("APP_TOKEN=$(curl")][-1]
+    result = subprocess.run(
+        ["bash", "-c", f'{line}\nprintf %s "$APP_TOKEN"'],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    token = result.stdout.strip()
+    assert result.returncode == 0 and token.count(".") == 2, (line, result.stdout, result.stderr)
+    return token
+
+
 @pytest.fixture(scope="module")
 def ports() -> Ports:
     return distinct_free_ports()
@@ -148,15 +162,20 @@ def test_up_serves_the_chat_api_and_prints_the_commands(
     assert f"ws://localhost:{ports.router}/chat/1.0.0/rooms/lobby" in text
     for name in ("adapter", "router", "enforcer", "control-plane", "echo-backend"):
         assert any(line.startswith(name) and " | " in line for line in running_up.lines), name
-    token = httpx.post(
+    lobby = f"ws://localhost:{ports.router}/chat/1.0.0/rooms/lobby"
+    # The application token, fetched with the command exactly as printed.
+    result = handshake(lobby, _printed_app_token(running_up), "hi")
+    assert result.echoed == "hi"
+    assert len(_chat_apis(ports, data_dir)) == 1
+    # A test key does not open the control-plane API (issue 12: test keys are for CLI APIs).
+    testkey = httpx.post(
         f"https://localhost:{ports.router_tls}/testkey",
         headers={"Authorization": ADMIN_BASIC},
         data={"scope": ""},
         verify=False,
     ).text.strip()
-    result = handshake(f"ws://localhost:{ports.router}/chat/1.0.0/rooms/lobby", token, "hi")
-    assert result.echoed == "hi"
-    assert len(_chat_apis(ports, data_dir)) == 1
+    refused = handshake(lobby, testkey, "hi")
+    assert refused.status == 401 and b"Test keys are not accepted" in refused.body
 
 
 def test_sigterm_stops_every_child_and_exits_zero(ports: Ports, data_dir: Path) -> None:
@@ -177,6 +196,9 @@ def test_sigterm_stops_every_child_and_exits_zero(ports: Ports, data_dir: Path) 
         again.wait_for(READY_MARK, START_LIMIT)
         assert "already deployed" in again.output()
         assert len(_chat_apis(ports, data_dir)) == 1
+        # The reused application's secret was regenerated: the new printed command works.
+        lobby = f"ws://localhost:{ports.router}/chat/1.0.0/rooms/lobby"
+        assert handshake(lobby, _printed_app_token(again), "again").echoed == "again"
     finally:
         assert _stop(again) == 0
 

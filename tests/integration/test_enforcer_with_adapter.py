@@ -89,7 +89,9 @@ def chat_api(lifecycle: str = "PUBLISHED") -> definition_pb2.ApiDefinition:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     data_dir: Path = tmp_path_factory.mktemp("stack")
-    with adapter_and_enforcer(data_dir) as pair:
+    # The API is pushed as the control plane does, and checked with test keys: the operator
+    # switch that admits test keys on control-plane APIs (off by default) is on here.
+    with adapter_and_enforcer(data_dir, {"WSGATE_TESTKEY_CONTROL_PLANE_APIS": "true"}) as pair:
         yield Stack(pair.deploy_address, pair.enforcer_address, pair.enforcer_http, pair.tls)
 
 

@@ -179,6 +179,8 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
                 "WSGATE_ENFORCER_GRPC_PORT": str(grpc_port),
                 "WSGATE_ENFORCER_HTTP_PORT": str(http_port),
                 "WSGATE_XDS_ADDRESS": f"127.0.0.1:{xds}",
+                # test keys on an API pushed as the control plane does (off by default)
+                "WSGATE_TESTKEY_CONTROL_PLANE_APIS": "true",
             },
             data_dir,
             ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),

@@ -104,6 +104,19 @@ def test_instructions_use_the_real_ports() -> None:
     assert ".venv/bin/wsgate" in text
 
 
+def test_instructions_give_the_sample_application_token_command() -> None:
+    keys = sample_api.SampleKeys("app-1", "ck-123", "cs-456")
+    text = up.instructions(Ports(cp=4444, router=2222), keys=keys)
+    line = next(line for line in text.splitlines() if line.startswith("APP_TOKEN="))
+    assert "curl -sk -u ck-123:cs-456 -d grant_type=client_credentials" in line
+    assert "https://localhost:4444/oauth2/token" in line
+    chat = [line for line in text.splitlines() if "/chat/1.0.0/" in line]
+    assert chat and all("$APP_TOKEN" in line for line in chat)
+    assert not any("testkey" in line for line in chat)
+    assert "?access_token=$APP_TOKEN" in text
+    assert "-s choreo-oauth2-key -s $APP_TOKEN" in text
+
+
 def test_instructions_without_the_sample_do_not_promise_it() -> None:
     text = up.instructions(Ports(), sample=False)
     assert "chat" not in text

@@ -268,6 +268,7 @@ def test_pure_rules() -> None:
     assert apikeys.api_key_issuer("https://a/oauth2/token/") == "https://a/oauth2/token/apikey"
     assert apikeys.lifetime(None, 60) == 60  # the default never exceeds the maximum
     assert apikeys.lifetime(-1, 60) is None
+    assert (apikeys.revoked_until(None), apikeys.revoked_until(1234)) == (apikeys.FOREVER, 1234)
     assert apikeys.permitted_ips(" 10.1.2.3/8 , 10.0.0.0/8,  ") == "10.0.0.0/8"
     assert apikeys.permitted_referrers("a.com/*,a.com/*") == "a.com/*"
     assert apikeys.restrictions({"permittedIP": ["1.2.3.4", "::1"]}).permitted_ip == ("1.2.3.4,::1")
