@@ -125,9 +125,16 @@ DEFAULT_APPLICATION = "DefaultApplication"
 
 
 def ensure_default(session: Session, owner: str, gateway: Gateway) -> Application | None:
-    """Give ``owner`` a ``DefaultApplication`` (application tier ``Unlimited``) when they have
-    no application at all; idempotent, also when two requests race. The new one, or None."""
-    if session.scalar(select(Application.id).where(Application.owner == owner).limit(1)):
+    """Give ``owner`` a ``DefaultApplication`` (application tier ``Unlimited``) unless they have
+    one; idempotent, also when two requests race. The new one, or None.
+
+    Keyed by name, not by "first visit" (no per-user record is kept): an owner who already has
+    other applications (e.g. ``wsgate up``'s sample one) still gets it, and one who deleted it
+    gets it again the next time the caller asks (the portal asks once per sign-in)."""
+    clash = select(Application.id).where(
+        Application.owner == owner, Application.name == DEFAULT_APPLICATION
+    )
+    if session.scalar(clash) is not None:
         return None
     body = ApplicationBody(
         name=DEFAULT_APPLICATION,

@@ -82,8 +82,14 @@ def test_first_sign_in_makes_default_application_once(portal: TestClient) -> Non
     sign_in(portal, "devportal", *DEV)
     portal.get("/devportal/apis")
     assert list(apps_of(portal)) == ["DefaultApplication"]
-    # someone who never opened the portal has none
+    # someone who never opened the portal has none; one who has other applications (like
+    # `wsgate up`'s sample one) still gets it on signing in
     assert portal.get(DEVPORTAL + "/applications", auth=AUTH).json()["count"] == 0
+    made = portal.post(DEVPORTAL + "/applications", auth=AUTH, json={"name": "SampleChatApp"})
+    assert made.status_code == 201, made.text
+    sign_in(portal, "devportal", "admin", "admin")
+    listed = portal.get(DEVPORTAL + "/applications", auth=AUTH).json()["list"]
+    assert sorted(item["name"] for item in listed) == ["DefaultApplication", "SampleChatApp"]
 
 
 def test_catalogue_lists_published_apis_only_with_search(portal: TestClient) -> None:
