@@ -45,6 +45,7 @@ KEY_TITLES = {"PRODUCTION": "Production", "SANDBOX": "Sandbox"}
 
 SUBSCRIBE_FIELDS = {"applicationId": "application", "throttlingPolicy": "tier", "apiId": "api"}
 APP_FIELDS = {"name": "name", "throttlingPolicy": "throttling_policy", "description": "description"}
+NAME_CHARACTERS = "Use a name without the characters < > \" ' & ;"
 API_KEY_FIELDS = {
     "validityPeriod": "validity",
     "permittedIP": "permitted_ip",
@@ -398,7 +399,13 @@ def _app_body(
     try:
         return ApplicationBody.model_validate(document), {}
     except ValidationError as exc:
-        return None, forms.from_validation(exc, APP_FIELDS)
+        errors = forms.from_validation(exc, APP_FIELDS)
+        if "name" in errors:  # the schema's pattern, in words
+            errors["name"] = [
+                NAME_CHARACTERS if message.startswith("String should match pattern") else message
+                for message in errors["name"]
+            ]
+        return None, errors
 
 
 def app_errors(exc: ApiError) -> forms.FieldErrors:

@@ -28,7 +28,10 @@ from tests.integration.conftest import Stack, run_wscat, start_stack
 pytestmark = pytest.mark.integration
 
 DEV = ("dev1", "dev-pass")
-ENV = {"WSGATE_CP_USERS": "admin:admin,dev1:dev-pass", "WSGATE_CP_ROLES": "dev1=subscriber"}
+ENV = {
+    "WSGATE_CP_USERS": "admin:admin,dev1:dev-pass,pub1:pub-pass",
+    "WSGATE_CP_ROLES": "dev1=subscriber;pub1=publisher",
+}
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +204,28 @@ def test_console_with_access_token_query_and_disconnect(
                browser)  # fmt: skip
     browser.click("Disconnect", navigates=False)
     wait_until(lambda: "close 1000" in console_log(browser), "close 1000", browser)
+
+
+def test_errors_in_the_browser(browser: Browser) -> None:
+    """A field error beside its field with the values kept, a form without its CSRF token, and
+    a user without the subscriber role."""
+    browser.open("/devportal/applications/create")
+    browser.fill("Application name", "Bad <name>")
+    browser.fill("Description", "kept")
+    browser.click("Save")
+    assert "without the characters < >" in browser.error_beside("Application name")
+    assert browser.value("Application name") == "Bad <name>"
+    assert browser.value("Description") == "kept"
+    browser.screenshot("10-application-error")
+    browser.fill("Application name", "Forged")
+    browser.driver.execute_script(
+        "document.querySelector('#application-form input[name=csrf_token]').remove()"
+    )
+    browser.click("Save")
+    assert "Request refused" in browser.text
+    browser.open("/devportal/applications")
+    assert "Forged" not in browser.text
+    browser.sign_out()
+    browser.sign_in("devportal", "pub1", "pub-pass")
+    assert "Access denied" in browser.text and "lacks the 'subscriber' role" in browser.text
+    browser.screenshot("11-missing-role")

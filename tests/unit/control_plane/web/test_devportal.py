@@ -228,6 +228,8 @@ def test_create_edit_delete_application_with_errors_beside_fields(portal: TestCl
     )
     assert bad.status_code == 400
     assert "blank" in field_errors(bad.text)["name"]
+    odd = post(portal, "/devportal/applications/create", form.text, name="a<b")
+    assert field_errors(odd.text)["name"] == "Use a name without the characters < > \" ' & ;"
     assert "kept text" in bad.text
     unknown = post(
         portal,
@@ -522,3 +524,15 @@ def test_pages_answer_under_100_ms(portal: TestClient) -> None:
             assert portal.get(path).status_code == 200, path
             took.append(time.perf_counter() - started)
         assert min(took) < 0.1, (path, took)
+
+
+def test_enforcer_default_origins_admit_the_portal() -> None:
+    """The in-browser console's handshake carries the portal's Origin; the enforcer's default
+    list must admit it (https://localhost:9443 and 127.0.0.1), and not a foreign page."""
+    from enforcer.decide import origin_allowed
+    from enforcer.settings import EnforcerSettings
+
+    allowed = EnforcerSettings().allowed_origins
+    assert origin_allowed("https://localhost:9443", allowed)
+    assert origin_allowed("https://127.0.0.1:9443", allowed)
+    assert not origin_allowed("https://evil.example", allowed)
