@@ -136,6 +136,18 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     assert wss_command.startswith("wscat -n -c wss://") and "/rooms/lobby " in wss_command
     ran = run_wscat([*shlex.split(wss_command)[1:], "-x", "from wscat", "-w", "1"])
     assert "from wscat" in ran.stdout, (ran.stdout, ran.stderr)
+    # Copy: to the clipboard when the browser allows it, else the command is selected.
+    copy = browser.driver.find_element(By.CSS_SELECTOR, "button[data-copy='cmd-wss-2']")
+    copy.click()
+    wait_until(
+        lambda: (
+            copy.text == "Copied"
+            or browser.driver.execute_script("return window.getSelection().toString()")
+            == wss_command
+        ),
+        "copy",
+        browser,
+    )
 
     # The in-browser console: wss to the router, token as the choreo-oauth2-key subprotocol.
     Select(browser.field("Topic")).select_by_visible_text("/notifications")
