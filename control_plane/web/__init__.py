@@ -17,6 +17,7 @@ def install(app: FastAPI, settings: ControlPlaneSettings) -> None:
     core.install_session_middleware(app, codec)
     core.install_error_pages(app)
     app.mount(core.STATIC_PREFIX, StaticFiles(directory=core.STATIC_DIR), name="console-static")
+    app.state.console_failed_sign_ins = auth_pages.FailedSignIns()
     app.include_router(auth_pages.router)
     app.include_router(publisher.router)
     app.include_router(devportal.router)

@@ -8,7 +8,9 @@ without it gets a readable 403 page after signing in.
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+import time
 from collections.abc import Callable
 from typing import Annotated
 
@@ -16,6 +18,7 @@ from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from control_plane.web.core import CONSOLES, TEMPLATES, Csrf, base_context, get_session, safe_next
+from control_plane.web.session import MAX_AGE, SignedOut
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +30,43 @@ def password_ok(users: dict[str, str], name: str, password: str) -> bool:
     expected = users.get(name)
     matches = secrets.compare_digest(password.encode(), (expected or "\0").encode())
     return matches and expected is not None
+
+
+class FailedSignIns:
+    """Backoff per user name after failed sign-ins: ``FREE`` failures are free, then each
+    further one doubles the wait (1 s, 2 s, 4 s ... up to ``LONGEST``) before that name may try
+    again; a success clears it. Pure but for the clock passed in; in memory, per process.
+
+    (The REST APIs' HTTP Basic auth has its own; the lead may merge the two.)
+    """
+
+    FREE = 5
+    LONGEST = 300.0
+    #: Failures older than this are forgotten.
+    WINDOW = 900.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, tuple[int, float]] = {}  # name -> (count, last failure)
+
+    def wait(self, name: str, now: float) -> float:
+        """Seconds before ``name`` may try again (0 when it may now)."""
+        count, last = self._failures.get(name, (0, 0.0))
+        if count < self.FREE or now - last > self.WINDOW:
+            return 0.0
+        delay = min(self.LONGEST, 2.0 ** (count - self.FREE))
+        return max(0.0, last + delay - now)
+
+    def failed(self, name: str, now: float) -> None:
+        count, last = self._failures.get(name, (0, 0.0))
+        if now - last > self.WINDOW:
+            count = 0
+        self._failures[name] = (count + 1, now)
+        if len(self._failures) > 10_000:  # many made-up names: forget the oldest half
+            for key, _ in sorted(self._failures.items(), key=lambda kv: kv[1][1])[:5_000]:
+                self._failures.pop(key, None)
+
+    def succeeded(self, name: str) -> None:
+        self._failures.pop(name, None)
 
 
 def _login_page(
@@ -64,17 +104,34 @@ def _routes(console: str) -> None:
             errors["username"] = ["Enter your username."]
         if not password:
             errors["password"] = ["Enter your password."]
-        if not errors and not password_ok(request.app.state.users, username.strip(), password):
-            log.info("console sign-in failed for user %r", username.strip()[:64])
+        name = username.strip()
+        failures: FailedSignIns = request.app.state.console_failed_sign_ins
+        now = time.monotonic()
+        wait = failures.wait(name, now) if not errors else 0.0
+        if wait:
+            errors["__all__"] = [
+                f"Too many failed sign-ins for this user: try again in {math.ceil(wait)} s."
+            ]
+            return _login_page(request, console, target, username, errors, status=429)
+        if not errors and not password_ok(request.app.state.users, name, password):
+            log.info("console sign-in failed for user %r", name[:64])
+            failures.failed(name, now)
             errors["__all__"] = ["Wrong username or password."]
         if errors:
             return _login_page(request, console, target, username, errors, status=400)
-        get_session(request).sign_in(username.strip())
+        failures.succeeded(name)
+        get_session(request).sign_in(name)
         return RedirectResponse(target, status_code=303)
 
     def logout(request: Request) -> Response:
-        get_session(request).sign_out()
-        get_session(request).flash("You have signed out.")
+        session = get_session(request)
+        sid = session.sign_out()
+        if sid:
+            signed_out: SignedOut = request.app.state.console_signed_out
+            now = time.time()
+            signed_out.prune(now)
+            signed_out.add(sid, now + MAX_AGE)
+        session.flash("You have signed out.")
         return RedirectResponse(prefix + "/login", status_code=303)
 
     handlers: list[tuple[str, str, Callable[..., Response], list[object]]] = [

@@ -13,6 +13,7 @@ A page route looks like::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from control_plane.errors import ApiError, describe_validation
 from control_plane.roles import PUBLISHER, SUBSCRIBER
 from control_plane.settings import ControlPlaneSettings
-from control_plane.web.session import COOKIE, Session, SessionCodec
+from control_plane.web.session import COOKIE, Session, SessionCodec, SignedOut
 
 HERE = Path(__file__).resolve().parent
 TEMPLATES = Jinja2Templates(directory=str(HERE / "templates"))
@@ -107,6 +108,8 @@ def install_session_middleware(app: FastAPI, codec: SessionCodec) -> None:
     """For console paths only: load the session into ``request.state.session``, write it
     back when changed, and add the security headers. The REST APIs are untouched."""
     settings: ControlPlaneSettings = app.state.settings
+    signed_out = SignedOut()
+    app.state.console_signed_out = signed_out
 
     @app.middleware("http")
     async def console_session(
@@ -114,8 +117,12 @@ def install_session_middleware(app: FastAPI, codec: SessionCodec) -> None:
     ) -> Response:
         if not is_page(request.url.path):
             return await call_next(request)
+        started = time.perf_counter()
         raw = request.cookies.get(COOKIE)
-        session = Session(codec.loads(raw) if raw else None)
+        data = codec.loads(raw) if raw else None
+        if data is not None and data.get("sid") in signed_out:
+            data = None  # signed out: this copy of the cookie is worth nothing now
+        session = Session(data)
         request.state.session = session
         response = await call_next(request)
         if session.modified:
@@ -133,6 +140,8 @@ def install_session_middleware(app: FastAPI, codec: SessionCodec) -> None:
             headers["Cache-Control"] = "public, max-age=300"
         for name, value in headers.items():
             response.headers.setdefault(name, value)
+        elapsed = (time.perf_counter() - started) * 1000
+        response.headers["Server-Timing"] = f"app;dur={elapsed:.1f}"
         return response
 
 

@@ -162,7 +162,22 @@ def create_api(
 
 def overview(page: PublisherPage, session: DbSession, api_id: str) -> HTMLResponse:
     api = api_service.load(session, api_id)
-    return render_api(page, api, "publisher/overview.html")
+    body = ApiBody.model_validate(api.definition)
+    deployed = deployments.list_revisions(session, api_id, True)
+    config = body.endpoint_config
+    base = f"/apis/{api.id}"
+    steps = [  # WSO2's "Develop - Deploy - Publish" checklist
+        (
+            "Endpoints",
+            bool(config and (config.production_endpoints or config.sandbox_endpoints)),
+            f"{base}/endpoints",
+        ),
+        ("Topics", bool(body.operations), f"{base}/topics"),
+        ("Business plans", bool(body.policies), f"{base}/business-plans"),
+        ("Deployed", bool(deployed), f"{base}/deployments"),
+        ("Published", api.lifecycle_status == "PUBLISHED", f"{base}/lifecycle"),
+    ]
+    return render_api(page, api, "publisher/overview.html", {"steps": steps})
 
 
 # --- editing the working copy ----------------------------------------------------------------
@@ -552,9 +567,8 @@ def change_lifecycle(
         if exc.status not in (400, 409):
             raise
         return page.redirect(f"/apis/{api_id}/lifecycle", exc.description, "error")
-    return page.redirect(
-        f"/apis/{api.id}/lifecycle", f"{action}: the API is now {api.lifecycle_status}.", "success"
-    )
+    message = f"{action}: the API is now {api.lifecycle_status}." + adapter_note(page)
+    return page.redirect(f"/apis/{api.id}/lifecycle", message, "success")
 
 
 # --- revisions and deployments ------------------------------------------------------------------
@@ -596,6 +610,15 @@ def _revision_action(page: Page, api_id: str, action: Callable[[], str]) -> Resp
     return page.redirect(f"/apis/{api_id}/deployments", done, "success")
 
 
+def adapter_note(page: Page) -> str:
+    """What to add to a success message when the adapter cannot be reached right now (the
+    change is saved and the adapter gets it by re-sync when it is back, as for the REST API)."""
+    sync = getattr(page.request.app.state, "sync", None)
+    if sync is not None and sync.reachable is False:
+        return " The adapter is unreachable now: gateways get it once the adapter is back."
+    return ""
+
+
 def _done(_: object, message: str) -> str:
     return message
 
@@ -635,7 +658,7 @@ def deploy_revision(
     def act() -> str:
         target = _target(environment, vhost)
         deployments.deploy(session, api_id, revision_id, [target], gateway)
-        return f"Deployed to {target.name}."
+        return f"Deployed to {target.name}." + adapter_note(page)
 
     return _revision_action(page, api_id, act)
 
@@ -879,6 +902,13 @@ def save_asyncapi(
         merged = {"definition": [e for group in errors.values() for e in group]}
         return _asyncapi_page(page, api, definition, merged, status=400)
     return page.redirect(f"/apis/{api.id}/asyncapi", "AsyncAPI definition saved.", "success")
+
+
+@router.get("/apis/{api_id}/delete")
+def confirm_delete(page: PublisherPage, session: DbSession, api_id: str) -> HTMLResponse:
+    api = api_service.load(session, api_id)
+    context = {"section": "Delete API", "subscribed": subscriptions.count_for_api(session, api)}
+    return render_api(page, api, "publisher/delete.html", context)
 
 
 @router.post("/apis/{api_id}/delete", dependencies=[Csrf])

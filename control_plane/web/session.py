@@ -109,14 +109,27 @@ class Session:
         token: str = self.data["csrf"]
         return token
 
+    @property
+    def sid(self) -> str | None:
+        sid = self.data.get("sid")
+        return sid if isinstance(sid, str) else None
+
     def sign_in(self, user: str) -> None:
-        """A new CSRF token with every sign-in, so a token seen before it is worthless."""
-        self.data = {"user": user, "csrf": secrets.token_urlsafe(32)}
+        """A new session id and CSRF token with every sign-in, so a token seen before it is
+        worthless."""
+        self.data = {
+            "user": user,
+            "csrf": secrets.token_urlsafe(32),
+            "sid": secrets.token_urlsafe(16),
+        }
         self.modified = True
 
-    def sign_out(self) -> None:
+    def sign_out(self) -> str | None:
+        """Forget the user; returns the session id that must no longer be accepted."""
+        sid = self.sid
         self.data = {"csrf": secrets.token_urlsafe(32)}
         self.modified = True
+        return sid
 
     def flash(self, message: str, kind: str = "info") -> None:
         """A message shown once, on the next page rendered (after a redirect)."""
@@ -132,3 +145,22 @@ class Session:
 
     def csrf_ok(self, given: str | None) -> bool:
         return bool(given) and hmac.compare_digest(str(given), self.csrf)
+
+
+class SignedOut:
+    """Session ids signed out before their cookie expires, so a copy of a signed-out cookie is
+    refused. In memory: a restart forgets them (sessions then still end at their expiry)."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+
+    def add(self, sid: str, until: float) -> None:
+        self._until[sid] = until
+
+    def __contains__(self, sid: object) -> bool:
+        return isinstance(sid, str) and sid in self._until
+
+    def prune(self, now: float) -> None:
+        for sid, until in list(self._until.items()):
+            if until < now:
+                self._until.pop(sid, None)

@@ -95,6 +95,7 @@ class Browser:
         options.binary_location = str(CHROMIUM)
         for flag in chromium_flags(self.profile, pins):
             options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations
         service = Service(executable_path=str(CHROMEDRIVER))
         self.driver = webdriver.Chrome(service=service, options=options)
         self.driver.set_page_load_timeout(30)
@@ -182,6 +183,18 @@ class Browser:
 
     def sign_out(self) -> None:
         self.click("Sign out")
+
+    def console_errors(self) -> list[str]:
+        """Errors the page logged since the last call (CSP violations, failed loads, ...)."""
+        entries = self.driver.get_log("browser")
+        return [str(e["message"]) for e in entries if e.get("level") == "SEVERE"]
+
+    def foreign_resources(self) -> list[str]:
+        """Resources this page loaded from anywhere but the console's own origin."""
+        names = self.driver.execute_script(
+            "return performance.getEntriesByType('resource').map(e => e.name)"
+        )
+        return [str(n) for n in names if not str(n).startswith(self.base + "/")]
 
     def screenshot(self, name: str) -> Path:
         self.shots.mkdir(parents=True, exist_ok=True)

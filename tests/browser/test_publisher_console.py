@@ -1,6 +1,9 @@
 """The Publisher console in a real headless Chromium against a real control plane and adapter:
 sign in, create a WebSocket API, and the ways that go wrong (wrong password, missing role,
-invalid input beside its field, a missing CSRF token, a second create of the same API)."""
+invalid input beside its field, a missing CSRF token, a second create of the same API).
+
+The tests share one stack and one browser and walk one story in file order (the seed path
+continues with the API the create test made)."""
 
 from __future__ import annotations
 
@@ -187,6 +190,10 @@ def test_seed_path_topic_gold_publish_revision_deploy(browser: Browser, stack: S
     revisions = stack.rest.get(f"/apis/{api_id}/revisions").json()["list"]
     assert [d["name"] for d in revisions[0]["deploymentInfo"]] == ["Default"]
     assert api_id in adapter_api_ids(stack.adapter_rest)
+    browser.click("Overview", within=".side")
+    steps = browser.driver.find_element("id", "api-steps").text
+    assert "to do" not in steps and steps.count("done") == 5, steps
+    browser.screenshot("15-overview-ready")
 
     browser.click("Subscriptions", within=".side")
     assert "No application subscribes to this API yet." in browser.text
@@ -196,3 +203,37 @@ def test_seed_path_topic_gold_publish_revision_deploy(browser: Browser, stack: S
     browser.click("Validate")
     assert "The definition is valid" in browser.text
     browser.screenshot("14-asyncapi")
+
+
+def test_pages_log_no_errors_and_load_only_own_assets(browser: Browser, stack: Stack) -> None:
+    """Every Publisher page renders under its CSP without a violation (no inline script or
+    style) and fetches nothing from another origin."""
+    made = stack.rest.post("/apis", json={"name": "CspCheck", "context": "/csp", "version": "1"})
+    assert made.status_code == 201, made.text
+    api_id = made.json()["id"]
+    browser.sign_in("publisher", "publisher1", "pub-pass")
+    browser.console_errors()  # drop what earlier tests left
+    pages = ["/publisher/apis", "/publisher/apis/create", "/publisher/apis/import"]
+    pages += [f"/publisher/apis/{api_id}"]
+    pages += [
+        f"/publisher/apis/{api_id}/{sub}"
+        for sub in (
+            "topics",
+            "endpoints",
+            "business-plans",
+            "runtime",
+            "asyncapi",
+            "lifecycle",
+            "deployments",
+            "subscriptions",
+        )
+    ]
+    for path in pages:
+        browser.open(path)
+        assert browser.path == path
+        assert browser.console_errors() == [], path
+        assert browser.foreign_resources() == [], path
+        stylesheet = browser.driver.execute_script(
+            "return getComputedStyle(document.querySelector('.topbar')).display"
+        )
+        assert stylesheet == "flex", f"{path}: console.css did not apply"

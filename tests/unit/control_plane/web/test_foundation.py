@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from control_plane.settings import ControlPlaneSettings
 from control_plane.web import forms
+from control_plane.web.auth_pages import FailedSignIns
 from control_plane.web.core import content_security_policy, router_origins, safe_next
 from control_plane.web.session import COOKIE, Session, SessionCodec, load_or_create_secret
 from tests.unit.control_plane.web.helpers import csrf_of, field_errors, sign_in
@@ -136,6 +137,34 @@ def test_wrong_password_is_400_with_the_username_kept(web: TestClient) -> None:
     assert web.get("/publisher/apis", follow_redirects=False).status_code == 303
 
 
+def test_failed_sign_ins_back_off_per_user() -> None:
+    failures = FailedSignIns()
+    for _ in range(FailedSignIns.FREE):
+        assert failures.wait("bob", 100.0) == 0
+        failures.failed("bob", 100.0)
+    assert failures.wait("bob", 100.0) == 1.0
+    assert failures.wait("bob", 101.0) == 0  # the wait is over: one more try
+    failures.failed("bob", 101.0)
+    assert failures.wait("bob", 101.0) == 2.0  # doubled
+    assert failures.wait("alice", 101.0) == 0  # per user
+    assert failures.wait("bob", 101.0 + FailedSignIns.WINDOW + 1) == 0  # forgotten
+    failures.succeeded("bob")
+    assert failures.wait("bob", 101.0) == 0
+
+
+def test_sixth_wrong_password_in_a_row_must_wait(web: TestClient) -> None:
+    token = csrf_of(web.get("/publisher/login").text)
+    wrong = {"username": "publisher1", "password": "nope", "csrf_token": token}
+    for _ in range(FailedSignIns.FREE):
+        assert web.post("/publisher/login", data=wrong).status_code == 400
+    right = {**wrong, "password": "pub-pass"}
+    waiting = web.post("/publisher/login", data=right)
+    assert waiting.status_code == 429 and "try again in 1 s" in waiting.text
+    assert web.post("/devportal/login", data=right).status_code == 429  # not per console
+    other = web.post("/devportal/login", data={**wrong, "username": "dev1", "password": "dev-pass"})
+    assert other.status_code == 200  # another user is not held up
+
+
 def test_missing_role_is_a_403_page_not_json(web: TestClient) -> None:
     answer = sign_in(web, "publisher", "dev1", "dev-pass")
     assert answer.status_code == 403
@@ -158,10 +187,18 @@ def test_state_changes_need_the_csrf_token(publisher_web: TestClient) -> None:
     assert logout.status_code == 403
 
 
-def test_sign_out_ends_the_session(publisher_web: TestClient) -> None:
-    token = csrf_of(publisher_web.get("/publisher/apis").text)
+def test_sign_out_ends_the_session_even_for_a_copy_of_the_cookie(
+    publisher_web: TestClient,
+) -> None:
+    page = publisher_web.get("/publisher/apis")
+    assert float(page.headers["server-timing"].removeprefix("app;dur=")) < 100
+    copied = publisher_web.cookies[COOKIE]
+    token = csrf_of(page.text)
     answer = publisher_web.post("/publisher/logout", data={"csrf_token": token})
     assert answer.status_code == 200 and "You have signed out." in answer.text
+    assert publisher_web.get("/publisher/apis", follow_redirects=False).status_code == 303
+    publisher_web.cookies.clear()
+    publisher_web.cookies.set(COOKIE, copied)
     assert publisher_web.get("/publisher/apis", follow_redirects=False).status_code == 303
 
 

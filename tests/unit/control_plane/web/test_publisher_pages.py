@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import re
+import time
 import zipfile
 from typing import Any
 
@@ -60,35 +61,52 @@ def test_topics_and_scopes(publisher_deploying: tuple[TestClient, FakeAdapter]) 
     page = f"/publisher/apis/{api_id}/topics"
     assert "<code>/*</code>" in client.get(page).text  # WSO2's default wildcard topic
     scope = post(
-        client, page, f"/publisher/apis/{api_id}/scopes",
-        scope_name="read:notifications", scope_description="read", scope_roles="subscriber, admin",
-    )  # fmt: skip
+        client,
+        page,
+        f"/publisher/apis/{api_id}/scopes",
+        scope_name="read:notifications",
+        scope_description="read",
+        scope_roles="subscriber, admin",
+    )
     assert "Scope read:notifications added." in flash(scope)
     added = post(
-        client, page, f"/publisher/apis/{api_id}/topics",
-        target="/notifications", verb="BOTH", auth_type="Any", uri_mapping="/notify",
+        client,
+        page,
+        f"/publisher/apis/{api_id}/topics",
+        target="/notifications",
+        verb="BOTH",
+        auth_type="Any",
+        uri_mapping="/notify",
         scopes="read:notifications",
-    )  # fmt: skip
+    )
     assert "Topic /notifications added." in flash(added)
     body = rest_api(client, api_id)
     ops = {(op["target"], op["verb"]): op for op in body["operations"]}
     assert ops[("/notifications", "PUBLISH")]["scopes"] == ["read:notifications"]
     assert ops[("/notifications", "SUBSCRIBE")]["uriMapping"] == "/notify"
     assert body["scopes"][0]["scope"]["bindings"] == ["subscriber", "admin"]
-    twice = post(client, page, f"/publisher/apis/{api_id}/topics", target="/notifications",
-                 verb="PUBLISH")  # fmt: skip
+    twice = post(
+        client, page, f"/publisher/apis/{api_id}/topics", target="/notifications", verb="PUBLISH"
+    )
     assert twice.status_code == 400 and "listed twice" in field_errors(twice.text)["target"]
     bad = post(client, page, f"/publisher/apis/{api_id}/topics", target="/a b", verb="PUBLISH")
     assert "not URL-safe" in field_errors(bad.text)["target"]
     assert 'value="/a b"' in bad.text
-    in_use = post(client, page, f"/publisher/apis/{api_id}/scopes/remove",
-                  scope_name="read:notifications")  # fmt: skip
+    in_use = post(
+        client, page, f"/publisher/apis/{api_id}/scopes/remove", scope_name="read:notifications"
+    )
     assert "is used by" in flash(in_use)
     index = [(op["target"], op["verb"]) for op in body["operations"]].index(
         ("/notifications", "PUBLISH")
     )
-    edited = post(client, page, f"/publisher/apis/{api_id}/topics/update", index=str(index),
-                  auth_type="None", uri_mapping="")  # fmt: skip
+    edited = post(
+        client,
+        page,
+        f"/publisher/apis/{api_id}/topics/update",
+        index=str(index),
+        auth_type="None",
+        uri_mapping="",
+    )
     assert "saved" in flash(edited)
     op = rest_api(client, api_id)["operations"][index]
     assert (op["authType"], op["scopes"], op.get("uriMapping")) == ("None", [], None)
@@ -124,6 +142,9 @@ def test_endpoints_plans_runtime(publisher_deploying: tuple[TestClient, FakeAdap
     assert body["apiThrottlingPolicy"] == "10KPerMin"
     assert {op["authType"] for op in body["operations"]} == {"None"}
     post(client, runtime, runtime, security="on", api_rate_limit="")
+    steps = client.get(f"/publisher/apis/{api_id}").text
+    done = re.findall(r'<li class="done"><a href="[^"]+">([^<]+)</a>', steps)
+    assert done == ["Endpoints", "Topics", "Business plans"]
     body = rest_api(client, api_id)
     assert body["apiThrottlingPolicy"] is None
     assert {op["authType"] for op in body["operations"]} == {"Any"}
@@ -162,14 +183,25 @@ def test_revisions_deploy_undeploy_restore(
     assert "Revision 1 created." in flash(made)
     revisions = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"]
     revision = revisions[0]["id"]
-    deployed = post(client, page, f"/publisher/apis/{api_id}/deploy", revision_id=revision,
-                    environment="Default", vhost="localhost")  # fmt: skip
+    deployed = post(
+        client,
+        page,
+        f"/publisher/apis/{api_id}/deploy",
+        revision_id=revision,
+        environment="Default",
+        vhost="localhost",
+    )
     assert "Deployed to Default." in flash(deployed)
     assert [api.id for api in adapter.deployed] == [api_id]
     info = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"][0]
     assert [d["name"] for d in info["deploymentInfo"]] == ["Default"]
-    nowhere = post(client, page, f"/publisher/apis/{api_id}/deploy", revision_id=revision,
-                   environment="Nowhere")  # fmt: skip
+    nowhere = post(
+        client,
+        page,
+        f"/publisher/apis/{api_id}/deploy",
+        revision_id=revision,
+        environment="Nowhere",
+    )
     assert nowhere.status_code == 200 and "Nowhere" in flash(nowhere)
     # change the working copy, then restore the revision over it
     endpoints = f"/publisher/apis/{api_id}/endpoints"
@@ -178,8 +210,14 @@ def test_revisions_deploy_undeploy_restore(
     assert "restored" in flash(restored)
     url = rest_api(client, api_id)["endpointConfig"]["production_endpoints"]["url"]
     assert url == "ws://localhost:8765"
-    undeployed = post(client, page, f"/publisher/apis/{api_id}/undeploy", revision_id=revision,
-                      environment="Default", vhost="localhost")  # fmt: skip
+    undeployed = post(
+        client,
+        page,
+        f"/publisher/apis/{api_id}/undeploy",
+        revision_id=revision,
+        environment="Default",
+        vhost="localhost",
+    )
     assert "Undeployed from Default." in flash(undeployed)
     assert adapter.undeployed
     deleted = post(client, page, f"/publisher/apis/{api_id}/revisions/delete", revision_id=revision)
@@ -199,10 +237,13 @@ def test_subscriptions_block_and_unblock(
     assert app.status_code == 201, app.text
     sub = client.post(
         f"{DEVPORTAL}/subscriptions",
-        json={"applicationId": app.json()["applicationId"], "apiId": api_id,
-              "throttlingPolicy": "Gold"},
+        json={
+            "applicationId": app.json()["applicationId"],
+            "apiId": api_id,
+            "throttlingPolicy": "Gold",
+        },
         auth=dev,
-    )  # fmt: skip
+    )
     assert sub.status_code == 201, sub.text
     sub_id = sub.json()["subscriptionId"]
     page = f"/publisher/apis/{api_id}/subscriptions"
@@ -222,8 +263,13 @@ def test_subscriptions_block_and_unblock(
         assert f"is now {expected}" in flash(answer)
         assert state() == expected
     other = create(client, "Other", "/other")
-    wrong = post(client, page, f"/publisher/apis/{other}/subscriptions", subscription_id=sub_id,
-                 action="block")  # fmt: skip
+    wrong = post(
+        client,
+        page,
+        f"/publisher/apis/{other}/subscriptions",
+        subscription_id=sub_id,
+        action="block",
+    )
     assert "Not a subscription of this API." in flash(wrong)
     assert state() == "UNBLOCKED"
 
@@ -286,8 +332,9 @@ def test_asyncapi_definition_view_validate_save(publisher_web: TestClient) -> No
     api_id = create(publisher_web)
     page = f"/publisher/apis/{api_id}/asyncapi"
     shown = publisher_web.get(page).text
-    text = re.search(r'<textarea id="f-definition" name="definition" rows="24">(.*?)</textarea>',
-                     shown, re.S).group(1)  # type: ignore[union-attr]  # fmt: skip
+    text = re.search(
+        r'<textarea id="f-definition" name="definition" rows="24">(.*?)</textarea>', shown, re.S
+    ).group(1)  # type: ignore[union-attr]
     document = yaml.safe_load(html.unescape(text))
     assert document["info"]["title"] == "EchoWebSocket" and "/*" in document["channels"]
     document["channels"]["/rooms/{room}"] = {"publish": {"x-auth-type": "Any"}}
@@ -331,11 +378,14 @@ def test_delete_api_refused_while_subscribed(
         auth=dev,
     )
     assert sub.status_code == 201, sub.text
+    assert "must be removed" in client.get(f"{page}/delete").text
     refused = post(client, page, f"{page}/delete")
     assert "subscription(s)" in flash(refused)
     assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 200
     client.delete(f"{DEVPORTAL}/subscriptions/{sub.json()['subscriptionId']}", auth=dev)
-    deleted = post(client, page, f"{page}/delete")
+    confirm = client.get(f"{page}/delete").text
+    assert "Delete <strong>EchoWebSocket 1.0</strong>?" in confirm
+    deleted = post(client, f"{page}/delete", f"{page}/delete")
     assert "API EchoWebSocket 1.0 deleted." in flash(deleted)
     assert client.get(f"{REST}/apis/{api_id}", auth=ADMIN).status_code == 404
 
@@ -367,3 +417,22 @@ def test_bad_forms_are_explained_never_a_crash(
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"].startswith("text/html")
     assert message in html.unescape(answer.text)
+
+
+def test_deploy_while_the_adapter_is_down_says_so(publisher_web: TestClient) -> None:
+    api_id = create(publisher_web)
+    page = f"/publisher/apis/{api_id}/deployments"
+    post(publisher_web, page, f"/publisher/apis/{api_id}/revisions")
+    revision = publisher_web.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"][0]
+    deadline = time.monotonic() + 10
+    while publisher_web.get("/ready").json()["adapter"] != "unreachable":
+        assert time.monotonic() < deadline, "the control plane never noticed the adapter"
+        time.sleep(0.05)
+    answer = post(
+        publisher_web,
+        page,
+        f"/publisher/apis/{api_id}/deploy",
+        revision_id=revision["id"],
+        environment="Default",
+    )
+    assert "Deployed to Default. The adapter is unreachable now" in flash(answer)
