@@ -76,6 +76,18 @@ def show(browser: Browser, selector: str) -> None:
     browser.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", element)
 
 
+def clean_page(browser: Browser) -> None:
+    """No CSP violation or failed load, nothing from elsewhere, both stylesheets applied."""
+    assert browser.console_errors() == [], browser.path
+    assert browser.foreign_resources() == [], browser.path
+    rules = browser.driver.execute_script(
+        "var s = Array.from(document.styleSheets)"
+        ".find(x => (x.href || '').endsWith('/devportal.css'));"
+        " return s ? s.cssRules.length : 0"
+    )
+    assert rules > 0, f"{browser.path}: devportal.css did not load"
+
+
 def console_log(browser: Browser) -> str:
     found: str = browser.driver.find_element(By.ID, "console-log").text
     return found
@@ -88,6 +100,7 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     browser.sign_in("devportal", *DEV)
     assert browser.path == "/devportal/apis"
     assert "EchoWebSocket" in browser.text
+    browser.console_errors()  # drop what the sign-in pages left
     browser.screenshot("01-apis")
     browser.click("Applications")
     assert "DefaultApplication" in browser.text
@@ -100,6 +113,7 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     assert "read:notifications" in browser.text and "/rooms/{roomId}" in browser.text
     assert Select(browser.field("Application")).first_selected_option.text == "DefaultApplication"
     Select(browser.field("Business plan")).select_by_visible_text("AsyncGold")
+    clean_page(browser)
     browser.screenshot("03-api-overview")
     browser.click("Subscribe")
     assert "DefaultApplication is subscribed to EchoWebSocket on AsyncGold." in browser.text
@@ -113,6 +127,7 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     browser.click("Generate Keys")
     assert "Production keys generated for DefaultApplication." in browser.text
     assert browser.field("Consumer secret").get_attribute("value")
+    clean_page(browser)
     browser.screenshot("05-production-keys")
 
     # Try Out -> Get Test Key: commands and the console.
@@ -159,6 +174,7 @@ def test_seed_path_in_the_developer_portal(browser: Browser, stack: Stack, api_i
     wait_until(lambda: "received hello from chromium" in console_log(browser).replace("\n", " "),
                "echo", browser)  # fmt: skip
     assert "sent hello from chromium" in console_log(browser).replace("\n", " ")
+    clean_page(browser)  # the console's script ran under the CSP, its wss was allowed
     show(browser, "#ws-console")
     browser.screenshot("07-console-echo")
 
