@@ -67,7 +67,7 @@ browser-deps:
 		exit 1; \
 	fi
 
-browser: $(INSTALLED) browser-deps
+browser: $(INSTALLED) $(WSCAT) browser-deps
 	$(PY) -m pytest -q tests/browser
 
 test: $(INSTALLED) $(WSCAT) browser-deps

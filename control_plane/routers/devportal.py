@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import func, select
 
 from control_plane.auth import Subscriber
 from control_plane.dependencies import AdapterGateway, ApiId, DbSession, Issuer
@@ -27,10 +26,8 @@ from control_plane.devportal_schemas import (
     SubscriptionOut,
     TokenGenerateBody,
 )
-from control_plane.errors import not_found
-from control_plane.models import Api
 from control_plane.schemas import MAX_OFFSET, MAX_QUERY, ApiList, ApiOut, Pagination
-from control_plane.services import api_keys, applications, keys, subscriptions
+from control_plane.services import api_keys, applications, catalogue, keys, subscriptions
 from control_plane.services import apis as api_service
 
 DEVPORTAL_PREFIX = "/api/am/devportal/v3"
@@ -44,10 +41,6 @@ KeyTypePath = Annotated[str, Path(alias="keyType", max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
-#: The states in which the developer portal lists an API.
-VISIBLE = ("PUBLISHED",)
-
-
 # --- APIs ---------------------------------------------------------------------------------------
 
 
@@ -60,11 +53,7 @@ def list_published(
     offset: Offset = 0,
 ) -> ApiList:
     """Published APIs (name search with ``query``)."""
-    statement = select(Api).where(Api.lifecycle_status.in_(VISIBLE))
-    if query:
-        statement = statement.where(func.lower(Api.name).contains(query.lower(), autoescape=True))
-    total = session.scalar(select(func.count()).select_from(statement.subquery())) or 0
-    rows = session.scalars(statement.order_by(Api.name, Api.version).limit(limit).offset(offset))
+    rows, total = catalogue.search_published(session, query, limit, offset)
     found = [api_service.to_info(api) for api in rows]
     return ApiList(
         count=len(found), list=found, pagination=Pagination(offset=offset, limit=limit, total=total)
@@ -73,10 +62,7 @@ def list_published(
 
 @router.get("/apis/{apiId}", response_model=ApiOut, tags=["APIs (devportal)"])
 def get_published(api_id: ApiId, session: DbSession, _: Subscriber) -> ApiOut:
-    api = api_service.load(session, api_id)
-    if api.lifecycle_status not in VISIBLE:
-        raise not_found("API", api_id)
-    return api_service.to_out(api)
+    return api_service.to_out(catalogue.load_published(session, api_id))
 
 
 # --- applications -------------------------------------------------------------------------------

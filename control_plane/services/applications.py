@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 
 from sqlalchemy import func, select
@@ -13,6 +14,8 @@ from control_plane.errors import ApiError, not_found
 from control_plane.models import Application, utcnow
 from control_plane.push import Gateway
 from control_plane.services import api_keys, keys, policies
+
+log = logging.getLogger(__name__)
 
 
 def parse_id(application_id: str) -> uuid.UUID:
@@ -127,3 +130,35 @@ def delete(session: Session, application_id: str, owner: str, gateway: Gateway) 
     session.delete(app)
     session.commit()
     gateway.subscriptions_changed()
+
+
+#: The application every developer-portal user starts with, as in WSO2.
+DEFAULT_APPLICATION = "DefaultApplication"
+
+
+def ensure_default(session: Session, owner: str, gateway: Gateway) -> Application | None:
+    """Give ``owner`` a ``DefaultApplication`` (application tier ``Unlimited``) unless they have
+    one; idempotent, also when two requests race. The new one, or None.
+
+    Keyed by name, not by "first visit" (no per-user record is kept): an owner who already has
+    other applications (e.g. ``wsgate up``'s sample one) still gets it, and one who deleted it
+    gets it again the next time the caller asks (the portal asks once per sign-in)."""
+    clash = select(Application.id).where(
+        Application.owner == owner, Application.name == DEFAULT_APPLICATION
+    )
+    if session.scalar(clash) is not None:
+        return None
+    body = ApplicationBody(
+        name=DEFAULT_APPLICATION,
+        throttling_policy="Unlimited",
+        description="Created for you on your first sign-in to the Developer Portal.",
+    )
+    try:
+        return create(session, body, owner, gateway)
+    except ApiError as exc:
+        if exc.status == 409:  # a concurrent request created it first
+            return None
+        if exc.status == 400:  # e.g. an administrator removed the Unlimited application tier
+            log.warning("no %s for %s: %s", DEFAULT_APPLICATION, owner, exc.description)
+            return None
+        raise

@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from control_plane.settings import ControlPlaneSettings
-from control_plane.web import auth_pages, core, devportal, publisher
+from control_plane.web import auth_pages, core, devportal, devportal_apps, devportal_keys, publisher
 from control_plane.web.session import SessionCodec, load_or_create_secret
 
 
@@ -21,3 +21,5 @@ def install(app: FastAPI, settings: ControlPlaneSettings) -> None:
     app.include_router(auth_pages.router)
     app.include_router(publisher.router)
     app.include_router(devportal.router)
+    app.include_router(devportal_apps.router)
+    app.include_router(devportal_keys.router)
