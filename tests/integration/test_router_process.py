@@ -75,6 +75,7 @@ def test_router_becomes_ready_from_a_real_adapter(tmp_path: Path) -> None:
     xds_port = free_port()
     rest_port = free_port()
     adapter_env = {
+        "WSGATE_ADAPTER_HOST": "127.0.0.1",  # admin:admin is refused beyond loopback
         "WSGATE_DATA_DIR": str(data_dir),
         "WSGATE_ADAPTER_REST_PORT": str(rest_port),
         "WSGATE_ADAPTER_XDS_PORT": str(xds_port),
