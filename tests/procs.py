@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -38,6 +39,26 @@ def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "cond
             pass
         time.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def eventually(
+    check: Callable[[], bool],
+    timeout: float = 10.0,  # noqa: ASYNC109 - a bound on polling, named like wait_for's
+    what: str = "condition",
+) -> float:
+    """Await until ``check()`` is true (polled every 10 ms on the running loop); returns the
+    seconds it took. The timeout is generous on purpose: it only bounds a test that would
+    otherwise hang, it is not what the test measures.
+
+    Raises:
+        TimeoutError: naming ``what``.
+    """
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
