@@ -213,6 +213,7 @@ class RuleWatcher:
     ) -> None:
         """Reconcile until one round succeeds (retrying with backoff) or the stream ends."""
         delay = self._backoff_initial
+        failures = 0
         while True:
             try:
                 closed = await self.reconcile_once(stub, live)
@@ -226,7 +227,9 @@ class RuleWatcher:
                         )
                         self._told_no_reconcile = True
                     return
-                log.info(
+                failures += 1
+                log.log(
+                    logging.INFO if failures == 1 else logging.DEBUG,
                     "reconciling live connections with %s failed (%s); retrying",
                     self.address,
                     self.tls.describe(exc),

@@ -23,6 +23,11 @@ REPO = Path(__file__).resolve().parent.parent
 WSCAT = REPO / "node_modules" / ".bin" / "wscat"
 
 
+# Timing: the product aims at about a second for propagation and closes; tests assert PROMPT, a
+# margin that survives a loaded 2-core machine shared by several jobs, and print the real figure.
+PROMPT = 3.0
+
+
 def in_ci() -> bool:
     return os.environ.get("CI") == "true"
 

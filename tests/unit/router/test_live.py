@@ -28,6 +28,7 @@ from router.registry import Identity
 from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
+from tests.procs import PROMPT
 from tests.unit.router.test_server import event_loop_policy, packed
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
@@ -347,7 +348,9 @@ async def test_rules_stream_from_the_enforcer_closes_within_a_second(env: Env) -
                 enforcer_pb2.ConnectionRule(token_id="jti-t", close_code=1008, reason="revoked")
             )
             assert await closed_with(ws) == (1008, "revoked")
-            assert time.monotonic() - started < 1.0
+            took = time.monotonic() - started
+            print(f"\nrule -> close seen: {took * 1000:.0f} ms")
+            assert took < PROMPT
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
