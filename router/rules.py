@@ -275,7 +275,8 @@ class RuleWatcher:
                     wire_reason(verdict.reason),
                     "reconcile",
                 )
-        log.info(
+        log.log(
+            logging.INFO if pairs else logging.DEBUG,  # no live connection: nothing was asked
             "reconciled %d live identities with enforcer %s in %.0f ms: %d refused now, "
             "%d connections closed",
             len(pairs),
