@@ -181,26 +181,35 @@ def _strings(value: Any, what: str) -> tuple[str, ...]:
 def issuer_from_config(entry: Mapping[str, Any], base_dir: Path) -> Issuer:
     """Build an issuer from one entry of the issuers file (relative paths from ``base_dir``).
 
-    Keys: ``name``, ``issuer``, ``algorithms`` (default ``[RS256]``), ``audience``,
-    ``check_subscriptions`` (default true), and exactly one key source: ``certificate`` (path to
-    a PEM certificate or public key), ``certificate_pem`` (inline PEM), ``jwks`` (inline JWKS)
-    or ``jwks_file``; ``kid`` names a PEM key.
+    Keys: ``name``, ``issuer``, ``algorithms`` (default ``[RS256]``), ``audience`` (a string
+    or a list: the token's ``aud`` must hold one of them; unchecked when absent),
+    ``check_subscriptions`` (default true), and the keys: at most one of ``certificate`` (path
+    to a PEM certificate or public key), ``certificate_pem`` (inline PEM), ``jwks`` (inline
+    JWKS) or ``jwks_file``, and/or ``jwks_url`` (an http(s) JWKS endpoint, fetched like a key
+    manager's: at start when no other key is given, then whenever a token names an unknown
+    ``kid``, at most once per 10 s; see :mod:`enforcer.jwks`); ``kid`` names a PEM key.
     """
     name = entry.get("name")
     iss = entry.get("issuer")
     if not isinstance(name, str) or not isinstance(iss, str):
         raise ValueError("every issuer needs string 'name' and 'issuer'")
-    if "jwks_url" in entry:
-        raise ValueError(f"issuer {name!r}: jwks_url is not supported yet; use jwks or jwks_file")
+    jwks_url = entry.get("jwks_url")
+    if jwks_url is not None and (
+        not isinstance(jwks_url, str) or not jwks_url.startswith(("https://", "http://"))
+    ):
+        raise ValueError(f"issuer {name!r}: jwks_url must be an http(s) URL")
     sources = [k for k in ("certificate", "certificate_pem", "jwks", "jwks_file") if k in entry]
-    if len(sources) != 1:
+    if len(sources) > 1 or (not sources and jwks_url is None):
         raise ValueError(
-            f"issuer {name!r}: give exactly one of certificate, certificate_pem, jwks, jwks_file"
+            f"issuer {name!r}: give jwks_url and/or exactly one of certificate, certificate_pem, "
+            "jwks, jwks_file"
         )
-    source = sources[0]
+    source = sources[0] if sources else ""
     keys: dict[str, VerifyKey] = {}
     default_key: VerifyKey | None = None
-    if source in ("certificate", "certificate_pem"):
+    if not source:
+        pass  # keys come from jwks_url only
+    elif source in ("certificate", "certificate_pem"):
         pem = (
             (base_dir / str(entry["certificate"])).read_bytes()
             if source == "certificate"
@@ -232,6 +241,7 @@ def issuer_from_config(entry: Mapping[str, Any], base_dir: Path) -> Issuer:
         default_key=default_key,
         audience=_strings(entry.get("audience"), "audience"),
         check_subscriptions=check,
+        jwks_url=jwks_url,
     )
 
 

@@ -179,6 +179,9 @@ async def serve(settings: EnforcerSettings) -> int:
     await grpc_server.start()
     http_task = asyncio.create_task(http_server.serve(sockets=[http_socket]), name="http")
     xds_task = asyncio.create_task(xds.run(), name="xds")
+    for issuer in book.static:  # file issuers that give only a jwks_url: fetch their keys now
+        if issuer.jwks_url and not issuer.keys and issuer.default_key is None:
+            refresher.start(issuer.name)
     log.info(
         "enforcer up: gRPC %s (%s), HTTP %s:%d, xDS %s as %r",
         grpc_address,

@@ -11,7 +11,10 @@ A rule closes every live connection matching all its non-empty selectors. Rules 
   APIs ("API undeployed") that disappeared since the previous state, unless they came back.
 
 :func:`next_rules` maps the previous :class:`RuleState` and the current state to the next one;
-it remembers only what is needed to notice disappearances.
+it remembers only what is needed to notice disappearances. That memory is lost when the enforcer
+restarts, so :func:`refusal` answers the same question from the current state alone for one live
+connection's identity (HandshakeService.Reconcile, asked by each router when its rules stream
+(re)opens).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ SUBSCRIPTION_PROD_BLOCKED = "subscription blocked for production keys"
 SUBSCRIPTION_REMOVED = "subscription removed"
 API_BLOCKED = "API blocked"
 API_UNDEPLOYED = "API undeployed"
+APPLICATION_REMOVED = "application removed"
 
 
 @dataclass(frozen=True, order=True)
@@ -137,3 +141,33 @@ def next_rules(
 def epoch(version: str) -> str:
     """The adapter boot epoch in an xDS version ``"<counter>.<epoch>"`` ("" when none)."""
     return version.rpartition(".")[2] if "." in version else ""
+
+
+def refusal(
+    connection: enforcer_pb2.LiveConnection, policies: PolicySet, state: SubscriptionState
+) -> str | None:
+    """Why a connection allowed as ``connection`` would be refused now (a close reason), or None.
+
+    Only what a rule could close for is looked at: the API (undeployed, blocked), the token
+    (revoked), and, for a connection allowed under a subscription, the application and the
+    subscription (removed, blocked, blocked for production keys).
+    """
+    entry = policies.apis.get(connection.api_id)
+    if entry is None:
+        return API_UNDEPLOYED
+    if entry.api.lifecycle_status.upper() == BLOCKED:
+        return API_BLOCKED
+    if state.is_revoked(connection.token_id):
+        return TOKEN_REVOKED
+    if not connection.subscription_id:
+        return None
+    if connection.application_id not in state.applications:
+        return APPLICATION_REMOVED
+    sub = state.by_pair.get((connection.application_id, connection.api_id))
+    if sub is None:
+        return SUBSCRIPTION_REMOVED
+    if sub.state == BLOCKED:
+        return SUBSCRIPTION_BLOCKED
+    if sub.state == PROD_ONLY_BLOCKED and connection.key_type.upper() == PRODUCTION:
+        return SUBSCRIPTION_PROD_BLOCKED
+    return None

@@ -1,8 +1,11 @@
-"""The gRPC HandshakeService: one Check per WebSocket handshake, one log line per decision, and
-WatchConnections, the stream of connection rules routers apply to their live connections."""
+"""The gRPC HandshakeService: one Check per WebSocket handshake, one log line per decision,
+WatchConnections, the stream of connection rules routers apply to their live connections, and
+Reconcile, which of a router's live connections the current state refuses (asked on each stream
+(re)open, so changes made while this enforcer was down still close connections)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -17,14 +20,20 @@ from enforcer.jwks import JwksRefresher
 from enforcer.keymanagers import IssuerBook
 from enforcer.metrics import EnforcerMetrics
 from enforcer.policies import PolicyStore
+from enforcer.rules import POLICY_VIOLATION, refusal
 from enforcer.subscriptions import EMPTY_STATE, SubscriptionState, SubscriptionStore
 from enforcer.token_cache import TokenCache
 from enforcer.tokens import Claims, validate
 from enforcer.watch import ConnectionWatch, ListenerTooSlow
+from wsgate_common.resources import SUBSCRIPTION_DATA_TYPE_URLS
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 log = logging.getLogger("enforcer.decisions")
 watch_log = logging.getLogger("enforcer.watch")
+
+READY_WAIT = 5.0  # seconds Reconcile waits for a complete state before answering UNAVAILABLE
+READY_POLL = 0.02
+MAX_RECONCILE = 10_000  # identities per Reconcile call
 
 INTERNAL_DENIAL = Denial(
     500,
@@ -60,6 +69,37 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         self.options = options
         # Verified tokens; emptied whenever the issuer registry is replaced (see TokenCache).
         self.tokens = token_cache if token_cache is not None else TokenCache()
+        self.ready_wait = READY_WAIT
+
+    def ready(self) -> bool:
+        """Whether this enforcer holds a complete state: every API policy and every kind of
+        subscription data applied at least once (what Reconcile may judge connections by)."""
+        if not self.policies.applied_once:
+            return False
+        if self.subscriptions is None:
+            return True
+        versions = self.subscriptions.current.versions
+        return all(type_url in versions for type_url in SUBSCRIPTION_DATA_TYPE_URLS)
+
+    async def wait_ready(self) -> bool:
+        """Wait up to :data:`READY_WAIT` for :meth:`ready` (the xDS updates land on this loop)."""
+        try:
+            async with asyncio.timeout(self.ready_wait):
+                while not self.ready():  # noqa: ASYNC110 - the state is set by xDS handlers
+                    await asyncio.sleep(READY_POLL)
+        except TimeoutError:
+            return False
+        return True
+
+    def reconcile(self, request: enforcer_pb2.ReconcileRequest) -> enforcer_pb2.ReconcileResponse:
+        """The identities in ``request`` the current state refuses (pure over one state read)."""
+        policies, state = self.policies.current, self.state()
+        response = enforcer_pb2.ReconcileResponse()
+        for index, connection in enumerate(request.connections):
+            reason = refusal(connection, policies, state)
+            if reason is not None:
+                response.closes.add(index=index, close_code=POLICY_VIOLATION, reason=reason)
+        return response
 
     def registry(self) -> IssuerRegistry:
         return self.issuers.registry if isinstance(self.issuers, IssuerBook) else self.issuers
@@ -176,3 +216,30 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect")
         finally:
             watch_log.info("router %s stopped watching", who)
+
+    async def Reconcile(
+        self, request: enforcer_pb2.ReconcileRequest, context: grpc.aio.ServicerContext
+    ) -> enforcer_pb2.ReconcileResponse:
+        who = request.router_id or context.peer()
+        if len(request.connections) > MAX_RECONCILE:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"at most {MAX_RECONCILE} connections per call, got {len(request.connections)}",
+            )
+        if not await self.wait_ready():
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, "no complete state from the adapter yet; ask again"
+            )
+        response = self.reconcile(request)
+        watch_log.info(
+            "router %s reconciled %d live identities: %d to close%s",
+            who,
+            len(request.connections),
+            len(response.closes),
+            "".join(
+                f"; {request.connections[c.index].api_id or '-'}/"
+                f"{request.connections[c.index].application_id or '-'}: {c.reason}"
+                for c in response.closes[:5]
+            ),
+        )
+        return response

@@ -6,6 +6,10 @@ handshake is still running marks the connection doomed: it is closed right after
 starts. Rules received while the enforcer was still deciding (after the Check was sent) are
 replayed against the connection at registration, so a revocation racing a handshake is not
 missed. Token expiry is one ``loop.call_at`` timer per connection, cancelled when it ends.
+
+:meth:`LiveConnections.snapshot` and :meth:`LiveConnections.close_identity` serve Reconcile: the
+distinct identities of the live connections go to the enforcer, which answers the ones its current
+state refuses; each such identity's connections are closed like by a rule.
 """
 
 from __future__ import annotations
@@ -30,10 +34,11 @@ RULE_MEMORY = 10.0  # seconds a received rule is kept for handshakes that were i
 class Live:
     """One connection from its allowed handshake until it ends."""
 
-    __slots__ = ("checked_at", "doom", "expiry", "identity", "relay", "throttle")
+    __slots__ = ("checked_at", "doom", "expiry", "identity", "relay", "subscription_id", "throttle")
 
-    def __init__(self, identity: Identity, checked_at: float) -> None:
+    def __init__(self, identity: Identity, checked_at: float, subscription_id: str = "") -> None:
         self.identity = identity
+        self.subscription_id = subscription_id  # set when allowed under a subscription
         self.checked_at = checked_at  # monotonic time the Check was sent
         self.relay: Relay | None = None
         self.doom: tuple[int, str, str] | None = None  # code, reason, cause: close once started
@@ -52,9 +57,9 @@ class LiveConnections:
     def __len__(self) -> int:
         return len(self.registry)
 
-    def begin(self, identity: Identity, checked_at: float) -> Live:
+    def begin(self, identity: Identity, checked_at: float, subscription_id: str = "") -> Live:
         """Register an allowed handshake; apply rules that arrived since its Check was sent."""
-        live = Live(identity, checked_at)
+        live = Live(identity, checked_at, subscription_id)
         self.registry.add(live, identity)
         for received, rule in self._recent:
             if received >= checked_at and selects(
@@ -100,6 +105,26 @@ class LiveConnections:
             return 0
         code, reason, cause = close_code_of(rule), reason_of(rule), "rule " + describe(rule)
         return sum(self._close(live, code, reason, cause) for live in matches)
+
+    def snapshot(self) -> list[tuple[Identity, str]]:
+        """The distinct (identity, subscription id) of the live connections, in a stable order."""
+        distinct = {(live.identity, live.subscription_id) for live, _ in self.registry.items()}
+        return sorted(distinct, key=lambda pair: (pair[0].values(), pair[1]))
+
+    def close_identity(
+        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+    ) -> int:
+        """Close every live connection allowed as exactly this identity; returns how many."""
+        matches = (
+            self.registry.match(*identity.values())
+            if any(identity.values())
+            else [live for live, _ in self.registry.items()]
+        )
+        return sum(
+            self._close(live, code, reason, cause)
+            for live in matches
+            if live.identity == identity and live.subscription_id == subscription_id
+        )
 
     def _expire(self, live: Live) -> None:
         live.expiry = None

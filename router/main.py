@@ -139,7 +139,9 @@ async def serve(settings: RouterSettings) -> None:
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)
     xds_task = loop.create_task(xds.run())
     router_id = f"{settings.label}/{socket.gethostname()}:{settings.router_port}"
-    rules = RuleWatcher(settings.enforcer_address, router.apply_rule, router_id, tls=tls)
+    rules = RuleWatcher(
+        settings.enforcer_address, router.apply_rule, router_id, tls=tls, live=router.live
+    )
     rules_task = loop.create_task(rules.run())
     try:
         await stop.wait()

@@ -48,6 +48,10 @@ class ConnectionRegistry(Generic[T]):
     def __contains__(self, item: object) -> bool:
         return item in self._identity
 
+    def items(self) -> list[tuple[T, Identity]]:
+        """Every connection with its identity (a copy: safe to close connections while walking)."""
+        return list(self._identity.items())
+
     def add(self, item: T, identity: Identity) -> None:
         if item in self._identity:
             self.remove(item)

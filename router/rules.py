@@ -3,9 +3,17 @@
 One long-lived server stream. On every (re)connect the enforcer sends every rule in force, then
 each new one; each rule goes to ``on_rule`` (applying one is idempotent, so a replay after a
 reconnect is harmless). The stream reconnects forever with capped exponential backoff
-(0.1 s doubling to 5 s, back to 0.1 s once a stream was up) and logs one warning per
-disconnect; failed retries are logged at DEBUG only. An enforcer that does not implement the
-RPC yet (UNIMPLEMENTED) is logged once, then retried quietly like any other failure.
+(0.1 s doubling to 1 s, back to 0.1 s once a stream was up: a restarted enforcer is heard from
+within about a second) and logs one warning per disconnect; failed retries are logged at DEBUG
+only. An enforcer that does not implement the RPC yet (UNIMPLEMENTED) is logged once, then
+retried quietly like any other failure.
+
+Each time a stream opens, the watcher also reconciles (HandshakeService.Reconcile): it sends the
+distinct identities of the live connections (API, application, subscription, key type, token id;
+never a credential) in batches and closes those the enforcer's current state refuses. Rules are
+derived from changes, which an enforcer forgets when it restarts; reconciling catches what
+changed while it was down (a subscription removed, an API undeployed). UNAVAILABLE (the enforcer
+has no complete state yet) is retried with the same backoff while the stream stays up.
 """
 
 from __future__ import annotations
@@ -13,20 +21,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 import grpc.aio
 
 from router.frames import CloseCode, truncate_utf8
+from router.registry import Identity
 from wsgate_common import grpc_tls
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 BACKOFF_INITIAL = 0.1
-BACKOFF_MAX = 5.0
+BACKOFF_MAX = 1.0
+RECONCILE_BATCH = 5_000  # identities per Reconcile call (the enforcer takes up to 10 000)
+RECONCILE_TIMEOUT = 15.0  # the enforcer may wait ~5 s for its state before answering
 DEFAULT_REASON = "connection closed by policy"
 
 # Keepalive (the enforcer's server accepts pings every 10 s) and message sizes: one list for
@@ -36,17 +49,58 @@ CHANNEL_OPTIONS = list(grpc_tls.CHANNEL_OPTIONS)
 RuleHandler = Callable[[enforcer_pb2.ConnectionRule], object]
 
 
-def close_code_of(rule: enforcer_pb2.ConnectionRule) -> int:
-    """The rule's close code when a client may receive it on the wire, else 1008."""
-    code = rule.close_code
+class Reconcilable(Protocol):
+    """The live connections as Reconcile sees them (router.live.LiveConnections)."""
+
+    def snapshot(self) -> list[tuple[Identity, str]]: ...
+
+    def close_identity(
+        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+    ) -> int: ...
+
+
+def wire_code(code: int) -> int:
+    """``code`` when a client may receive it on the wire, else 1008."""
     if code in (1000, 1001, 1008, 1011, 1012, 1013, 1014) or 3000 <= code <= 4999:
         return code
     return CloseCode.POLICY_VIOLATION
 
 
+def wire_reason(reason: str) -> str:
+    """``reason`` cut to what fits a close frame (123 bytes, never mid-character)."""
+    return truncate_utf8(reason or DEFAULT_REASON).decode("utf-8")
+
+
+def close_code_of(rule: enforcer_pb2.ConnectionRule) -> int:
+    """The rule's close code when a client may receive it on the wire, else 1008."""
+    return wire_code(rule.close_code)
+
+
 def reason_of(rule: enforcer_pb2.ConnectionRule) -> str:
     """The rule's reason cut to what fits a close frame (123 bytes, never mid-character)."""
-    return truncate_utf8(rule.reason or DEFAULT_REASON).decode("utf-8")
+    return wire_reason(rule.reason)
+
+
+def reconcile_batches(
+    pairs: list[tuple[Identity, str]], router_id: str, size: int = RECONCILE_BATCH
+) -> list[enforcer_pb2.ReconcileRequest]:
+    """The Reconcile requests for these identities, ``size`` at most each (pure)."""
+    return [
+        enforcer_pb2.ReconcileRequest(
+            router_id=router_id,
+            connections=[
+                enforcer_pb2.LiveConnection(
+                    api_id=identity.api_id,
+                    application_id=identity.application_id,
+                    subscription_id=subscription_id,
+                    key_type=identity.key_type,
+                    token_id=identity.token_id,
+                )
+                for identity, subscription_id in pairs[start : start + size]
+            ],
+        )
+        for start in range(0, len(pairs), size)
+    ]
 
 
 def describe(rule: enforcer_pb2.ConnectionRule) -> str:
@@ -76,8 +130,10 @@ class RuleWatcher:
         backoff_initial: float = BACKOFF_INITIAL,
         backoff_max: float = BACKOFF_MAX,
         tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT,
+        live: Reconcilable | None = None,
     ) -> None:
         self.address = address
+        self.live = live
         self.router_id = router_id
         self.tls = tls
         self._on_rule = on_rule
@@ -88,6 +144,12 @@ class RuleWatcher:
         self.rules = 0  # rules received since start
         self.attempts = 0
         self.delays: deque[float] = deque(maxlen=32)  # the last backoff delays, for tests
+        self.reconciles = 0  # Reconcile rounds completed (every batch answered)
+        self.reconcile_closed = 0  # connections closed by them
+        self.reconciled = asyncio.Event()  # set after each completed round (tests wait on it)
+        self._stub: enforcer_pb2_grpc.HandshakeServiceStub | None = None
+        self._reconciling: asyncio.Task[None] | None = None
+        self._told_no_reconcile = False
 
     async def run(self) -> None:
         """Returns only by cancellation."""
@@ -143,6 +205,87 @@ class RuleWatcher:
             self._up = True
             self.connected.set()
             log.info("rules stream to enforcer %s open", self.address)
+            if self.live is not None and self._stub is not None:
+                self._reconciling = asyncio.ensure_future(self._reconcile(self._stub, self.live))
+
+    async def _reconcile(
+        self, stub: enforcer_pb2_grpc.HandshakeServiceStub, live: Reconcilable
+    ) -> None:
+        """Reconcile until one round succeeds (retrying with backoff) or the stream ends."""
+        delay = self._backoff_initial
+        failures = 0
+        while True:
+            try:
+                closed = await self.reconcile_once(stub, live)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() is grpc.StatusCode.UNIMPLEMENTED:
+                    if not self._told_no_reconcile:
+                        log.warning(
+                            "enforcer at %s does not implement Reconcile: connections refused by "
+                            "changes made while it was down stay open",
+                            self.address,
+                        )
+                        self._told_no_reconcile = True
+                    return
+                failures += 1
+                log.log(
+                    logging.INFO if failures == 1 else logging.DEBUG,
+                    "reconciling live connections with %s failed (%s); retrying",
+                    self.address,
+                    self.tls.describe(exc),
+                )
+            except Exception:  # a bug must not end the stream
+                log.exception("reconciling live connections failed")
+                return
+            else:
+                self.reconciles += 1
+                self.reconcile_closed += closed
+                self.reconciled.set()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._backoff_max)
+
+    async def reconcile_once(
+        self, stub: enforcer_pb2_grpc.HandshakeServiceStub, live: Reconcilable
+    ) -> int:
+        """One round: every distinct live identity to the enforcer; returns connections closed.
+
+        Raises:
+            grpc.aio.AioRpcError: a call failed (nothing after it was asked).
+        """
+        started = time.monotonic()
+        pairs = live.snapshot()
+        closed = refused = 0
+        for start, request in zip(
+            range(0, len(pairs), RECONCILE_BATCH),
+            reconcile_batches(pairs, self.router_id),
+            strict=True,
+        ):
+            batch = pairs[start : start + RECONCILE_BATCH]
+            response = await stub.Reconcile(request, timeout=RECONCILE_TIMEOUT)
+            for verdict in response.closes:
+                if not 0 <= verdict.index < len(batch):
+                    continue
+                identity, subscription_id = batch[verdict.index]
+                refused += 1
+                closed += live.close_identity(
+                    identity,
+                    subscription_id,
+                    wire_code(verdict.close_code),
+                    wire_reason(verdict.reason),
+                    "reconcile",
+                )
+        log.log(
+            logging.INFO if pairs else logging.DEBUG,  # no live connection: nothing was asked
+            "reconciled %d live identities with enforcer %s in %.0f ms: %d refused now, "
+            "%d connections closed",
+            len(pairs),
+            self.address,
+            (time.monotonic() - started) * 1000,
+            refused,
+            closed,
+        )
+        return closed
 
     def _headers_done(self, future: asyncio.Future[object], call: grpc.aio.Call) -> None:
         # An error answer (e.g. UNIMPLEMENTED) also completes the headers: not "up".
@@ -152,6 +295,7 @@ class RuleWatcher:
     async def _stream_once(self) -> None:
         async with self.tls.aio_channel(self.address) as channel:
             stub = enforcer_pb2_grpc.HandshakeServiceStub(channel)
+            self._stub = stub
             call = stub.WatchConnections(
                 enforcer_pb2.WatchConnectionsRequest(router_id=self.router_id)
             )
@@ -167,6 +311,12 @@ class RuleWatcher:
                     except Exception:  # one bad rule must not end the stream
                         log.exception("applying rule %s failed", describe(rule))
             finally:
+                self._stub = None
                 headers.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await headers
+                reconciling, self._reconciling = self._reconciling, None
+                if reconciling is not None:
+                    reconciling.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await reconciling

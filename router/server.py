@@ -432,7 +432,7 @@ class Connection(asyncio.Protocol):
             verdict = await self._check(request, request_id, host, match, found)
             application_id, key_type = verdict.application_id, verdict.key_type.upper()
             identity = Identity.of(verdict.token_id, application_id, api_id, key_type)
-            live = router.live.begin(identity, checked_at)
+            live = router.live.begin(identity, checked_at, verdict.subscription_id)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
                 conn = await self._connect_backend(request, request_id, url, ca_pem, found)

@@ -287,7 +287,9 @@ async def wait_status(
     while time.monotonic() - started < limit:
         last = await try_handshake(url, token, "ping")
         if last.status == status and (status != 101 or last.echoed == "ping"):
-            return time.monotonic() - started, last
+            took = time.monotonic() - started
+            print(f"\n{url}: {status} after {took * 1000:.0f} ms")
+            return took, last
         await asyncio.sleep(0.01)
     raise AssertionError(f"{url}: no {status} within {limit} s; last answer {last}")
 

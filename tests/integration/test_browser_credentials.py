@@ -31,7 +31,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 from enforcer.testkey import public_jwk
 from tests.integration.adapter_enforcer import AdapterEnforcer, adapter_and_enforcer
 from tests.integration.conftest import run_wscat
-from tests.procs import free_port, http_ok, running, wait_for
+from tests.procs import PROMPT, free_port, http_ok, running, wait_for
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
 
@@ -432,7 +432,7 @@ def test_revoked_api_key_is_401_and_its_live_socket_closes_with_1008(stack: Stac
     try:
         elapsed = asyncio.run(_revocation_closes(stack, key))
         print(f"\nrevoked API key: live socket closed with 1008 after {elapsed * 1000:.0f} ms")
-        assert elapsed < 1.0
+        assert elapsed < PROMPT
         status, body, _ = asyncio.run(attempt(stack.url(KEYS_ONLY), {"apikey": key}))
         assert status == 401 and body["description"] == "API key revoked", body
     finally:
@@ -466,8 +466,14 @@ def test_no_token_text_in_any_log_line_or_analytics_event(stack: Stack) -> None:
         (stack.url(KEYS_ONLY), {}, ["choreo-api-key", key]),
     ):
         asyncio.run(attempt(url, headers, offer))
-    wait_for(lambda: stack.analytics.exists() and stack.analytics.stat().st_size > 0, 5, "events")
-    time.sleep(0.5)  # one more analytics flush
+
+    def handshake_events() -> bool:
+        lines = stack.analytics.read_text().splitlines() if stack.analytics.exists() else []
+        return any(
+            '"event": "handshake"' in line or '"event":"handshake"' in line for line in lines
+        )
+
+    wait_for(handshake_events, 30, "handshake events in the analytics file")
     logs = sorted(stack.data_dir.glob("*.log"))
     assert {p.name for p in logs} >= {"adapter.log", "enforcer.log", "router.log"}
     events = stack.analytics.read_text().splitlines()

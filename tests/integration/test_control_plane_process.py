@@ -15,7 +15,7 @@ from tests.integration.control_plane_flow import (
     control_plane,
     publish_and_deploy,
 )
-from tests.procs import free_port
+from tests.procs import free_port, import_or_unavailable, unavailable
 
 pytestmark = pytest.mark.integration
 
@@ -40,14 +40,14 @@ def test_publisher_flow_survives_restart_without_adapter(tmp_path: Path) -> None
 @pytest.fixture
 def pg_schema() -> Iterator[str]:
     """A throw-away schema in the shared PostgreSQL database, dropped afterwards."""
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = import_or_unavailable("psycopg")
     schema = f"wsgate_cp_{uuid.uuid4().hex[:12]}"
     try:
         connection = psycopg.connect(
             "postgresql://postgres@127.0.0.1:5432/test", autocommit=True, connect_timeout=3
         )
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
     with connection:
         connection.execute(f'CREATE SCHEMA "{schema}"')
         try:

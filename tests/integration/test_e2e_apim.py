@@ -32,6 +32,7 @@ from tests.integration.apim_flow import (
     ws_api_body,
 )
 from tests.integration.conftest import Stack, handshake, run_wscat
+from tests.procs import PROMPT
 
 pytestmark = pytest.mark.integration
 
@@ -135,7 +136,7 @@ def test_deploy_revision_to_first_echo_is_under_a_second(stack: Stack) -> None:
         deployed_at = time.monotonic()
     took, _ = asyncio.run(wait_status(url, token, 101, limit=5, since=deployed_at))
     print(f"\ndeploy-revision answered -> first echo through the router: {took * 1000:.0f} ms")
-    assert took < 1.0, f"took {took:.2f} s"
+    assert took < PROMPT, f"took {took:.2f} s"
 
 
 def test_subscribe_to_first_allowed_handshake_is_under_a_second(stack: Stack) -> None:
@@ -153,7 +154,7 @@ def test_subscribe_to_first_allowed_handshake_is_under_a_second(stack: Stack) ->
         subscribed_at = time.monotonic()
     took, _ = asyncio.run(wait_status(url, token, 101, limit=5, since=subscribed_at))
     print(f"\nsubscribe answered -> first allowed handshake: {took * 1000:.0f} ms")
-    assert took < 1.0, f"took {took:.2f} s"
+    assert took < PROMPT, f"took {took:.2f} s"
 
 
 def test_export_zip_round_trips_through_mg_deploy_api(stack: Stack) -> None:
@@ -220,7 +221,7 @@ def test_deprecated_api_keeps_serving_and_retiring_undeploys_it(stack: Stack) ->
         retired = expect(am.lifecycle(api_id, "Retire"), 200)
         assert retired["lifecycleState"]["state"] == "RETIRED", retired
         retired_at = time.monotonic()
-        denial(wait_status_sync(url, token, 404, limit=1.0), 404)
+        denial(wait_status_sync(url, token, 404, limit=PROMPT), 404)
         took = time.monotonic() - retired_at
         print(f"\nRetire answered -> 404 at the gateway: {took * 1000:.0f} ms")
         # A retired API takes no new subscriptions.

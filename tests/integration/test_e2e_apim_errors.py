@@ -25,6 +25,7 @@ from tests.integration.apim_flow import (
     ws_api_body,
 )
 from tests.integration.conftest import Stack, handshake
+from tests.procs import PROMPT
 
 pytestmark = pytest.mark.integration
 
@@ -89,10 +90,10 @@ def test_blocked_subscription_is_403_900907_for_new_handshakes(world: World) -> 
     print(f"\nblock-subscription answered: {blocked}")
     state = expect(world.am.http.get(f"{DEVPORTAL}/subscriptions/{subscription_id}"), 200)
     assert state["status"] == "BLOCKED", state
-    body = denial(wait_status_sync(url, token, 403, limit=1.0), 403, 900907)
+    body = denial(wait_status_sync(url, token, 403, limit=PROMPT), 403, 900907)
     print(f"blocked subscription: 403 {body}")
     expect(world.am.unblock_subscription(subscription_id), 200)
-    wait_status_sync(url, token, 101, limit=1.0)
+    wait_status_sync(url, token, 101, limit=PROMPT)
 
 
 def test_prod_only_blocked_refuses_production_keys_and_lets_sandbox_keys_through(
@@ -103,7 +104,7 @@ def test_prod_only_blocked_refuses_production_keys_and_lets_sandbox_keys_through
     url = world.stack.ws + FULL
     wait_status_sync(url, prod_token, 101)
     expect(world.am.block_subscription(subscription_id, "PROD_ONLY_BLOCKED"), 200)
-    body = denial(wait_status_sync(url, prod_token, 403, limit=1.0), 403, 900907)
+    body = denial(wait_status_sync(url, prod_token, 403, limit=PROMPT), 403, 900907)
     print(f"\nPROD_ONLY_BLOCKED, production token: 403 {body}")
     assert handshake(url, sandbox_token).echoed == "hello"
 
@@ -120,7 +121,7 @@ def test_revoked_token_is_401(world: World) -> None:
     revoked = world.am.revoke(world.subscribed, token)
     assert revoked.status_code == 200, revoked.text
     revoked_at = time.monotonic()
-    body = denial(wait_status_sync(url, token, 401, limit=1.0), 401, 900901)
+    body = denial(wait_status_sync(url, token, 401, limit=PROMPT), 401, 900901)
     print(f"\nrevoked token: 401 {body} ({(time.monotonic() - revoked_at) * 1000:.0f} ms)")
     assert handshake(url, world.am.token(world.subscribed)).status == 101  # a new one works
 

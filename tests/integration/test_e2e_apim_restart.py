@@ -22,6 +22,7 @@ from tests.integration.apim_flow import (
     ws_api_body,
 )
 from tests.integration.conftest import Stack, handshake
+from tests.procs import PROMPT
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +75,7 @@ def test_control_plane_restart_loses_nothing(setup: Setup) -> None:
         rooms = stack.ws + "/restart/1.0.0/rooms/lobby"  # no scope: the token predates the sub
         denial(handshake(rooms, other_token), 403, 900908)
         am.subscribe(other_app, setup.api_id)
-        wait_status_sync(rooms, other_token, 101, limit=1.0)
+        wait_status_sync(rooms, other_token, 101, limit=PROMPT)
 
 
 def test_adapter_restart_resyncs_apis_and_subscription_data(setup: Setup) -> None:
@@ -95,9 +96,9 @@ def test_adapter_restart_resyncs_apis_and_subscription_data(setup: Setup) -> Non
         denial(handshake(url, unsubscribed), 403, 900908)
         blocked = am.block_subscription(setup.subscription_id, "BLOCKED")
         assert blocked.status_code == 200, blocked.text
-        denial(wait_status_sync(url, token, 403, limit=1.0), 403, 900907)
+        denial(wait_status_sync(url, token, 403, limit=PROMPT), 403, 900907)
         expect(am.unblock_subscription(setup.subscription_id), 200)
-        wait_status_sync(url, token, 101, limit=1.0)
+        wait_status_sync(url, token, 101, limit=PROMPT)
 
 
 def _wait_echo(url: str, token: str, limit: float) -> float:

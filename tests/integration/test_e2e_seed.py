@@ -16,6 +16,7 @@ import pytest
 
 from tests.integration.apim_flow import apim
 from tests.integration.conftest import REPO, Stack, handshake, run_wscat, try_handshake
+from tests.procs import PROMPT
 
 pytestmark = pytest.mark.integration
 
@@ -125,12 +126,13 @@ def test_undeploy_makes_new_handshakes_404_within_a_second(stack: Stack) -> None
     assert "undeployed" in out
     undeployed_at = time.monotonic()
     status = None
-    while time.monotonic() - undeployed_at < 1.0:
+    while time.monotonic() - undeployed_at < PROMPT:
         status = handshake(stack.ws + NOTIFICATIONS, token).status
         if status == 404:
             break
         time.sleep(0.02)
-    assert status == 404, f"still {status} one second after undeploy"
+    print(f"\nundeploy -> new handshakes 404: {(time.monotonic() - undeployed_at) * 1000:.0f} ms")
+    assert status == 404, f"still {status} {PROMPT:g} s after undeploy"
     listing = json.loads(stack.mg_ok("get", "apis", "-e", "dev", "-k", "--format", "json"))
     assert "EchoWebSocket" not in [a["apiName"] for a in listing.get("list", [])]
     again = stack.mg("undeploy", "api", "-n", "EchoWebSocket", "-v", "1.0.0", "-e", "dev", "-k")
@@ -174,7 +176,7 @@ def test_control_plane_publish_reaches_the_backend_within_one_second(stack: Stac
 
     took = asyncio.run(first_echo())
     print(f"\ncontrol plane deploy-revision -> first echo through the router: {took * 1000:.0f} ms")
-    assert took < 1.0, f"took {took:.2f} s"
+    assert took < PROMPT, f"took {took:.2f} s"
 
 
 def test_health_and_ready_on_every_component(stack: Stack) -> None:

@@ -4,6 +4,7 @@ router, the printed commands work, SIGTERM stops every child, and a second start
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -19,7 +20,7 @@ import httpx
 import pytest
 
 from tests.integration.conftest import ADMIN_BASIC, distinct_free_ports, handshake
-from tests.procs import REPO
+from tests.procs import REPO, wait_for
 from wsgate.stack import Ports
 
 pytestmark = pytest.mark.integration
@@ -187,9 +188,13 @@ def test_sigterm_stops_every_child_and_exits_zero(ports: Ports, data_dir: Path) 
     finally:
         code = _stop(up)
     assert code == 0, up.output()[-4000:]
-    time.sleep(0.2)
-    alive = [pid for pid in children if Path(f"/proc/{pid}").exists()]
-    assert alive == [], f"children still running after wsgate up exited: {alive}"
+
+    def alive() -> list[int]:
+        return [pid for pid in children if Path(f"/proc/{pid}").exists()]
+
+    with contextlib.suppress(TimeoutError):  # reaped by now, normally; the assert says which
+        wait_for(lambda: not alive(), 10, "the children to be gone")
+    assert alive() == [], f"children still running after wsgate up exited: {alive()}"
     # Second start on the same data dir: the sample API is reused, not created again.
     again = _start_up(ports, data_dir)
     try:

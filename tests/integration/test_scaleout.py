@@ -222,15 +222,25 @@ async def _sigterm_closes_with_1001(c: Cluster, router: Proc, port: int) -> int 
         return ws.close_code
 
 
+def lost_xds(proc: Proc) -> int:
+    """How many times the process logged losing its xDS stream."""
+    return sum("xDS stream to" in line and " lost (" in line for line in proc.log().splitlines())
+
+
 async def _survive_adapter_loss(c: Cluster, adapter: Proc) -> None:
     async with contextlib.AsyncExitStack() as stack:
         live: list[ClientConnection] = []
         for r, api_id in ((c.routers[0], "alpha"), (c.routers[2], "beta")):
             url = f"ws://127.0.0.1:{r.port}/{api_id}/1.0.0/live"
             live.append(await stack.enter_async_context(connect(url)))
+        routers = [c.procs[name] for name in ("r1", "r3")]
+        before = [lost_xds(proc) for proc in routers]
         adapter.popen.send_signal(signal.SIGKILL)
         adapter.popen.wait(10)
-        await asyncio.sleep(1.0)  # the xDS streams notice the loss
+        # The xDS streams notice the loss (each router logs it once).
+        for proc, seen in zip(routers, before, strict=True):
+            noticed = partial(lambda p, n: lost_xds(p) > n, proc, seen)
+            await asyncio.to_thread(wait_for, noticed, 30, f"{proc.name}: xDS loss")
         for ws in live:
             await ws.send("still here")
             assert await asyncio.wait_for(ws.recv(), 5) == "still here"

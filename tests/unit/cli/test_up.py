@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import eventually
 from wsgate import sample_api, up
 from wsgate.stack import (
     Ports,
@@ -229,7 +230,8 @@ async def test_a_child_failing_three_health_checks_in_a_row_is_restarted(tmp_pat
     assert checks == 5  # restarted on the 5th check: the 3rd failure in a row, not before
     while child.restarts < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
+    # The restarted child has started (and written its mark) before it is stopped.
+    await eventually(lambda: marker.exists() and marker.read_text().startswith("xx"), 20)
     await child.stop()
     await asyncio.wait_for(task, 10)
     assert marker.read_text().startswith("xx")

@@ -14,6 +14,7 @@ from sqlalchemy import Engine, inspect, select
 
 from control_plane.db import make_engine, make_sessionmaker, migrate
 from control_plane.models import Base, Environment, ThrottlingPolicy
+from tests.procs import import_or_unavailable, unavailable
 
 TABLES = {
     "apis",
@@ -55,12 +56,12 @@ def test_upgrade_head_matches_models_and_is_repeatable(tmp_path: Path) -> None:
 
 @pytest.fixture
 def pg_engine() -> Iterator[Engine]:
-    psycopg = pytest.importorskip("psycopg")
+    psycopg = import_or_unavailable("psycopg")
     schema = f"wsgate_cp_unit_{uuid.uuid4().hex[:12]}"
     try:
         admin = psycopg.connect(PG_SERVER, autocommit=True, connect_timeout=3)
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
+        unavailable(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
     with admin:
         admin.execute(f'CREATE SCHEMA "{schema}"')
         engine = make_engine(

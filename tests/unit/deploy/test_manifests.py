@@ -51,8 +51,6 @@ SETTINGS: dict[str, type[CommonSettings]] = {
     "router": RouterSettings,
     "echo-backend": EchoSettings,
 }
-# Set by the postgres-redis overlay for a feature no component has yet (global throttling).
-RESERVED_VARIABLES = {"WSGATE_RATELIMIT_REDIS_URL"}
 # What each component listens on: settings field of the port -> protocol.
 LISTENERS: dict[str, dict[str, str]] = {
     "control-plane": {"cp_port": "HTTPS"},
@@ -307,7 +305,7 @@ def check_env(docs: list[Doc]) -> list[str]:
             continue
         env, unresolved = container_env(docs, container)
         problems += [f"{workload}: {problem}" for problem in unresolved]
-        known = variables(SETTINGS[component]) | RESERVED_VARIABLES
+        known = variables(SETTINGS[component])
         problems += [
             f"{workload}: {component} does not read {name}" for name in sorted(set(env) - known)
         ]
@@ -531,7 +529,13 @@ def test_overlay_adds_postgres_and_redis() -> None:
     env, _ = container_env(docs, cp)
     assert (env["WSGATE_DATABASE_URL"] or "").startswith("postgresql+psycopg://")
     router = next(c for _, c in wsgate_containers(docs) if component_of(c) == "router")
-    assert (container_env(docs, router)[0]["WSGATE_RATELIMIT_REDIS_URL"] or "").startswith("redis")
+    router_env = container_env(docs, router)[0]
+    # The router reads it (check_env, with no variable exempted): global throttling in Redis.
+    assert (router_env["WSGATE_RATELIMIT_REDIS_URL"] or "").startswith("redis")
+    # Fail-open admits limit / expected routers per router: sized for the most routers the
+    # autoscaler may run, so together they never exceed a limit while Redis is down.
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["wsgate-router"]
+    assert router_env["WSGATE_RATELIMIT_EXPECTED_ROUTERS"] == str(hpa["spec"]["maxReplicas"])
 
 
 @pytest.mark.parametrize("check", CHECKS)

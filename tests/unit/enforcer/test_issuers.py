@@ -75,7 +75,9 @@ def test_jwks_issuer_from_json(tmp_path: Path, signer: TestKeySigner) -> None:
     [
         ({"name": "x", "issuer": "i", "jwks": {"keys": []}, "algorithms": ["HS256"]}, "HS256"),
         ({"name": "x", "issuer": "i", "jwks": {"keys": []}, "algorithms": ["none"]}, "none"),
-        ({"name": "x", "issuer": "i", "jwks_url": "https://i/jwks"}, "not supported"),
+        ({"name": "x", "issuer": "i", "jwks_url": "ftp://i/jwks"}, "http"),
+        ({"name": "x", "issuer": "i", "jwks_url": ["https://i/jwks"]}, "http"),
+        ({"name": "x", "issuer": "i", "jwks_url": "https://i/j", "audience": 3}, "audience"),
         ({"name": "x", "issuer": "i"}, "exactly one"),
         ({"name": "x", "issuer": "i", "jwks": {"keys": []}, "jwks_file": "f"}, "exactly one"),
         ({"name": "x", "issuer": "i", "jwks": {"keys": []}}, "JWKS"),
@@ -86,6 +88,27 @@ def test_bad_entries(tmp_path: Path, entry: dict[str, object], message: str) -> 
     (tmp_path / "issuers.json").write_text(json.dumps({"issuers": [entry]}))
     with pytest.raises(ValueError, match=message):
         load_issuers_file(tmp_path / "issuers.json")
+
+
+def test_jwks_url_issuer_from_yaml(tmp_path: Path, signer: TestKeySigner) -> None:
+    """A jwks_url alone is a key source (keys are fetched later); with inline keys too, those
+    verify at once and the URL serves rotations. ``audience`` may be a string or a list."""
+    (tmp_path / "issuers.yaml").write_text(
+        "issuers:\n"
+        "  - name: idp\n"
+        "    issuer: https://idp.example\n"
+        "    jwks_url: https://idp.example/jwks\n"
+        "    audience: [gw-a, gw-b]\n"
+        "  - name: both\n"
+        "    issuer: https://both.example\n"
+        f"    jwks: {json.dumps(signer.jwks())}\n"
+        "    jwks_url: http://127.0.0.1:1/jwks\n"
+    )
+    idp, both = load_issuers_file(tmp_path / "issuers.yaml")
+    assert (idp.jwks_url, dict(idp.keys), idp.default_key) == ("https://idp.example/jwks", {}, None)
+    assert idp.audience == ("gw-a", "gw-b")
+    assert both.jwks_url == "http://127.0.0.1:1/jwks" and set(both.keys) == {signer.kid}
+    assert both.audience == ()
 
 
 def test_symmetric_jwk_is_not_a_key(tmp_path: Path) -> None:

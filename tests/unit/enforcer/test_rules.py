@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 
 from enforcer.policies import EMPTY, ApiEntry, PolicySet
 from enforcer.rules import (
+    API_BLOCKED,
+    API_UNDEPLOYED,
+    APPLICATION_REMOVED,
     EMPTY_RULES,
+    SUBSCRIPTION_BLOCKED,
+    SUBSCRIPTION_PROD_BLOCKED,
+    SUBSCRIPTION_REMOVED,
+    TOKEN_REVOKED,
     Rule,
     RuleState,
     epoch,
     next_rules,
+    refusal,
     standing_rules,
 )
 from enforcer.subscriptions import EMPTY_STATE, SubscriptionState
-from wsgate_proto import config_pb2
+from wsgate_proto import config_pb2, enforcer_pb2
 from wsgate_proto import subscription_pb2 as sp
 
 NOW = 1_000.0
@@ -120,3 +129,49 @@ def test_epoch_of_a_version() -> None:
     assert epoch("12.ab12cd34") == "ab12cd34"
     assert epoch("") == ""
     assert epoch("7") == ""
+
+
+def live(
+    api: str = "x", app: str = "a1", sub: str = "s", key_type: str = "PRODUCTION", jti: str = "t"
+) -> enforcer_pb2.LiveConnection:
+    return enforcer_pb2.LiveConnection(
+        api_id=api, application_id=app, subscription_id=sub, key_type=key_type, token_id=jti
+    )
+
+
+def with_apps(state: SubscriptionState, *apps: str) -> SubscriptionState:
+    found = {app: sp.Application(id=app) for app in apps}
+    return replace(state, applications=MappingProxyType(found))
+
+
+def test_refusal_is_derived_from_the_current_state_alone() -> None:
+    """What Reconcile answers: no memory of an earlier state is needed (an enforcer that just
+    restarted judges the same), in the order a handshake would be refused."""
+    state = with_apps(
+        subs(
+            ("a1", "x", "UNBLOCKED"),
+            ("a2", "x", "BLOCKED"),
+            ("a3", "x", "PROD_ONLY_BLOCKED"),
+            ("gone", "x", "UNBLOCKED"),
+            revoked={"old-jti": 2_000},
+        ),
+        "a1",
+        "a2",
+        "a3",
+    )
+    apis = policies(x="PUBLISHED", y="BLOCKED")
+    assert refusal(live(), apis, state) is None
+    assert refusal(live(api="z"), apis, state) == API_UNDEPLOYED
+    assert refusal(live(api="y"), apis, state) == API_BLOCKED
+    assert refusal(live(jti="old-jti"), apis, state) == TOKEN_REVOKED
+    assert refusal(live(app="a9"), apis, state) == APPLICATION_REMOVED
+    assert refusal(live(app="gone"), apis, state) == APPLICATION_REMOVED
+    assert refusal(live(app="a2"), apis, state) == SUBSCRIPTION_BLOCKED
+    assert refusal(live(app="a3"), apis, state) == SUBSCRIPTION_PROD_BLOCKED
+    assert refusal(live(app="a3", key_type="SANDBOX"), apis, state) is None
+    unsubscribed = with_apps(subs(), "a1")
+    assert refusal(live(), apis, unsubscribed) == SUBSCRIPTION_REMOVED
+    # Allowed without a subscription (unsecured topic, test key): only API and token count.
+    assert refusal(live(sub=""), apis, unsubscribed) is None
+    assert refusal(live(sub="", api="z"), apis, unsubscribed) == API_UNDEPLOYED
+    assert refusal(live(sub="", app="", jti=""), EMPTY, EMPTY_STATE) == API_UNDEPLOYED

@@ -12,7 +12,8 @@ import grpc
 import grpc.aio
 import pytest
 
-from router.rules import RuleWatcher, close_code_of, describe, reason_of
+from router.registry import Identity
+from router.rules import RuleWatcher, close_code_of, describe, reason_of, reconcile_batches
 from tests.procs import free_port
 from wsgate_proto import enforcer_pb2, enforcer_pb2_grpc
 
@@ -152,3 +153,58 @@ def test_rule_fields_are_normalized() -> None:
     assert close_code_of(enforcer_pb2.ConnectionRule(close_code=4003)) == 4003
     assert len(reason_of(enforcer_pb2.ConnectionRule(reason="x" * 500)).encode()) == 123
     assert describe(rule) == "token_id=t api_id=x"
+
+
+class FakeLive:
+    """Live identities for Reconcile without any connection behind them."""
+
+    def __init__(self, pairs: list[tuple[Identity, str]]) -> None:
+        self.pairs = pairs
+        self.closed: list[tuple[Identity, str, int, str]] = []
+
+    def snapshot(self) -> list[tuple[Identity, str]]:
+        return list(self.pairs)
+
+    def close_identity(
+        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+    ) -> int:
+        self.closed.append((identity, subscription_id, code, reason))
+        return 1
+
+
+def test_reconcile_batches_keep_order_and_size() -> None:
+    pairs = [(Identity.of(f"t{i}", "app", "api", "production"), "s") for i in range(12_001)]
+    batches = reconcile_batches(pairs, "r-1", size=5_000)
+    assert [len(b.connections) for b in batches] == [5_000, 5_000, 2_001]
+    assert all(b.router_id == "r-1" for b in batches)
+    sent = [c for b in batches for c in b.connections]
+    assert [c.token_id for c in sent] == [f"t{i}" for i in range(12_001)]
+    first = sent[0]
+    assert (first.application_id, first.api_id, first.key_type, first.subscription_id) == (
+        "app",
+        "api",
+        "PRODUCTION",
+        "s",
+    )
+    assert reconcile_batches([], "r-1") == []
+
+
+async def test_an_enforcer_without_reconcile_is_told_once_and_the_stream_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="router.rules")
+    port = free_port()
+    # WatchConnections only (the stream opens with one rule): Reconcile answers UNIMPLEMENTED.
+    enforcer = Streaming([enforcer_pb2.ConnectionRule(token_id="in-force")])
+    server = await start(enforcer, port)
+    live = FakeLive([(Identity.of("t", "a", "api", "PRODUCTION"), "s")])
+    watcher = RuleWatcher(f"127.0.0.1:{port}", print, "r", live=live)
+    try:
+        async with watching(watcher):
+            await asyncio.wait_for(watcher.connected.wait(), 5)
+            await until(lambda: any("does not implement Reconcile" in m for m in warnings(caplog)))
+            await enforcer.queue.put(enforcer_pb2.ConnectionRule(token_id="x"))
+            await until(lambda: watcher.rules >= 2)
+            assert watcher.attempts == 1 and watcher.reconciles == 0 and live.closed == []
+    finally:
+        await server.stop(0)

@@ -30,7 +30,7 @@ from router.analytics import Sink
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
 from router.server import Router, RouterConfig, server_ssl_context
-from tests.procs import free_port
+from tests.procs import PROMPT, free_port
 from wsgate_common.pki import ensure_pki
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
@@ -390,7 +390,9 @@ async def test_client_drop_closes_backend_within_a_second(env: Env) -> None:
     dropped = time.monotonic()
     writer.transport.abort()
     await wait_until(lambda: len(env.backend.closed_at) == 1, within=2)
-    assert env.backend.closed_at[0] - dropped < 1.0
+    took = env.backend.closed_at[0] - dropped
+    print(f"\nclient dropped -> backend closed: {took * 1000:.0f} ms")
+    assert took < PROMPT
     await wait_until(lambda: not env.router.relays)
 
 
