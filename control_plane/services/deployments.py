@@ -135,9 +135,12 @@ def plan_of(session: Session, api_id: uuid.UUID) -> Plan:
     }
 
 
-def _definitions(session: Session, api: Api, plan: Plan) -> list[definition_pb2.ApiDefinition]:
+def _definitions(
+    session: Session, api: Api, plan: Plan, lifecycle_status: str = ""
+) -> list[definition_pb2.ApiDefinition]:
     """One ApiDefinition per revision in ``plan``, each listing the environments it runs on
-    (WSO2: each gateway environment runs its own revision of an API)."""
+    (WSO2: each gateway environment runs its own revision of an API); ``lifecycle_status``
+    overrides the API's current one."""
     by_revision: dict[uuid.UUID, list[tuple[str, str]]] = defaultdict(list)
     for environment, (vhost, revision_id) in plan.items():
         by_revision[revision_id].append((environment, vhost))
@@ -150,7 +153,7 @@ def _definitions(session: Session, api: Api, plan: Plan) -> list[definition_pb2.
             to_api_definition(
                 str(api.id),
                 revision.definition,
-                lifecycle_status=api.lifecycle_status,
+                lifecycle_status=lifecycle_status or api.lifecycle_status,
                 deployments=where,
                 revision_id=str(revision.id),
             )
@@ -209,12 +212,10 @@ def validate(
         ApiError: the adapter refused it (its 400 or 409); nothing is saved.
     """
     api_id = str(api.id)
-    if lifecycle_status:
-        api.lifecycle_status = lifecycle_status  # only to build the definitions
     try:
-        definitions = _definitions(session, api, plan)
+        definitions = _definitions(session, api, plan, lifecycle_status)
     finally:
-        session.rollback()  # also undoes the lifecycle status set above
+        session.rollback()
     if not definitions:
         return
     try:
