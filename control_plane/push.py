@@ -209,7 +209,9 @@ class AdapterSync:
         self._deploy_locks: dict[str, asyncio.Lock] = {}
         #: How long the last subscription-data push took (database read + RPC), in ms.
         self.last_push_ms: float | None = None
+        #: The adapter boot last synced, and the one Status last showed.
         self.boot_id: str | None = None
+        self._seen_boot_id: str | None = None
         self.reachable: bool | None = None
         self._stale = True
         self._generation = 0
@@ -269,11 +271,13 @@ class AdapterSync:
             log.info("adapter at %s reachable (boot id %s)", self.client.address, status.boot_id)
         self.reachable = True
         with self._lock:
-            restarted = status.boot_id != self.boot_id
-            if restarted:  # a new adapter holds nothing of ours until it is synced
+            if status.boot_id != self._seen_boot_id:  # a new adapter holds nothing of ours
+                self._seen_boot_id = status.boot_id
                 self._live.clear()
-            due = self._stale or restarted
-        if due and (restarted or time.monotonic() >= self._retry_at):
+                self._failures = 0
+                self._retry_at = 0.0
+            due = self._stale or status.boot_id != self.boot_id
+        if due and time.monotonic() >= self._retry_at:
             await self.sync(status.boot_id)
             await self.push_subscriptions(wait=False)
         elif self._subscriptions_stale:
