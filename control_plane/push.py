@@ -71,13 +71,18 @@ class GatewayUnavailable(Exception):
     """The adapter could not be reached (or did not answer in time)."""
 
 
-#: Where one revision of an API runs: (environment, vhost, revision id).
-Placement = tuple[str, str, str]
+#: Where one revision of an API runs, in which lifecycle state:
+#: (environment, vhost, revision id, lifecycle status).
+Placement = tuple[str, str, str, str]
 
 
 def placements(apis: Sequence[definition_pb2.ApiDefinition]) -> frozenset[Placement]:
-    """Every (environment, vhost, revision id) the definitions put an API on."""
-    return frozenset((d.name, d.vhost, api.revision_id) for api in apis for d in api.deployments)
+    """Every (environment, vhost, revision id, lifecycle status) the definitions describe."""
+    return frozenset(
+        (d.name, d.vhost, api.revision_id, api.lifecycle_status)
+        for api in apis
+        for d in api.deployments
+    )
 
 
 class AdapterClient:
@@ -438,7 +443,7 @@ class Gateway(Protocol):
         ...
 
     def live(self, api_id: str) -> frozenset[Placement]:
-        """(environment, vhost, revision id) where the adapter is known to run ``api_id``."""
+        """(environment, vhost, revision id, lifecycle status) the adapter is known to run."""
         ...
 
     def subscriptions_changed(self) -> None:

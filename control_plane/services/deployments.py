@@ -51,7 +51,8 @@ def deployment_info(
         deployed_time=deployed,
     )
     if live is not None:
-        is_live = (row.environment, row.vhost, str(row.revision_id)) in live
+        state = row.revision.api.lifecycle_status  # a Block not yet delivered is pending too
+        is_live = (row.environment, row.vhost, str(row.revision_id), state) in live
         info.deployment_status = DEPLOYED if is_live else PENDING
         info.successful_deployed_time = deployed if is_live else None
     return info

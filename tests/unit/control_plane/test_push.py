@@ -248,3 +248,20 @@ def test_20_concurrent_deploys_on_postgresql(
     with TestClient(create_app(settings)) as client:
         client.auth = AUTH
         _concurrent_deploys(client, adapter)
+
+
+def test_a_lifecycle_change_not_yet_delivered_is_pending(adapter_client: Pair) -> None:
+    client, adapter = adapter_client
+    api_id = create_api(client)["id"]
+    revision = create_revision(client, api_id)
+    deploy(client, api_id, revision["id"], "Default")
+    assert _deployments(client, api_id) == [("Default", "DEPLOYED", True)]
+    adapter.refuse_changes = grpc.StatusCode.UNAVAILABLE
+    publish = client.post(
+        f"{BASE}/apis/change-lifecycle", params={"apiId": api_id, "action": "Publish"}
+    )
+    assert publish.status_code == 200, publish.text
+    assert _deployments(client, api_id) == [("Default", "PENDING", False)]
+    adapter.refuse_changes = None
+    wait_until(lambda: _deployments(client, api_id) == [("Default", "DEPLOYED", True)])
+    assert [api.lifecycle_status for api in adapter.live[api_id]] == ["PUBLISHED"]

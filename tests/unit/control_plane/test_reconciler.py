@@ -36,6 +36,7 @@ def _api(api_id: str, revision: str, *labels: str) -> definition_pb2.ApiDefiniti
     return definition_pb2.ApiDefinition(
         id=api_id,
         revision_id=revision,
+        lifecycle_status="PUBLISHED",
         deployments=[definition_pb2.Deployment(name=n, vhost="localhost") for n in labels],
     )
 
@@ -63,7 +64,10 @@ async def test_failed_syncs_back_off_exponentially_then_converge() -> None:
             break
         await asyncio.sleep(0.01)
     assert not sync.stale
-    assert sync.live("a") == {("Default", "localhost", "r2"), ("edge", "localhost", "r1")}
+    assert sync.live("a") == {
+        ("Default", "localhost", "r2", "PUBLISHED"),
+        ("edge", "localhost", "r1", "PUBLISHED"),
+    }
     client.boot_id = "boot-2"  # a restarted adapter holds nothing until it is synced again
     client.failing = True
     await sync.tick()
@@ -77,7 +81,7 @@ async def test_an_api_refused_by_sync_is_not_live_and_is_retried() -> None:
     deployed = [_api("a", "r1", "Default"), _api("b", "r1", "Default")]
     sync = AdapterSync(client, lambda: deployed, interval=0.01)
     await sync.tick()
-    assert sync.live("a") == {("Default", "localhost", "r1")}
+    assert sync.live("a") == {("Default", "localhost", "r1", "PUBLISHED")}
     assert sync.live("b") == frozenset()
     assert sync.stale, "the reconciler keeps trying until the adapter matches"
     client.errors = []
@@ -86,4 +90,4 @@ async def test_an_api_refused_by_sync_is_not_live_and_is_retried() -> None:
         await sync.tick()
         if not sync.stale:
             break
-    assert sync.live("b") == {("Default", "localhost", "r1")}
+    assert sync.live("b") == {("Default", "localhost", "r1", "PUBLISHED")}
