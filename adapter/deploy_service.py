@@ -1,4 +1,4 @@
-"""The control plane's gRPC door into the registry: Deploy, Undeploy, Sync, Status and
+"""The control plane's gRPC door into the registry: PutApi, Deploy, Undeploy, Sync, Status and
 PutSubscriptionData."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import grpc
 import grpc.aio
 
 from adapter.compile import CompileError
-from adapter.deployments import SOURCE_CONTROL_PLANE, Conflict, NotFound, Registry
+from adapter.deployments import SOURCE_CONTROL_PLANE, Conflict, NotFound, Owned, Registry
 from adapter.metrics import AdapterMetrics
 from adapter.subscription_data import InvalidSubscriptionData
 from wsgate_common import grpc_tls
@@ -48,6 +48,34 @@ class DeploymentService(deploy_pb2_grpc.DeploymentServiceServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
         log.info("deployed %s (%s %s) on %s", api.id, api.name, api.version, sorted(versions))
         return deploy_pb2.DeployResponse(versions=versions)
+
+    async def PutApi(
+        self, request: deploy_pb2.PutApiRequest, context: grpc.aio.ServicerContext
+    ) -> deploy_pb2.PutApiResponse:
+        apis = list(request.apis)
+        op = "validate" if request.validate_only else "put_api"
+        try:
+            with self._timed(op):
+                versions = self.registry.put(
+                    request.api_id, apis, validate_only=request.validate_only
+                )
+        except Conflict as exc:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, str(exc))
+        except Owned as exc:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        except ValueError as exc:  # CompileError included
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        if not request.validate_only:
+            labels = sorted(d.name for api in apis for d in api.deployments)
+            revisions = sorted({api.revision_id for api in apis})
+            log.info(
+                "put %s: revisions %s on %s (changed %s)",
+                request.api_id,
+                revisions,
+                labels,
+                sorted(versions),
+            )
+        return deploy_pb2.PutApiResponse(versions=versions)
 
     async def Undeploy(
         self, request: deploy_pb2.UndeployRequest, context: grpc.aio.ServicerContext

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,14 +42,84 @@ class NotFound(Exception):
     """No such API is deployed (HTTP 404, gRPC NOT_FOUND)."""
 
 
+class Owned(Exception):
+    """The API id belongs to another owner (gRPC FAILED_PRECONDITION)."""
+
+
 @dataclass(frozen=True)
 class Entry:
+    """One API id with what each label serves of it.
+
+    ``api`` is its first definition (id, name, version, context and source are the same in
+    every revision); ``revisions`` lists every definition when the API runs different revisions
+    on different labels (empty means just ``api``).
+    """
+
     api: definition_pb2.ApiDefinition
     compiled: dict[str, LabelResources]  # label -> resources
+    revisions: tuple[definition_pb2.ApiDefinition, ...] = ()
 
     @property
     def source(self) -> str:
         return self.api.source
+
+    @property
+    def definitions(self) -> tuple[definition_pb2.ApiDefinition, ...]:
+        return self.revisions or (self.api,)
+
+
+def deployments_of(api: definition_pb2.ApiDefinition) -> list[definition_pb2.Deployment]:
+    """The labels an API runs on: its deployments, or the "Default" label when none."""
+    return list(api.deployments) or [definition_pb2.Deployment(name="Default")]
+
+
+def build_entry(definitions: Sequence[definition_pb2.ApiDefinition]) -> Entry:
+    """Compile one API's definitions (one per revision) into a single entry.
+
+    Raises:
+        CompileError: a definition cannot be served.
+        ValueError: no definition, ids differ, or two definitions claim the same label.
+    """
+    if not definitions:
+        raise ValueError("an API needs at least one definition")
+    compiled: dict[str, LabelResources] = {}
+    revision_on: dict[str, str] = {}
+    for api in definitions:
+        if api.id != definitions[0].id:
+            raise ValueError(f"definitions of two APIs ({definitions[0].id}, {api.id}) in one")
+        for label, resources in compile_api(api).items():
+            if label in compiled:
+                raise ValueError(
+                    f"API {api.id}: label {label} is given two revisions "
+                    f"({revision_on[label] or '?'} and {api.revision_id or '?'})"
+                )
+            compiled[label] = resources
+            revision_on[label] = api.revision_id
+    revisions = tuple(definitions) if len(definitions) > 1 else ()
+    return Entry(definitions[0], compiled, revisions)
+
+
+def merge_by_id(
+    apis: Iterable[definition_pb2.ApiDefinition],
+) -> dict[str, list[definition_pb2.ApiDefinition]]:
+    """Group definitions by API id, in order; a label named again moves to the later one."""
+    grouped: dict[str, list[definition_pb2.ApiDefinition]] = {}
+    for api in apis:
+        group = grouped.setdefault(api.id, [])
+        taken = {d.name for d in deployments_of(api)}
+        kept = []
+        for earlier in group:
+            left = [d for d in deployments_of(earlier) if d.name not in taken]
+            if len(left) == len(deployments_of(earlier)):
+                kept.append(earlier)
+            elif left:
+                trimmed = definition_pb2.ApiDefinition()
+                trimmed.CopyFrom(earlier)
+                del trimmed.deployments[:]
+                trimmed.deployments.extend(left)
+                kept.append(trimmed)
+        group[:] = [*kept, api]
+    return grouped
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -128,7 +198,7 @@ class Registry:
             CompileError: the definition cannot be served.
             Conflict: the same id is deployed and ``override`` is False, or a context clashes.
         """
-        entry = Entry(api, compile_api(api))
+        entry = build_entry([api])
         held = self._entries.get(api.id)
         if held is not None and not override:
             raise Conflict(
@@ -143,6 +213,47 @@ class Registry:
         touched = set(entry.compiled) | (set(held.compiled) if held else set())
         return self._rebuild(touched)
 
+    def put(
+        self,
+        api_id: str,
+        apis: Sequence[definition_pb2.ApiDefinition],
+        *,
+        validate_only: bool = False,
+    ) -> dict[str, str]:
+        """Make ``apis`` (one definition per revision, disjoint labels) all that the control
+        plane's API ``api_id`` serves; none removes it. Returns the new version of every label
+        it changed (nothing with ``validate_only``, which only checks).
+
+        Raises:
+            CompileError / ValueError: a definition cannot be served, or labels overlap.
+            Conflict: a context clashes with another API.
+            Owned: the id belongs to a CLI deployment.
+        """
+        held = self._entries.get(api_id)
+        if held is not None and held.source != SOURCE_CONTROL_PLANE:
+            raise Owned(f"API {api_id} was deployed with the CLI; the control plane cannot own it")
+        entry: Entry | None = None
+        if apis:
+            for api in apis:
+                if api.id != api_id:
+                    raise ValueError(f"definition of API {api.id} sent as API {api_id}")
+                api.source = SOURCE_CONTROL_PLANE
+            entry = build_entry(apis)
+            others = [e for e in self._entries.values() if e.api.id != api_id]
+            clashes = find_clashes([*others, entry])
+            if clashes:
+                raise Conflict("; ".join(clashes))
+        if validate_only:
+            return {}
+        if entry is None:
+            self._entries.pop(api_id, None)
+        else:
+            self._entries[api_id] = entry
+        touched = (set(entry.compiled) if entry else set()) | (
+            set(held.compiled) if held else set()
+        )
+        return self._rebuild(touched)
+
     def undeploy(self, api_id: str, labels: Iterable[str] = ()) -> dict[str, str]:
         """Remove an API from ``labels`` (all labels when empty).
 
@@ -154,16 +265,20 @@ class Registry:
         if held is None or (wanted and not wanted & set(held.compiled)):
             where = f" on {', '.join(sorted(wanted))}" if wanted else ""
             raise NotFound(f"API {api_id} is not deployed{where}")
-        remaining = [d for d in self._deployments(held.api) if wanted and d.name not in wanted]
-        if not remaining:
+        kept = []
+        for definition in held.definitions:
+            remaining = [d for d in deployments_of(definition) if wanted and d.name not in wanted]
+            if remaining:
+                api = definition_pb2.ApiDefinition()
+                api.CopyFrom(definition)
+                del api.deployments[:]
+                api.deployments.extend(remaining)
+                kept.append(api)
+        if not kept:
             del self._entries[api_id]
             self._unpersist(held.api)
         else:
-            api = definition_pb2.ApiDefinition()
-            api.CopyFrom(held.api)
-            del api.deployments[:]
-            api.deployments.extend(remaining)
-            entry = Entry(api, compile_api(api))
+            entry = build_entry(kept)
             self._entries[api_id] = entry
             self._persist(entry)
         return self._rebuild(set(held.compiled))
@@ -195,27 +310,24 @@ class Registry:
         # (label, vhost, base path) -> API id, kept up to date as APIs are accepted: one lookup
         # per API instead of comparing every pair (10,000 APIs took 100 s that way).
         served = {key: i for i, e in kept.items() for key in served_keys(e)}
-        for api in apis:
-            if not api.source:
-                api.source = SOURCE_CONTROL_PLANE
+        for api_id, group in merge_by_id(apis).items():
+            for api in group:
+                if not api.source:
+                    api.source = SOURCE_CONTROL_PLANE
             try:
-                entry = Entry(api, compile_api(api))
+                entry = build_entry(group)
             except ValueError as exc:
-                errors.append(f"{api.id}: {exc}")
+                errors.append(f"{api_id}: {exc}")
                 continue
-            if api.id in kept:
-                errors.append(f"{api.id}: id is owned by the CLI")
+            if api_id in kept:
+                errors.append(f"{api_id}: id is owned by the CLI")
                 continue
             clashes = clashes_with(served, entry)
             if clashes:
-                errors.append(f"{api.id}: {'; '.join(clashes)}")
+                errors.append(f"{api_id}: {'; '.join(clashes)}")
                 continue
-            replaced = fresh.pop(api.id, None)
-            if replaced is not None:  # the same id twice: the last one wins
-                for key in served_keys(replaced):
-                    served.pop(key, None)
-            fresh[api.id] = entry
-            served.update(dict.fromkeys(served_keys(entry), api.id))
+            fresh[api_id] = entry
+            served.update(dict.fromkeys(served_keys(entry), api_id))
         touched = {
             label
             for e in self._entries.values()
@@ -236,9 +348,6 @@ class Registry:
     def subscription_counts(self) -> dict[str, int]:
         """Type URL -> number of items in the current subscription data set."""
         return {type_url: len(named) for type_url, named in self.cache.shared().items()}
-
-    def _deployments(self, api: definition_pb2.ApiDefinition) -> list[definition_pb2.Deployment]:
-        return list(api.deployments) or [definition_pb2.Deployment(name="Default")]
 
     def _rebuild(self, labels: Iterable[str]) -> dict[str, str]:
         versions: dict[str, str] = {}

@@ -46,7 +46,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         ValueError: ``cp_users`` or ``cp_roles`` is malformed, or the signing key file is not
             an RSA key.
     """
-    engine = db.make_engine(settings.resolved_database_url)
+    engine = db.make_engine(settings.resolved_database_url, settings.database_busy_timeout)
     tls = grpc_tls.for_settings(settings)  # gRPC to the adapter
     roles = settings.roles
     issuer = TokenIssuer(
@@ -69,6 +69,8 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
             deployments.loader(app.state.sessionmaker),
             settings.cp_sync_interval,
             load_subscriptions=gateway_data.loader(app.state.sessionmaker, issuer),
+            load_api=deployments.api_loader(app.state.sessionmaker),
+            max_backoff=settings.cp_sync_max_backoff,
         )
         app.state.sync = sync
         app.state.gateway = BlockingGateway(client, sync, asyncio.get_running_loop())

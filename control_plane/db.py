@@ -18,15 +18,26 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine; for SQLite, make the file's directory and turn foreign keys on."""
+def make_engine(url: str, busy_timeout: float = 30.0) -> Engine:
+    """Create the engine; for SQLite, make the file's directory, turn foreign keys on, and let
+    a writer wait ``busy_timeout`` seconds for another writer's lock instead of failing."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1].split("?", 1)[0]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             _owner_only(Path(path))
-        engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _sqlite_pragmas)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": busy_timeout}
+        )
+        milliseconds = int(busy_timeout * 1000)
+
+        def pragmas(dbapi_connection: Any, record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, record)
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f"PRAGMA busy_timeout={milliseconds}")
+            cursor.close()
+
+        event.listen(engine, "connect", pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
 

@@ -138,6 +138,16 @@ class MeteredAdapterClient(AdapterClient):
     async def deploy(self, api: definition_pb2.ApiDefinition, wait: bool = False) -> None:
         await self.metrics.observe_push("deploy", super().deploy(api, wait))
 
+    async def put_api(
+        self,
+        api_id: str,
+        apis: Sequence[definition_pb2.ApiDefinition],
+        validate_only: bool = False,
+        wait: bool = False,
+    ) -> None:
+        op = "validate" if validate_only else "put_api"
+        await self.metrics.observe_push(op, super().put_api(api_id, apis, validate_only, wait))
+
     async def undeploy(
         self, api_id: str, environments: Sequence[str] = (), wait: bool = False
     ) -> None:

@@ -1,20 +1,27 @@
 """Keeping the adapter in step with the database over ``wsgate.deploy.v1.DeploymentService``.
 
-Two paths reach the adapter:
+The database is the source of truth and the adapter converges to it:
 
-* request handlers push the one API they change (``BlockingGateway``) *before* committing, so
-  an adapter that rejects the API (bad definition, context clash) rejects the REST call too;
-* ``AdapterSync`` polls ``Status`` and sends the full deployed set with ``Sync`` whenever the
-  adapter restarted (new boot id) or a push could not reach it. That is how a change saved
-  while the adapter was down still gets there.
+* a request that changes what an API runs first asks the adapter for a dry run of the result
+  (``PutApi`` with ``validate_only``; a refusal is the REST call's 400/409 and nothing is
+  saved), then commits, then pushes the API's state *as read from the database after the
+  commit* (``push_api``). No transaction is open during either call.
+* a push that cannot reach the adapter (or is refused after all: something changed in
+  between) marks the adapter stale; ``AdapterSync`` polls ``Status`` and sends the full deployed
+  set with ``Sync`` whenever it is stale or restarted (new boot id), retrying with exponential
+  backoff until a Sync goes through with no API refused.
+* what the adapter was last seen to hold is kept per API (environment, vhost, revision), so the
+  publisher API can show each deployment as live or pending.
 * subscription data (applications, subscriptions, keys, tiers, key managers, revoked tokens)
   goes as one complete set with ``PutSubscriptionData`` *after* each commit that changes it,
   with every Sync, and on the next tick after a push that failed. Pushes are serialised and
   each reads the database when its turn comes, so the last one sent is never older than the
   last commit.
 
-A generation counter closes the race between the two: a change committed while a Sync was
-being assembled marks the adapter stale, so the next tick sends the set again.
+Pushes of one API are serialised and each reads the database inside its turn, so the adapter
+never receives an older state of an API after a newer one. A Sync racing a push may carry an
+older state; the generation counter (bumped by every push) then marks the adapter stale and the
+next tick syncs again.
 """
 
 from __future__ import annotations
@@ -64,6 +71,20 @@ class GatewayUnavailable(Exception):
     """The adapter could not be reached (or did not answer in time)."""
 
 
+#: Where one revision of an API runs, in which lifecycle state:
+#: (environment, vhost, revision id, lifecycle status).
+Placement = tuple[str, str, str, str]
+
+
+def placements(apis: Sequence[definition_pb2.ApiDefinition]) -> frozenset[Placement]:
+    """Every (environment, vhost, revision id, lifecycle status) the definitions describe."""
+    return frozenset(
+        (d.name, d.vhost, api.revision_id, api.lifecycle_status)
+        for api in apis
+        for d in api.deployments
+    )
+
+
 class AdapterClient:
     """Async client of the adapter's DeploymentService; create it inside the serving loop."""
 
@@ -88,6 +109,25 @@ class AdapterClient:
         request = deploy_pb2.DeployRequest(api=api)
         try:
             await self._stub.Deploy(request, timeout=self.timeout, wait_for_ready=wait)
+        except grpc.aio.AioRpcError as exc:
+            raise self._translate(exc) from None
+
+    async def put_api(
+        self,
+        api_id: str,
+        apis: Sequence[definition_pb2.ApiDefinition],
+        validate_only: bool = False,
+        wait: bool = False,
+    ) -> None:
+        """Make ``apis`` all the adapter serves of API ``api_id`` (or only check it can).
+
+        Raises: GatewayRejected, GatewayUnavailable.
+        """
+        request = deploy_pb2.PutApiRequest(
+            api_id=api_id, apis=list(apis), validate_only=validate_only
+        )
+        try:
+            await self._stub.PutApi(request, timeout=self.timeout, wait_for_ready=wait)
         except grpc.aio.AioRpcError as exc:
             raise self._translate(exc) from None
 
@@ -145,10 +185,12 @@ class AdapterClient:
 
 
 class AdapterSync:
-    """Background task: ``Status`` every ``interval`` s, ``Sync`` when the adapter needs it.
+    """Background reconciler: ``Status`` every ``interval`` s, ``Sync`` when the adapter needs
+    it, retried with exponential backoff (up to ``max_backoff`` s) while it fails.
 
     Args:
         load: reads every deployed revision from the database (runs in a worker thread).
+        load_api: reads the deployed revisions of one API (``push_api``).
     """
 
     def __init__(
@@ -157,21 +199,32 @@ class AdapterSync:
         load: Callable[[], list[definition_pb2.ApiDefinition]],
         interval: float = 1.0,
         load_subscriptions: Callable[[], subscription_pb2.SubscriptionData] | None = None,
+        load_api: Callable[[str], list[definition_pb2.ApiDefinition]] | None = None,
+        max_backoff: float = 30.0,
     ) -> None:
         self.client = client
         self.load = load
+        self.load_api = load_api
         self.load_subscriptions = load_subscriptions
         self.interval = interval
+        self.max_backoff = max_backoff
         self._subscriptions_stale = load_subscriptions is not None
         self._subscriptions_error: str | None = None
         self._push_lock: asyncio.Lock | None = None
+        self._deploy_locks: dict[str, asyncio.Lock] = {}
         #: How long the last subscription-data push took (database read + RPC), in ms.
         self.last_push_ms: float | None = None
+        #: The adapter boot last synced, and the one Status last showed.
         self.boot_id: str | None = None
+        self._seen_boot_id: str | None = None
         self.reachable: bool | None = None
         self._stale = True
         self._generation = 0
         self._lock = threading.Lock()
+        #: API id -> where the adapter (boot ``boot_id``) was last seen to run it.
+        self._live: dict[str, frozenset[Placement]] = {}
+        self._failures = 0
+        self._retry_at = 0.0
         self.synced = asyncio.Event()
 
     def note_change(self) -> None:
@@ -186,6 +239,23 @@ class AdapterSync:
 
     def mark_subscriptions_stale(self) -> None:
         self._subscriptions_stale = True
+
+    @property
+    def stale(self) -> bool:
+        with self._lock:
+            return self._stale
+
+    def live(self, api_id: str) -> frozenset[Placement]:
+        """Where the adapter was last seen running ``api_id`` (safe from any thread)."""
+        with self._lock:
+            return self._live.get(api_id, frozenset())
+
+    def _deploy_guard(self, api_id: str = "") -> asyncio.Lock:
+        """The lock serialising pushes of one API (``""``: the full Sync)."""
+        lock = self._deploy_locks.get(api_id)
+        if lock is None:
+            lock = self._deploy_locks[api_id] = asyncio.Lock()
+        return lock
 
     async def run(self) -> None:
         while True:
@@ -206,12 +276,53 @@ class AdapterSync:
             log.info("adapter at %s reachable (boot id %s)", self.client.address, status.boot_id)
         self.reachable = True
         with self._lock:
+            if status.boot_id != self._seen_boot_id:  # a new adapter holds nothing of ours
+                self._seen_boot_id = status.boot_id
+                self._live.clear()
+                self._failures = 0
+                self._retry_at = 0.0
             due = self._stale or status.boot_id != self.boot_id
-        if due:
+        if due and time.monotonic() >= self._retry_at:
             await self.sync(status.boot_id)
             await self.push_subscriptions(wait=False)
         elif self._subscriptions_stale:
             await self.push_subscriptions(wait=False)
+
+    async def push_api(self, api_id: str, wait: bool = False) -> bool:
+        """Send the adapter what the database now says API ``api_id`` runs; True when taken.
+
+        Never raises: a failure marks the adapter stale, and the reconciler's Sync sends it.
+        """
+        if self.load_api is None:
+            self.mark_stale()
+            return False
+        async with self._deploy_guard(api_id):
+            try:
+                apis = await asyncio.to_thread(self.load_api, api_id)
+                await self.client.put_api(api_id, apis, wait=wait)
+            except GatewayRejected as exc:
+                self.mark_stale()
+                log.warning(
+                    "adapter at %s refused API %s after it was saved (%s); it stays pending "
+                    "and will be retried",
+                    self.client.address,
+                    api_id,
+                    exc.message,
+                )
+                return False
+            except Exception as exc:
+                self.mark_stale()
+                log.warning(
+                    "adapter at %s unreachable (%s): API %s is saved and will be sent by the "
+                    "next sync",
+                    self.client.address,
+                    exc,
+                    api_id,
+                )
+                return False
+            with self._lock:
+                self._live[api_id] = placements(apis)
+            return True
 
     async def push_subscriptions(self, wait: bool = False) -> bool:
         """Send the complete subscription data now; True when the adapter took it.
@@ -258,48 +369,82 @@ class AdapterSync:
             return True
 
     async def sync(self, boot_id: str) -> None:
-        with self._lock:
-            generation = self._generation
-            self._stale = False
-        started = time.monotonic()
-        try:
-            apis = await asyncio.to_thread(self.load)
-            response = await self.client.sync(apis)
-        except Exception as exc:
-            self.mark_stale()
-            log.warning("sync to adapter at %s failed: %s", self.client.address, exc)
-            return
-        took = (time.monotonic() - started) * 1000
-        deployments = sum(len(api.deployments) for api in apis)
-        log.info(
-            "synced %d APIs (%d deployments) to adapter boot %s in %.1f ms; %d errors",
-            len(apis),
-            deployments,
-            boot_id,
-            took,
-            len(response.errors),
-        )
-        for error in response.errors:
-            log.warning("adapter could not apply a synced API: %s", error)
-        with self._lock:
-            if self._generation != generation:
-                self._stale = True
-        self.boot_id = boot_id
-        self.synced.set()
+        """Send the full deployed set; on failure (or an API refused) retry with backoff."""
+        async with self._deploy_guard():
+            with self._lock:
+                generation = self._generation
+                self._stale = False
+            started = time.monotonic()
+            try:
+                apis = await asyncio.to_thread(self.load)
+                response = await self.client.sync(apis)
+            except Exception as exc:
+                self.mark_stale()
+                self._back_off()
+                log.warning(
+                    "sync to adapter at %s failed: %s; retrying in %.1f s",
+                    self.client.address,
+                    exc,
+                    self._retry_at - time.monotonic(),
+                )
+                return
+            took = (time.monotonic() - started) * 1000
+            refused = {error.split(":", 1)[0] for error in response.errors}
+            live: dict[str, set[Placement]] = {}
+            for api in apis:
+                if api.id not in refused:
+                    live.setdefault(api.id, set()).update(placements([api]))
+            with self._lock:
+                self._live = {api_id: frozenset(where) for api_id, where in live.items()}
+                if self._generation != generation or refused:
+                    self._stale = True
+            deployments = sum(len(api.deployments) for api in apis)
+            log.info(
+                "synced %d APIs (%d deployments) to adapter boot %s in %.1f ms; %d errors",
+                len(apis),
+                deployments,
+                boot_id,
+                took,
+                len(response.errors),
+            )
+            for error in response.errors:
+                log.warning("adapter could not apply a synced API: %s", error)
+            if refused:
+                self._back_off()
+            else:
+                self._failures = 0
+                self._retry_at = 0.0
+            self.boot_id = boot_id
+            self.synced.set()
+
+    def _back_off(self) -> None:
+        self._failures += 1
+        delay = min(self.interval * 2 ** min(self._failures, 16), self.max_backoff)
+        self._retry_at = time.monotonic() + delay
 
 
 class Gateway(Protocol):
     """What the service layer needs from the adapter, as blocking calls from request threads.
 
-    Implementations raise ``GatewayRejected`` when the adapter refuses; when it cannot be
-    reached they log, arrange a later sync, and return normally (the database wins).
+    A change is ``validate``-d before it is saved and ``push``-ed after the commit; no
+    transaction may be open during either.
     """
 
-    def deploy(self, api: definition_pb2.ApiDefinition) -> None: ...
+    def validate(self, api_id: str, apis: Sequence[definition_pb2.ApiDefinition]) -> None:
+        """Dry run: would the adapter take ``apis`` as all of API ``api_id``?
 
-    def undeploy(self, api_id: str, environments: Sequence[str] = ()) -> None: ...
+        Raises ``GatewayRejected`` when it would not; an unreachable adapter is logged and
+        the change goes ahead (the database wins; the reconciler delivers it later).
+        """
+        ...
 
-    def changed(self) -> None: ...
+    def push(self, api_id: str) -> None:
+        """Send API ``api_id`` as the database now has it (never raises; a miss is retried)."""
+        ...
+
+    def live(self, api_id: str) -> frozenset[Placement]:
+        """(environment, vhost, revision id, lifecycle status) the adapter is known to run."""
+        ...
 
     def subscriptions_changed(self) -> None:
         """Subscription data was committed: push the complete set (never raises)."""
@@ -309,9 +454,9 @@ class Gateway(Protocol):
 class BlockingGateway:
     """Runs the async client's calls on the serving loop for the threadpool's handlers.
 
-    While the adapter was reachable at the last poll, a push waits out a reconnect (up to the
+    While the adapter was reachable at the last poll, a call waits out a reconnect (up to the
     timeout) rather than missing the chance to be refused; while it is known to be down, a
-    push fails at once and the REST call does not hang.
+    call fails at once and the REST call does not hang.
     """
 
     def __init__(
@@ -321,21 +466,33 @@ class BlockingGateway:
         self.sync = sync
         self.loop = loop
 
-    def deploy(self, api: definition_pb2.ApiDefinition) -> None:
+    def validate(self, api_id: str, apis: Sequence[definition_pb2.ApiDefinition]) -> None:
+        wait = self.sync.reachable is True
         try:
-            self._wait(self.client.deploy(api, wait=self.sync.reachable is True))
+            self._wait(self.client.put_api(api_id, apis, validate_only=True, wait=wait))
         except GatewayUnavailable as exc:
-            self._missed(f"deploy of API {api.id} to {[d.name for d in api.deployments]}", exc)
+            log.warning(
+                "adapter at %s unreachable (%s): API %s is saved unchecked and stays pending "
+                "until the adapter takes it",
+                self.client.address,
+                exc,
+                api_id,
+            )
 
-    def undeploy(self, api_id: str, environments: Sequence[str] = ()) -> None:
-        try:
-            wait = self.sync.reachable is True
-            self._wait(self.client.undeploy(api_id, environments, wait=wait))
-        except GatewayUnavailable as exc:
-            self._missed(f"undeploy of API {api_id} from {list(environments) or 'all'}", exc)
-
-    def changed(self) -> None:
+    def push(self, api_id: str) -> None:
         self.sync.note_change()
+        future = asyncio.run_coroutine_threadsafe(
+            self.sync.push_api(api_id, wait=self.sync.reachable is True), self.loop
+        )
+        try:
+            future.result(timeout=self.client.timeout * 2 + 1)
+        except Exception as exc:  # a timeout, or the loop shutting down
+            future.cancel()
+            self.sync.mark_stale()
+            log.warning("push of API %s did not finish (%r); will retry", api_id, exc)
+
+    def live(self, api_id: str) -> frozenset[Placement]:
+        return self.sync.live(api_id)
 
     def subscriptions_changed(self) -> None:
         future = asyncio.run_coroutine_threadsafe(
@@ -355,12 +512,3 @@ class BlockingGateway:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise GatewayUnavailable("no answer in time") from None
-
-    def _missed(self, what: str, exc: Exception) -> None:
-        self.sync.mark_stale()
-        log.warning(
-            "adapter at %s unreachable (%s): %s is saved and will be sent by the next sync",
-            self.client.address,
-            exc,
-            what,
-        )

@@ -444,8 +444,14 @@ class DeploymentInfo(CamelModel):
     vhost: str
     display_on_devportal: bool
     deployed_time: datetime
+    #: Set once the gateway runs it (WSO2 leaves it empty until a gateway confirms).
     successful_deployed_time: datetime | None = None
+    #: Workflow state, as in WSO2 (no approval workflow here: always APPROVED).
     status: str = "APPROVED"
+    #: DEPLOYED once the gateway runs this revision here; PENDING while the control plane is
+    #: still delivering it (adapter unreachable or refusing): the database has it, and the
+    #: reconciler retries until the gateway matches.
+    deployment_status: str | None = None
 
 
 class RevisionOut(CamelModel):

@@ -23,6 +23,12 @@ class ControlPlaneSettings(CommonSettings):
     cp_roles: str = ""
     #: Seconds between adapter Status polls (and re-syncs when its boot id changes).
     cp_sync_interval: float = 1.0
+    #: Longest wait (seconds) between re-sync attempts while the adapter refuses or fails them
+    #: (the wait doubles from ``cp_sync_interval`` after each failure).
+    cp_sync_max_backoff: float = 30.0
+    #: SQLite only: how long (seconds) a write waits for another writer's lock before it
+    #: fails with "database is locked".
+    database_busy_timeout: float = 30.0
     #: Seconds one Deploy/Undeploy/Sync call may take before the adapter counts as unreachable.
     cp_adapter_timeout: float = 5.0
     #: ``iss`` of the access tokens the OAuth2 service signs.

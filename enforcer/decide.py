@@ -333,7 +333,7 @@ def _check(
             allowed=True,
             key_type=PRODUCTION,
             api_tier=api.api_throttling_policy,
-            quotas=quotas(state, api, None),
+            quotas=quotas(state, api, None, topic),
         )
     offered = credential(request, accepted_kinds(api))
     claims = authenticate(offered.token)
@@ -379,7 +379,7 @@ def _check(
         token_id=claims.token_id,
         token_expires_at=claims.expires_at,
         scopes=list(claims.scopes),
-        quotas=quotas(state, api, subscription),
+        quotas=quotas(state, api, subscription, topic),
         credential_kind=offered.kind,
     )
     if subscription is not None:

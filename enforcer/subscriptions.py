@@ -345,11 +345,21 @@ def quota(state: SubscriptionState, kind: str, name: str, key: str) -> enforcer_
 
 
 def quotas(
-    state: SubscriptionState, api: config_pb2.ApiPolicy, subscription: Subscription | None
+    state: SubscriptionState,
+    api: config_pb2.ApiPolicy,
+    subscription: Subscription | None,
+    topic: config_pb2.TopicPolicy | None = None,
 ) -> list[enforcer_pb2.Quota]:
-    """API-level, subscription tier and application policy quotas, in that order (the last two
-    only with a subscription; unlimited ones are left out)."""
+    """API-level, topic-level, subscription tier and application policy quotas, in that order
+    (the last two only with a subscription; unlimited and unknown ones are left out).
+
+    A topic's ``throttling_policy`` (WSO2 ``operations[].throttlingPolicy``) names an API-kind
+    (advanced) policy like the API-level one; its counter ``topic:<api_id>:<topic path>`` is
+    shared by every connection to that topic of the API, whoever opens it.
+    """
     wanted = [("api", api.api_throttling_policy, f"api:{api.api_id}")]
+    if topic is not None:
+        wanted.append(("api", topic.throttling_policy, f"topic:{api.api_id}:{topic.path}"))
     if subscription is not None:
         app_id = subscription.application_id
         wanted += [

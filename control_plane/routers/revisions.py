@@ -41,20 +41,29 @@ def create_revision(
 def list_revisions(
     api_id: ApiId,
     session: DbSession,
+    gateway: AdapterGateway,
     _: Publisher,
     query: Annotated[str, Query(description="deployed:true lists deployed ones only")] = "",
 ) -> RevisionList:
     deployed_only = query.replace(" ", "").lower() == "deployed:true"
     revisions = service.list_revisions(session, api_id, deployed_only)
-    return RevisionList(count=len(revisions), list=[service.revision_out(r) for r in revisions])
+    live = gateway.live(str(revisions[0].api_id)) if revisions else frozenset()
+    return RevisionList(
+        count=len(revisions), list=[service.revision_out(r, live) for r in revisions]
+    )
 
 
 @router.get("/revisions/{revisionId}", response_model=RevisionOut)
 def get_revision(
-    api_id: ApiId, revision_id: RevisionPath, session: DbSession, _: Publisher
+    api_id: ApiId,
+    revision_id: RevisionPath,
+    session: DbSession,
+    gateway: AdapterGateway,
+    _: Publisher,
 ) -> RevisionOut:
     api = service.api_service.load(session, api_id)
-    return service.revision_out(service.load_revision(session, api, revision_id))
+    revision = service.load_revision(session, api, revision_id)
+    return service.revision_out(revision, gateway.live(str(api.id)))
 
 
 @router.delete("/revisions/{revisionId}", status_code=200)
@@ -76,9 +85,11 @@ def deploy_revision(
     _: Publisher,
 ) -> list[DeploymentInfo]:
     """Deploy a revision to gateway environments; it replaces the API's previous revision
-    there. Answers with every environment the revision is now deployed on."""
+    there (other environments keep theirs). Answers with every environment the revision is now
+    deployed on, each DEPLOYED or (adapter unreachable) PENDING."""
     rows = service.deploy(session, api_id, revision_id, targets, gateway)
-    return [service.deployment_info(row) for row in rows]
+    live = gateway.live(str(rows[0].api_id)) if rows else frozenset()
+    return [service.deployment_info(row, live) for row in rows]
 
 
 @router.post("/undeploy-revision", status_code=201, response_model=list[DeploymentInfo])
@@ -92,7 +103,8 @@ def undeploy_revision(
 ) -> list[DeploymentInfo]:
     """Remove a revision from gateway environments; answers with where it still runs."""
     rows = service.undeploy(session, api_id, revision_id, targets, gateway)
-    return [service.deployment_info(row) for row in rows]
+    live = gateway.live(str(rows[0].api_id)) if rows else frozenset()
+    return [service.deployment_info(row, live) for row in rows]
 
 
 @router.post("/restore-revision", status_code=201, response_model=ApiOut)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from control_plane.db import as_utc
 from control_plane.errors import ApiError, not_found
 from control_plane.models import Api, RevisionDeployment, Subscription, utcnow
-from control_plane.push import Gateway, GatewayRejected
+from control_plane.push import Gateway
 from control_plane.schemas import ApiBody, ApiInfo, ApiOut
 from control_plane.services import policies, scopes
 
@@ -201,12 +201,8 @@ def delete(session: Session, api_id: str, gateway: Gateway) -> None:
             " they must be removed before the API can be deleted",
         )
     deployed = session.scalar(select(func.count()).where(RevisionDeployment.api_id == api.id))
-    if deployed:
-        try:
-            gateway.undeploy(str(api.id))
-        except GatewayRejected as exc:
-            raise ApiError(exc.status, f"the adapter refused to undeploy: {exc.message}") from None
+    key = str(api.id)
     session.delete(api)
     session.commit()
-    if deployed:
-        gateway.changed()
+    if deployed:  # after the commit: the adapter follows the database
+        gateway.push(key)

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from control_plane.errors import ApiError
 from control_plane.models import Api, utcnow
-from control_plane.push import Gateway, GatewayRejected
+from control_plane.push import Gateway
 from control_plane.schemas import LifecycleState, Transition
 from control_plane.services import apis as api_service
 from control_plane.services import deployments
@@ -64,25 +64,22 @@ def state_of(api: Api) -> LifecycleState:
 
 def change(session: Session, api_id: str, action: str, gateway: Gateway) -> Api:
     """Apply a lifecycle action; deployed revisions learn the new state (a retired API leaves
-    every gateway, as in WSO2).
+    every gateway, as in WSO2). The adapter checks the new state before it is saved and gets
+    it after the commit.
     """
     api = api_service.load(session, api_id)
     target = next_state(api.lifecycle_status, action)
+    plan = deployments.plan_of(session, api.id)
+    if plan and target != "RETIRED":
+        deployments.validate(session, gateway, api, plan, lifecycle_status=target)
+        api = api_service.load(session, api_id)  # afresh: the dry run ended the transaction
+        target = next_state(api.lifecycle_status, action)
+    key, deployed = api.id, bool(plan)
     api.lifecycle_status = target
     api.updated_at = utcnow()
-    session.flush()
-    pushed = False
-    try:
-        if target == "RETIRED":
-            pushed = deployments.remove_all(session, api, gateway)
-        else:
-            for definition in deployments.definitions_for_api(session, api):
-                gateway.deploy(definition)
-                pushed = True
-    except GatewayRejected as exc:
-        session.rollback()
-        raise ApiError(exc.status, f"the adapter refused the change: {exc.message}") from None
-    session.commit()
-    if pushed:
-        gateway.changed()
+    if target == "RETIRED":
+        deployed = deployments.remove_all(session, api)
+    deployments.commit(session, f"lifecycle change of API {api_id}")
+    if deployed:
+        gateway.push(str(key))
     return api

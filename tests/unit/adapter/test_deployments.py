@@ -8,7 +8,7 @@ import pytest
 
 from adapter.cache import SnapshotCache
 from adapter.compile import CompileError
-from adapter.deployments import Conflict, NotFound, Registry
+from adapter.deployments import Conflict, NotFound, Owned, Registry
 from wsgate_common.resources import API_POLICY_TYPE_URL, ROUTE_TYPE_URL
 from wsgate_proto import config_pb2, definition_pb2
 
@@ -167,3 +167,77 @@ def test_sync_refuses_clashes_within_the_batch_and_lets_a_repeated_id_move() -> 
     )
     assert len(errors) == 1 and errors[0].startswith("s2:") and "both serve /same/1" in errors[0]
     assert sorted(_base_paths(cache, "Default")) == ["/new/1", "/old/1", "/same/1"]
+
+
+def _revision(
+    revision: str, labels: tuple[str, ...], endpoint: str = "ws://b:1"
+) -> definition_pb2.ApiDefinition:
+    api = _api("cp-1", "/cp", source="control-plane", labels=tuple((n, "") for n in labels))
+    api.revision_id = revision
+    api.production_endpoint.url = endpoint
+    return api
+
+
+def _endpoints(cache: SnapshotCache, label: str) -> list[str]:
+    snapshot = cache.get(label)
+    assert snapshot is not None
+    routes = [config_pb2.Route.FromString(r.value) for r in snapshot.of_type(ROUTE_TYPE_URL)]
+    return [t.production_url for r in routes for t in r.topics]
+
+
+def test_put_runs_one_revision_per_label() -> None:
+    cache = SnapshotCache()
+    registry = Registry(cache)
+    registry.put("cp-1", [_revision("r1", ("Default", "edge"), "ws://one:1")])
+    changed = registry.put(
+        "cp-1",
+        [_revision("r2", ("Default",), "ws://two:2"), _revision("r1", ("edge",), "ws://one:1")],
+    )
+    assert set(changed) == {"Default", "edge"}
+    assert set(_endpoints(cache, "Default")) == {"ws://two:2"}
+    assert set(_endpoints(cache, "edge")) == {"ws://one:1"}
+    registry.undeploy("cp-1", ["Default"])
+    assert _base_paths(cache, "Default") == []
+    assert set(_endpoints(cache, "edge")) == {"ws://one:1"}
+    registry.put("cp-1", [])
+    assert registry.get("cp-1") is None
+    assert _base_paths(cache, "edge") == []
+
+
+def test_put_validate_only_checks_everything_and_changes_nothing() -> None:
+    cache = SnapshotCache()
+    registry = Registry(cache)
+    registry.deploy(_api("other", "/cp", source="control-plane", name="Other"))
+    before = cache.version("Default")
+    with pytest.raises(Conflict):
+        registry.put("cp-1", [_revision("r1", ("Default",))], validate_only=True)
+    with pytest.raises(ValueError, match="two revisions"):
+        registry.put("cp-1", [_revision("r1", ("edge",)), _revision("r2", ("edge",))])
+    bad = _revision("r1", ("edge",))
+    bad.context = "/a/../b"
+    with pytest.raises(CompileError):
+        registry.put("cp-1", [bad], validate_only=True)
+    assert registry.put("cp-1", [_revision("r1", ("edge",))], validate_only=True) == {}
+    assert registry.get("cp-1") is None
+    assert cache.version("Default") == before
+    assert cache.get("edge") is None
+
+
+def test_put_refuses_a_cli_owned_id() -> None:
+    registry = Registry(SnapshotCache())
+    registry.deploy(_api("cp-1", "/cli"))
+    with pytest.raises(Owned):
+        registry.put("cp-1", [_revision("r1", ("Default",))])
+
+
+def test_sync_merges_one_api_running_two_revisions() -> None:
+    cache = SnapshotCache()
+    registry = Registry(cache)
+    _, errors = registry.sync(
+        [_revision("r2", ("Default",), "ws://two:2"), _revision("r1", ("edge",), "ws://one:1")]
+    )
+    assert errors == []
+    assert set(_endpoints(cache, "Default")) == {"ws://two:2"}
+    assert set(_endpoints(cache, "edge")) == {"ws://one:1"}
+    entry = registry.get("cp-1")
+    assert entry is not None and [d.revision_id for d in entry.definitions] == ["r2", "r1"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -66,7 +67,7 @@ def client(settings: ControlPlaneSettings) -> Iterator[TestClient]:
 
 @pytest.fixture
 def fake_adapter() -> Iterator[tuple[FakeAdapter, str]]:
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
     adapter = FakeAdapter()
     deploy_pb2_grpc.add_DeploymentServiceServicer_to_server(adapter, server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -84,3 +85,26 @@ def adapter_client(
     with TestClient(create_app(settings)) as test_client:
         test_client.auth = AUTH
         yield test_client, adapter
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL to a throw-away schema of the PostgreSQL at 127.0.0.1:5432 (db test, trust),
+    dropped afterwards. It runs on every machine of this project: unreachable is a failure."""
+    import psycopg
+
+    server = "postgresql://postgres@127.0.0.1:5432/test"
+    schema = f"wsgate_cp_push_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(server, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
+    with admin:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        try:
+            yield (
+                "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+                f"?options=-csearch_path%3D{schema}"
+            )
+        finally:
+            admin.execute(f'DROP SCHEMA "{schema}" CASCADE')

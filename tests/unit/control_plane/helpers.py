@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -41,13 +42,20 @@ def api_body(**changes: Any) -> dict[str, Any]:
 
 
 class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
-    """Records what the control plane sends; answers with ``reject`` when set."""
+    """Records what the control plane sends and keeps what it would serve (``live``: API id ->
+    definitions); answers with ``reject`` when set, after ``delay`` seconds (a slow adapter)."""
 
     def __init__(self) -> None:
         self.boot_id = "boot-1"
         self.reject: grpc.StatusCode | None = None
+        self.delay = 0.0
+        #: Refuse real (not validate_only) PutApi calls and every API of a Sync with this.
+        self.refuse_changes: grpc.StatusCode | None = None
         self.deployed: list[definition_pb2.ApiDefinition] = []
         self.undeployed: list[deploy_pb2.UndeployRequest] = []
+        self.validated: list[deploy_pb2.PutApiRequest] = []
+        self.puts: list[deploy_pb2.PutApiRequest] = []
+        self.live: dict[str, list[definition_pb2.ApiDefinition]] = {}
         self.syncs: list[list[definition_pb2.ApiDefinition]] = []
         self.subscription_data: list[subscription_pb2.SubscriptionData] = []
         #: Answer PutSubscriptionData with UNIMPLEMENTED, like an adapter that predates it.
@@ -55,11 +63,33 @@ class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
         self.lock = threading.Lock()
 
     def Deploy(self, request: Any, context: Any) -> Any:
+        if self.delay:
+            time.sleep(self.delay)
         if self.reject is not None:
             context.abort(self.reject, "rejected by the fake adapter")
         with self.lock:
             self.deployed.append(request.api)
         return deploy_pb2.DeployResponse(versions={"Default": "1"})
+
+    def PutApi(self, request: Any, context: Any) -> Any:
+        if self.delay:
+            time.sleep(self.delay)
+        if self.reject is not None:
+            context.abort(self.reject, "rejected by the fake adapter")
+        with self.lock:
+            if request.validate_only:
+                self.validated.append(request)
+                return deploy_pb2.PutApiResponse()
+        if self.refuse_changes is not None:
+            context.abort(self.refuse_changes, "refused by the fake adapter after validation")
+        with self.lock:
+            self.puts.append(request)
+            self.deployed.extend(request.apis)
+            if request.apis:
+                self.live[request.api_id] = list(request.apis)
+            else:
+                self.live.pop(request.api_id, None)
+        return deploy_pb2.PutApiResponse(versions={"Default": "1"})
 
     def Undeploy(self, request: Any, context: Any) -> Any:
         with self.lock:
@@ -69,7 +99,19 @@ class FakeAdapter(deploy_pb2_grpc.DeploymentServiceServicer):
     def Sync(self, request: Any, context: Any) -> Any:
         with self.lock:
             self.syncs.append(list(request.apis))
+            self.live = {}
+            if self.refuse_changes is not None:
+                errors = sorted({f"{api.id}: refused by the fake adapter" for api in request.apis})
+                return deploy_pb2.SyncResponse(errors=errors)
+            for api in request.apis:
+                self.live.setdefault(api.id, []).append(api)
         return deploy_pb2.SyncResponse()
+
+    def placements(self, api_id: str) -> set[tuple[str, str]]:
+        """(environment, revision id) the fake serves for ``api_id``."""
+        with self.lock:
+            apis = self.live.get(api_id, [])
+            return {(d.name, api.revision_id) for api in apis for d in api.deployments}
 
     def PutSubscriptionData(self, request: Any, context: Any) -> Any:
         if self.unimplemented:

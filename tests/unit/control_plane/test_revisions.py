@@ -60,20 +60,24 @@ def test_deploy_without_adapter_is_201_and_recorded(client: TestClient) -> None:
     assert deployed.json()["count"] == 1
 
 
-def test_new_revision_replaces_old_one_on_every_environment_of_the_api(
+def test_new_revision_replaces_the_old_one_only_where_it_is_deployed(
     client: TestClient,
 ) -> None:
-    """Gateways hold one definition per API, so its environments all move to the new one."""
+    """WSO2: each gateway environment runs its own revision of an API."""
     add_environment(client, "Edge")
     api_id = create_api(client)["id"]
     first = create_revision(client, api_id)
     second = create_revision(client, api_id)
     assert deploy(client, api_id, first["id"], "Default", "Edge").status_code == 201
     response = deploy(client, api_id, second["id"], "Default")
-    assert [d["name"] for d in response.json()] == ["Default", "Edge"]
+    assert [d["name"] for d in response.json()] == ["Default"]
+    by_id = {r["id"]: r for r in client.get(f"{BASE}/apis/{api_id}/revisions").json()["list"]}
+    assert [d["name"] for d in by_id[first["id"]]["deploymentInfo"]] == ["Edge"]
+    assert [d["name"] for d in by_id[second["id"]]["deploymentInfo"]] == ["Default"]
+    moved = deploy(client, api_id, second["id"], "Edge")
+    assert [d["name"] for d in moved.json()] == ["Default", "Edge"]
     by_id = {r["id"]: r for r in client.get(f"{BASE}/apis/{api_id}/revisions").json()["list"]}
     assert by_id[first["id"]]["deploymentInfo"] == []
-    assert [d["name"] for d in by_id[second["id"]]["deploymentInfo"]] == ["Default", "Edge"]
 
 
 def test_undeploy_and_delete_rules(client: TestClient) -> None:

@@ -274,3 +274,39 @@ def test_each_type_swaps_alone_and_notifies() -> None:
     assert store.current.applications is first.applications
     assert store.current.versions == {APPLICATION_TYPE_URL: "1", REVOKED_TOKEN_TYPE_URL: "2"}
     assert seen == [APPLICATION_TYPE_URL, REVOKED_TOKEN_TYPE_URL]
+
+
+def topic_entry(topic_policy: str, api_policy: str = "50KPerHour") -> ApiEntry:
+    topic = config_pb2.TopicPolicy(path="/t", secured=True, throttling_policy=topic_policy)
+    api = config_pb2.ApiPolicy(
+        api_id=API_ID,
+        topics=[topic],
+        api_throttling_policy=api_policy,
+        has_production_endpoint=True,
+        has_sandbox_endpoint=True,
+    )
+    return ApiEntry(api=api, topics=MappingProxyType({"/t": topic}))
+
+
+def test_topic_throttling_policy_becomes_a_topic_quota_after_the_api_one() -> None:
+    """operations[].throttlingPolicy -> Quota "topic:<api>:<topic>", checked with the others."""
+    response = ask(full_store().current, km_claims(), topic_entry("50KPerHour"))
+    assert response.allowed
+    assert [(q.key, q.policy, q.message_count, q.window_seconds) for q in response.quotas] == [
+        (f"api:{API_ID}", "50KPerHour", 50_000, 7200.0),
+        (f"topic:{API_ID}:/t", "50KPerHour", 50_000, 7200.0),
+        (f"sub:app-1:{API_ID}", "AsyncGold", 200, 60.0),
+        ("app:app-1:bob", "10PerMin", 10, 60.0),
+    ]
+
+
+def test_topic_quota_applies_to_unsecured_topics_and_skips_unlimited_ones() -> None:
+    entry = topic_entry("50KPerHour", api_policy="Unlimited")
+    open_topic = config_pb2.TopicPolicy(path="/t", secured=False, throttling_policy="50KPerHour")
+    entry.api.topics[0].CopyFrom(open_topic)
+    entry = ApiEntry(api=entry.api, topics=MappingProxyType({"/t": open_topic}))
+    response = ask(full_store().current, km_claims(), entry)
+    assert [q.key for q in response.quotas] == [f"topic:{API_ID}:/t"]
+    for name in ("Unlimited", "", "NoSuchPolicy", "AsyncGold"):  # AsyncGold: not an API policy
+        response = ask(full_store().current, km_claims(), topic_entry(name))
+        assert f"topic:{API_ID}:/t" not in [q.key for q in response.quotas], name
