@@ -87,6 +87,9 @@ class Cluster:
             "WSGATE_DATA_DIR": str(tmp / "data"),
             "WSGATE_XDS_ADDRESS": f"127.0.0.1:{self.xds}",
             "WSGATE_ADAPTER_USERS": "admin:admin",
+            # admin:admin (adapter users, enforcer test keys) is refused beyond loopback
+            "WSGATE_ADAPTER_HOST": "127.0.0.1",
+            "WSGATE_ENFORCER_HOST": "127.0.0.1",
         }
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:

@@ -219,7 +219,7 @@ def test_revisions_deploy_undeploy_restore(
         vhost="localhost",
     )
     assert "Undeployed from Default." in flash(undeployed)
-    assert adapter.undeployed
+    assert api_id not in adapter.live  # PutApi with no definitions took it off
     deleted = post(client, page, f"/publisher/apis/{api_id}/revisions/delete", revision_id=revision)
     assert "Revision deleted." in flash(deleted)
     assert client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["count"] == 0
