@@ -210,6 +210,7 @@ def test_revisions_deploy_undeploy_restore(
     assert "restored" in flash(restored)
     url = rest_api(client, api_id)["endpointConfig"]["production_endpoints"]["url"]
     assert url == "ws://localhost:8765"
+    assert api_id in adapter.live
     undeployed = post(
         client,
         page,
