@@ -110,23 +110,22 @@ MessageHook = Callable[[int, int], None]  # opcode of the first frame, total pay
 Admit = Callable[[int], bool]  # opcode of a new data message -> deliver it?
 
 
+def _admit_all(opcode: int) -> bool:
+    return True
+
+
 class FrameScanner:
     """Walks the frame headers of one direction of a WebSocket stream.
 
-    One loop (:meth:`feed`) holds the framing rules for every connection. With ``admit`` set
-    (a connection with quotas) the scanner can also withhold whole messages from the forwarded
-    stream: ``admit`` is asked once per data message, at its first frame (continuation frames
-    follow their message, control frames always pass), and :meth:`feed` returns ``data`` with
-    the refused messages' frames cut out at frame boundaries. A header split across chunks is
-    then held back until it is complete, so the decision is known before any of its bytes are
-    forwarded. Without ``admit`` nothing is ever cut or held: :meth:`feed` returns ``data``.
+    One loop (:meth:`feed`) holds the framing rules for every connection, plain or gated
+    (:class:`GatedScanner`, which only adds the throttle decision). A plain scanner never cuts
+    nor holds anything back: :meth:`feed` returns ``data`` itself.
 
     Args:
         masked: whether frames in this direction must be masked (True from the client).
         max_message: largest message payload allowed, in bytes (0 disables the check).
         allow_rsv: accept RSV bits (an extension such as permessage-deflate was negotiated).
         on_frame / on_message: optional hooks; left unset on the hot path when not needed.
-        admit: the throttle decision for each new data message; None admits everything.
     """
 
     __slots__ = (
@@ -135,7 +134,7 @@ class FrameScanner:
         "_close_mask",
         "_fast",
         "_frame_kept",
-        "_hold",
+        "_gated",
         "_limit",
         "_mask_bit",
         "_mask_len",
@@ -167,15 +166,14 @@ class FrameScanner:
         allow_rsv: bool = False,
         on_frame: FrameHook | None = None,
         on_message: MessageHook | None = None,
-        admit: Admit | None = None,
     ) -> None:
         self.masked = masked
         self.max_message = max_message
         self.allow_rsv = allow_rsv
         self._on_frame = on_frame
         self._on_message = on_message
-        self._admit = admit
-        self._hold = admit is not None  # split headers are held back (not forwarded) until whole
+        self._admit: Admit = _admit_all
+        self._gated = False  # whether messages may be refused (and split headers held back)
         self._fast = on_frame is None and on_message is None  # feed()'s one-frame fast path
         self._limit = max_message if max_message else 1 << 63
         self._mask_bit = 0x80 if masked else 0
@@ -219,11 +217,6 @@ class FrameScanner:
         self._fast = self._on_frame is None and self._on_message is None
 
     @property
-    def gated(self) -> bool:
-        """Whether messages can be refused (an ``admit`` decision was given)."""
-        return self._admit is not None
-
-    @property
     def at_boundary(self) -> bool:
         """True when the scanned stream is between frames."""
         return not self._remaining and not self._partial
@@ -234,7 +227,7 @@ class FrameScanner:
         its own there. A held header or a refused frame's payload is not forwarded."""
         if self._remaining:
             return not self._frame_kept
-        return not self._partial or self._hold
+        return not self._partial or self._gated
 
     def feed_to_boundary(self, data: bytes) -> int:
         """Scan only as much of ``data`` as finishes the forwarded frame; return that count.
@@ -284,10 +277,9 @@ class FrameScanner:
                         self.frames += 1
                         self.messages += 1
                         self.fed_at_boundary = True
-                        admit = self._admit
-                        if admit is None:
+                        if not self._gated:
                             return data
-                        if admit(b0 & 0x0F):
+                        if self._admit(b0 & 0x0F):
                             self.dropping = False
                             return data
                         self.dropping = True
@@ -296,15 +288,19 @@ class FrameScanner:
         return self._walk(data, n)
 
     def _walk(self, data: bytes, n: int) -> bytes:
-        """The frame loop: every header in ``data``, payloads skipped, refused frames cut."""
-        self.fed_at_boundary = self.out_at_boundary
+        """The frame loop: every header in ``data``, payloads skipped, refused frames cut out."""
         pieces: list[bytes] = []
         # Start of the run of bytes being forwarded; -1 inside a refused frame or a held header.
-        keep = (
-            -1
-            if (self._remaining and not self._frame_kept) or (self._partial and self._hold)
-            else 0
-        )
+        gated = self._gated
+        if self._remaining:
+            keep = 0 if self._frame_kept else -1
+            self.fed_at_boundary = not self._frame_kept
+        elif self._partial:
+            keep = -1 if gated else 0
+            self.fed_at_boundary = gated
+        else:
+            keep = 0
+            self.fed_at_boundary = True
         pos = 0
         start = -1  # where the frame whose header was parsed last starts in ``data``
         try:
@@ -340,18 +336,19 @@ class FrameScanner:
                 used = self._header(data, pos)
                 if not used:
                     self._partial = data[pos:]
-                    if keep >= 0 and self._hold:  # hold the header back until it is whole
+                    if keep >= 0 and gated:  # hold the header back until it is whole
                         if pos > keep:
                             pieces.append(data[keep:pos])
                         keep = -1
                     break
-                if self.dropping and data[pos] & 0x0F < 8:  # a frame of a refused message
-                    if keep >= 0:
-                        if pos > keep:
-                            pieces.append(data[keep:pos])
-                        keep = -1
-                elif keep < 0:
-                    keep = pos
+                if gated:  # (a plain scanner never cuts: keep stays 0)
+                    if self.dropping and data[pos] & 0x0F < 8:  # a frame of a refused message
+                        if keep >= 0:
+                            if pos > keep:
+                                pieces.append(data[keep:pos])
+                            keep = -1
+                    elif keep < 0:
+                        keep = pos
                 pos += used
         except FramingError as exc:
             exc.offset = start
@@ -437,10 +434,6 @@ class FrameScanner:
             raise PayloadTooBig(
                 f"message of at least {self._msg_size} bytes exceeds {self.max_message}"
             )
-        if opcode and self._admit is not None:
-            self.dropping = not self._admit(opcode)
-            if self.dropping:
-                self.dropped += 1
         if fin:
             self.messages += 1
             if self._on_message is not None:
@@ -459,6 +452,35 @@ class FrameScanner:
             self.close_reason = payload[2:].decode("utf-8", "replace")
         else:
             self.close_code = CloseCode.NO_STATUS
+
+
+class GatedScanner(FrameScanner):
+    """A scanner that can withhold whole messages from the forwarded stream (throttling).
+
+    ``admit`` is asked once per data message, at its first frame (continuation frames follow
+    their message, control frames always pass). :meth:`feed` returns ``data`` itself when
+    everything passes, else ``data`` with the refused messages' frames cut out at frame
+    boundaries. A header split across chunks is held back until it is complete, so the
+    decision is known before any of its bytes are forwarded. The framing rules are
+    :class:`FrameScanner`'s; only connections with quotas use this class.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, masked: bool, max_message: int, allow_rsv: bool, admit: Admit) -> None:
+        super().__init__(masked, max_message, allow_rsv)
+        self._admit = admit
+        self._gated = True
+
+    def _data_frame(self, opcode: int, fin: bool, length: int) -> None:
+        _base_data_frame(self, opcode, fin, length)  # the rules first: a bad one is not asked
+        if opcode:
+            self.dropping = not self._admit(opcode)
+            if self.dropping:
+                self.dropped += 1
+
+
+_base_data_frame = FrameScanner._data_frame
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:

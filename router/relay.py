@@ -36,6 +36,7 @@ from router.frames import (
     CloseCode,
     FrameScanner,
     FramingError,
+    GatedScanner,
     close_frame,
 )
 from router.frames import explain_close as explain
@@ -247,8 +248,8 @@ class Relay:
                 self, backend_transport, FrameScanner(False, max_message, allow_rsv)
             )
         else:  # both directions count against the same quotas
-            up = FrameScanner(True, max_message, allow_rsv, admit=self._admit)
-            down = FrameScanner(False, max_message, allow_rsv, admit=self._admit)
+            up = GatedScanner(True, max_message, allow_rsv, self._admit)
+            down = GatedScanner(False, max_message, allow_rsv, self._admit)
             self.client = _GatedSide(self, client_transport, up)
             self.backend = _GatedSide(self, backend_transport, down)
         self.client.link(self.backend)

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from router.frames import (
     FrameScanner,
+    GatedScanner,
     Opcode,
     ProtocolError,
     close_frame,
@@ -42,7 +43,7 @@ def gated_streams(draw: st.DrawFn) -> tuple[bytes, bytes, list[bool], bool]:
     return bytes(stream), bytes(expected), decisions, masked
 
 
-def gate(decisions: list[bool], masked: bool = True) -> tuple[FrameScanner, list[int]]:
+def gate(decisions: list[bool], masked: bool = True) -> tuple[GatedScanner, list[int]]:
     asked: list[int] = []
     answers = iter(decisions)
 
@@ -50,7 +51,7 @@ def gate(decisions: list[bool], masked: bool = True) -> tuple[FrameScanner, list
         asked.append(opcode)
         return next(answers)
 
-    return FrameScanner(masked, 1 << 20, False, admit=admit), asked
+    return GatedScanner(masked, 1 << 20, False, admit), asked
 
 
 @settings(max_examples=300, deadline=None)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from router.frames import (
     FrameScanner,
     FramingError,
+    GatedScanner,
     Opcode,
     close_frame,
     encode_frame,
@@ -38,8 +39,11 @@ class Run:
 
 def feed(chunks: list[bytes], masked: bool, gated: bool, hooks: bool) -> Run:
     run = Run()
-    admit = (lambda opcode: True) if gated else None
-    scanner = FrameScanner(masked, LIMIT, False, admit=admit)
+    scanner = (
+        GatedScanner(masked, LIMIT, False, lambda opcode: True)
+        if gated
+        else FrameScanner(masked, LIMIT, False)
+    )
     if hooks:  # hooks turn the one-frame fast path off: both paths are compared
         scanner.on_frame = lambda op, fin, n: run.frames.append((op, fin, n))
         scanner.on_message = lambda op, n: run.messages.append((op, n))
@@ -192,7 +196,7 @@ def test_every_message_refused_forwards_only_control_frames() -> None:
     masked = True
     data = ok(masked)
     for chunks in splits(data):
-        scanner = FrameScanner(masked, LIMIT, False, admit=lambda opcode: False)
+        scanner = GatedScanner(masked, LIMIT, False, lambda opcode: False)
         out = b"".join(scanner.feed(chunk) for chunk in chunks)
         assert scanner.dropped == 4 and scanner.messages == 4
         check = FrameScanner(masked, on_frame=lambda op, fin, n: None)
