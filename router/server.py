@@ -20,7 +20,16 @@ from typing import cast
 import httpx
 
 from router import backend, credentials, http11
-from router.analytics import ConnectionEvent, HandshakeEvent, Pipeline, Sink, Tags, delta
+from router.analytics import (
+    ZERO,
+    ConnectionEvent,
+    Counts,
+    HandshakeEvent,
+    Pipeline,
+    Sink,
+    Tags,
+    delta,
+)
 from router.config import RouteStore
 from router.credentials import Extracted
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
@@ -89,13 +98,15 @@ class Router:
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
+        self.finished = ZERO  # counters of the relays that ended (metrics add the live ones)
         self.metrics = RouterMetrics(
             active=lambda: len(self.relays),
             xds_version=lambda: self.routes.version,
             dropped=lambda: self.analytics.dropped,
+            traffic=self.traffic,
         )
         self.analytics = Pipeline(
-            [self.metrics, *sinks],
+            list(sinks),
             self._collect,
             capacity=config.analytics_queue,
             interval=config.analytics_interval,
@@ -141,9 +152,22 @@ class Router:
                 relay.reported = counts
         return events
 
+    def traffic(self) -> Counts:
+        """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
+        fu, fd, mu, md, bu, bd, th = self.finished
+        for relay in self.relays:
+            up, down = relay.client.scanner, relay.backend.scanner
+            fu += up.frames
+            fd += down.frames
+            mu += up.messages
+            md += down.messages
+            bu += up.bytes
+            bd += down.bytes
+            th += up.dropped + down.dropped
+        return Counts(fu, fd, mu, md, bu, bd, th)
+
     def metrics_text(self) -> bytes:
-        """``/metrics``: flush the analytics first, so the counters are current."""
-        self.analytics.flush()
+        """``/metrics``: exact at any moment, whatever the analytics queue dropped."""
         return self.metrics.render()
 
     async def listen(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None) -> int:
@@ -170,6 +194,10 @@ class Router:
         self.relays.discard(relay)
         self.live.end(live)
         counts = relay.counts()
+        self.finished = Counts(*(a + b for a, b in zip(self.finished, counts, strict=True)))
+        self.metrics.connection_closed(
+            relay.close_code, relay.close_by, relay.cause, relay.router_reason
+        )
         self.analytics.emit(
             ConnectionEvent(
                 tags_of(relay.info),
@@ -469,6 +497,7 @@ class Connection(asyncio.Protocol):
                 latency_ms,
                 extra={"request_id": request_id, "api": api, "topic": topic, "status": status},
             )
+            router.metrics.handshake(status == 101, status, latency_ms / 1000)
             tags = Tags(request_id, api, api_id, topic, application_id, key_type, self.client_ip)
             router.analytics.emit(
                 HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
