@@ -50,8 +50,19 @@ log = logging.getLogger(__name__)
 MAX_EARLY = 64 * 1024  # bytes a client may send before its handshake is answered
 MAX_TESTKEY_BODY = 64 * 1024
 NO_MATCH = "No matching resource found for the API request"
-# Sec-WebSocket-Protocol goes too, without the entries that carried a credential.
-FORWARDED_TO_BACKEND = ("sec-websocket-extensions", "origin")
+# Sec-WebSocket-Protocol goes too, without the entries that carried a credential, and
+# Sec-WebSocket-Extensions, without permessage-deflate when compression is stripped.
+FORWARDED_TO_BACKEND = ("origin",)
+DEFLATE = "permessage-deflate"
+COMPRESSION_MODES = ("passthrough", "strip")
+
+
+def strips_compression(route: str, default: str) -> bool:
+    """Whether the permessage-deflate offer is kept from the backend: the route's own mode
+    (``Route.compression``) when it names one, else the router's setting."""
+    return (route if route in COMPRESSION_MODES else default) == "strip"
+
+
 FORWARDED_TO_TESTKEY = ("authorization", "content-type", "accept", "user-agent")
 
 
@@ -61,6 +72,7 @@ class RouterConfig:
 
     enforcer_http_url: str = "http://localhost:8082"
     max_message: int = 1024 * 1024
+    compression: str = "passthrough"  # or "strip" (see strips_compression)
     handshake_timeout: float = 10.0
     backend_connect_timeout: float = 10.0
     idle_timeout: float = 300.0  # no byte either way for this long -> 1001; 0 disables
@@ -458,7 +470,8 @@ class Connection(asyncio.Protocol):
             live = router.live.begin(identity, checked_at)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
-                conn = await self._connect_backend(request, request_id, url, ca_pem, found)
+                strip = strips_compression(match.route.compression, router.config.compression)
+                conn = await self._connect_backend(request, request_id, url, ca_pem, found, strip)
                 if self.closed or self.transport is None:
                     conn.transport.abort()
                     status, reason = 499, "client closed the connection during the handshake"
@@ -570,23 +583,44 @@ class Connection(asyncio.Protocol):
         return topic.production_url, topic.production_ca_pem
 
     async def _connect_backend(
-        self, request: Request, request_id: str, url: str, ca_pem: str, found: Extracted
+        self,
+        request: Request,
+        request_id: str,
+        url: str,
+        ca_pem: str,
+        found: Extracted,
+        strip: bool,
     ) -> backend.BackendConnection:
+        """Open the backend's WebSocket; ``strip``: without offering permessage-deflate."""
         try:
             target = backend.parse_backend_url(url, found.query)
         except ValueError as exc:
             raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
-        headers = [("Sec-WebSocket-Protocol", found.offer)]
+        extensions = request.headers.get("sec-websocket-extensions", "")
+        if strip:
+            extensions = http11.without_extension(extensions, DEFLATE)
+        headers = [
+            ("Sec-WebSocket-Protocol", found.offer),
+            ("Sec-WebSocket-Extensions", extensions),
+        ]
         headers += [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
         headers += [("X-Forwarded-For", self.client_ip), ("X-Request-ID", request_id)]
         try:
-            return await backend.connect(
+            conn = await backend.connect(
                 target, ca_pem, headers, self.router.config.backend_connect_timeout
             )
         except backend.BackendError as exc:
             log.warning("backend %s for %s: %s", url, request_id, exc.description)
             message = "Gateway Timeout" if exc.status == 504 else "Connection Failure"
             raise Handshake(exc.status, 101503, message, exc.description) from None
+        chosen = conn.response.headers.get("sec-websocket-extensions", "")
+        if strip and DEFLATE in http11.extension_names(chosen):
+            conn.transport.abort()  # it chose an extension it was not offered (RFC 6455 4.1)
+            log.warning("backend %s for %s: negotiated %s unasked", url, request_id, DEFLATE)
+            raise Handshake(
+                502, 101503, "Connection Failure", f"The backend negotiated {DEFLATE} unasked."
+            )
+        return conn
 
     def _start_relay(
         self,
