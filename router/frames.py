@@ -285,6 +285,12 @@ class FrameScanner:
                         self.dropping = True
                         self.dropped += 1
                         return b""
+        elif self._remaining >= n and self._close_buf is None:
+            # Fast path for big frames: ``data`` is all payload of the current frame.
+            self._remaining -= n
+            kept = self._frame_kept
+            self.fed_at_boundary = not kept
+            return data if kept else b""
         return self._walk(data, n)
 
     def _walk(self, data: bytes, n: int) -> bytes:
