@@ -57,9 +57,14 @@ DEFLATE = "permessage-deflate"
 COMPRESSION_MODES = ("passthrough", "strip")
 
 
-def strips_compression(route: str, default: str) -> bool:
+def strips_compression(route: str, default: str, quotas: Sequence[enforcer_pb2.Quota] = ()) -> bool:
     """Whether the permessage-deflate offer is kept from the backend: the route's own mode
-    (``Route.compression``) when it names one, else the router's setting."""
+    (``Route.compression``) when it names one, else the router's setting; and always when a
+    quota may drop messages (not ``stop_on_quota_reach``): with compression a message
+    depends on the ones before it (context takeover), so cutting one out would break the
+    receiver's decompression."""
+    if any(q.message_count > 0 and not q.stop_on_quota_reach for q in quotas):
+        return True
     return (route if route in COMPRESSION_MODES else default) == "strip"
 
 
@@ -470,7 +475,9 @@ class Connection(asyncio.Protocol):
             live = router.live.begin(identity, checked_at)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
-                strip = strips_compression(match.route.compression, router.config.compression)
+                strip = strips_compression(
+                    match.route.compression, router.config.compression, verdict.quotas
+                )
                 conn = await self._connect_backend(request, request_id, url, ca_pem, found, strip)
                 if self.closed or self.transport is None:
                     conn.transport.abort()

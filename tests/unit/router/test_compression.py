@@ -22,7 +22,7 @@ from router.enforcer_client import EnforcerClient
 from router.server import Router, RouterConfig, strips_compression
 from tests.unit.router.test_live import Enforcer
 from tests.unit.router.test_server import event_loop_policy, packed
-from wsgate_proto import config_pb2, enforcer_pb2_grpc
+from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
 __all__ = ["event_loop_policy"]  # the fixture, imported: every test on both loops
 
@@ -36,6 +36,15 @@ def test_the_route_mode_wins_over_the_router_setting() -> None:
     assert strips_compression("strip", "passthrough")
     assert not strips_compression("passthrough", "strip")
     assert strips_compression("bogus", "strip")  # unknown: the router's setting
+
+
+def test_a_quota_that_drops_messages_strips_compression() -> None:
+    """Cutting a message out of a deflate stream with context takeover breaks the receiver."""
+    drop = enforcer_pb2.Quota(key="k", message_count=5, window_seconds=60)
+    stop = enforcer_pb2.Quota(key="k", message_count=5, window_seconds=60, stop_on_quota_reach=True)
+    unlimited = enforcer_pb2.Quota(key="k", message_count=0, window_seconds=60)
+    assert strips_compression("passthrough", "passthrough", [stop, drop])
+    assert not strips_compression("passthrough", "passthrough", [stop, unlimited])
 
 
 @contextlib.asynccontextmanager

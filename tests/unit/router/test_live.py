@@ -326,6 +326,18 @@ async def test_pushed_messages_reaching_the_quota_close_with_1008(env: Env) -> N
     assert env.backend.closes[0][0] == 1001
 
 
+async def test_drop_mode_keeps_compression_off_the_connection(env: Env) -> None:
+    """A dropped message would break a permessage-deflate stream: drop mode strips the offer;
+    stop mode (the connection ends at the first refusal) keeps it."""
+    env.allow("drop", quota("sub:app:echo-id", 5, stop=False))
+    env.allow("stop", quota("sub:app:echo-id2", 5, stop=True))
+    async with env.client("drop") as dropping, env.client("stop") as stopping:
+        assert dropping.response is not None and stopping.response is not None
+        assert "Sec-WebSocket-Extensions" not in dropping.response.headers
+        assert "permessage-deflate" in stopping.response.headers["Sec-WebSocket-Extensions"]
+        await echo(dropping, "still works")
+
+
 async def test_pushed_messages_over_the_quota_are_dropped_in_drop_mode(env: Env) -> None:
     env.allow("t", quota("sub:app:push-id", 5, stop=False))
     async with env.client("t", "/push/1.0.0") as ws:
