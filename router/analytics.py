@@ -11,7 +11,8 @@ Nothing here runs per frame: the relay's frame scanners already count frames, me
 bytes; the flush reads those counters and subtracts what was reported before
 (:func:`delta`). The :class:`Pipeline` is a bounded queue (full -> the oldest event is
 dropped and counted) drained by a periodic flusher into :class:`Sink` objects, one batch per
-flush: a JSON-lines log or file, and the Prometheus metrics.
+flush: a JSON-lines log or file. The Prometheus metrics do not come from here (the router
+counts them itself, see :mod:`router.metrics`), so what the queue drops affects analytics only.
 """
 
 from __future__ import annotations

@@ -78,13 +78,13 @@ class FramingError(Exception):
     Attributes:
         offset: index in the fed chunk where the bad frame starts; -1 when it started in an
             earlier chunk (its first bytes were already seen).
-        kept: for :meth:`GatedScanner.feed_gated`, the bytes of the chunk before the bad frame
-            that are to be forwarded (refused messages already cut out); None otherwise.
+        kept: the bytes of the chunk before the bad frame that are to be forwarded (refused
+            messages already cut out); set by :meth:`FrameScanner.feed`.
     """
 
     close_code: int = CloseCode.PROTOCOL_ERROR
     offset: int = -1
-    kept: bytes | None = None
+    kept: bytes = b""
 
 
 class ProtocolError(FramingError):
@@ -107,10 +107,19 @@ _close_counter = itertools.count(1)
 
 FrameHook = Callable[[int, bool, int], None]  # opcode, fin, payload length
 MessageHook = Callable[[int, int], None]  # opcode of the first frame, total payload length
+Admit = Callable[[int], bool]  # opcode of a new data message -> deliver it?
+
+
+def _admit_all(opcode: int) -> bool:
+    return True
 
 
 class FrameScanner:
-    """Walks frame headers of one direction of a WebSocket stream.
+    """Walks the frame headers of one direction of a WebSocket stream.
+
+    One loop (:meth:`feed`) holds the framing rules for every connection, plain or gated
+    (:class:`GatedScanner`, which only adds the throttle decision). A plain scanner never cuts
+    nor holds anything back: :meth:`feed` returns ``data`` itself.
 
     Args:
         masked: whether frames in this direction must be masked (True from the client).
@@ -120,9 +129,12 @@ class FrameScanner:
     """
 
     __slots__ = (
+        "_admit",
         "_close_buf",
         "_close_mask",
         "_fast",
+        "_frame_kept",
+        "_gated",
         "_limit",
         "_mask_bit",
         "_mask_len",
@@ -138,6 +150,8 @@ class FrameScanner:
         "close_reason",
         "close_seen",
         "close_seq",
+        "dropped",
+        "dropping",
         "fed_at_boundary",
         "frames",
         "masked",
@@ -158,19 +172,25 @@ class FrameScanner:
         self.allow_rsv = allow_rsv
         self._on_frame = on_frame
         self._on_message = on_message
+        self._admit: Admit = _admit_all
+        self._gated = False  # whether messages may be refused (and split headers held back)
         self._fast = on_frame is None and on_message is None  # feed()'s one-frame fast path
         self._limit = max_message if max_message else 1 << 63
         self._mask_bit = 0x80 if masked else 0
         self._mask_len = 4 if masked else 0
         self.bytes = 0
-        self.frames = 0
-        self.messages = 0
+        self.frames = 0  # frames seen (refused ones included)
+        self.messages = 0  # data messages seen (refused ones included)
+        self.dropped = 0  # data messages refused by ``admit``
+        self.dropping = False  # the current data message was refused
         self.close_seen = False
         self.close_seq = 0  # orders close frames across scanners: who closed first
         self.close_code: int | None = None
         self.close_reason = ""
-        self.fed_at_boundary = True  # whether the last feed() started between frames
+        self.fed_at_boundary = True  # whether the forwarded stream was between frames before
+        # the last feed()
         self._remaining = 0  # payload bytes of the current frame still to skip
+        self._frame_kept = True  # whether that frame is forwarded (meaningful while _remaining)
         self._partial = b""  # start of a header split across chunks
         self._msg_opcode = -1  # opcode of the message in progress, -1 between messages
         self._msg_size = 0
@@ -185,7 +205,7 @@ class FrameScanner:
     @on_frame.setter
     def on_frame(self, hook: FrameHook | None) -> None:
         self._on_frame = hook
-        self._fast = self._allow_fast()
+        self._fast = self._on_frame is None and self._on_message is None
 
     @property
     def on_message(self) -> MessageHook | None:
@@ -194,30 +214,31 @@ class FrameScanner:
     @on_message.setter
     def on_message(self, hook: MessageHook | None) -> None:
         self._on_message = hook
-        self._fast = self._allow_fast()
-
-    def _allow_fast(self) -> bool:
-        return self._on_frame is None and self._on_message is None
+        self._fast = self._on_frame is None and self._on_message is None
 
     @property
     def at_boundary(self) -> bool:
-        """True between frames: the router may inject a frame of its own here."""
+        """True when the scanned stream is between frames."""
         return not self._remaining and not self._partial
 
     @property
     def out_at_boundary(self) -> bool:
-        """Whether the bytes FORWARDED so far end between frames (all of them, here)."""
-        return not self._remaining and not self._partial
+        """True when the FORWARDED stream is between frames: the router may inject a frame of
+        its own there. A held header or a refused frame's payload is not forwarded."""
+        if self._remaining:
+            return not self._frame_kept
+        return not self._partial or self._gated
 
     def feed_to_boundary(self, data: bytes) -> int:
-        """Scan only as much of ``data`` as finishes the current frame; return that count.
+        """Scan only as much of ``data`` as finishes the forwarded frame; return that count.
 
-        Used when the router wants to inject a close frame mid-frame: it forwards
-        ``data[:count]`` and injects once :attr:`at_boundary` is true. Not a hot path.
+        Used when the router wants to inject a close frame while :attr:`out_at_boundary` is
+        false: it forwards ``data[:count]`` and injects once :attr:`at_boundary` is true. Not a
+        hot path.
         """
         used = 0
         n = len(data)
-        while self._partial and used < n:  # complete a split header byte by byte (<= 13)
+        while self._partial and used < n:  # a forwarded split header, byte by byte (<= 13)
             self.feed(data[used : used + 1])
             used += 1
         if self._partial or used == n:
@@ -227,12 +248,16 @@ class FrameScanner:
             self.feed(data[used : used + take])
         return used + take
 
-    def feed(self, data: bytes) -> None:
-        """Scan ``data``, the next bytes of the stream.
+    def feed(self, data: bytes) -> bytes:
+        """Scan ``data``, the next bytes of the stream; return the part of it to forward.
+
+        That is ``data`` itself (the same object) unless ``admit`` refused a message or a
+        header is held back.
 
         Raises:
             ProtocolError: invalid framing (close with 1002).
             PayloadTooBig: a message over ``max_message`` (close with 1009).
+            Either carries ``offset`` and ``kept`` (see :class:`FramingError`).
         """
         n = len(data)
         self.bytes += n
@@ -252,8 +277,36 @@ class FrameScanner:
                         self.frames += 1
                         self.messages += 1
                         self.fed_at_boundary = True
-                        return
-        self.fed_at_boundary = not self._remaining and not self._partial
+                        if not self._gated:
+                            return data
+                        if self._admit(b0 & 0x0F):
+                            self.dropping = False
+                            return data
+                        self.dropping = True
+                        self.dropped += 1
+                        return b""
+        elif self._remaining >= n and self._close_buf is None:
+            # Fast path for big frames: ``data`` is all payload of the current frame.
+            self._remaining -= n
+            kept = self._frame_kept
+            self.fed_at_boundary = not kept
+            return data if kept else b""
+        return self._walk(data, n)
+
+    def _walk(self, data: bytes, n: int) -> bytes:
+        """The frame loop: every header in ``data``, payloads skipped, refused frames cut out."""
+        pieces: list[bytes] = []
+        # Start of the run of bytes being forwarded; -1 inside a refused frame or a held header.
+        gated = self._gated
+        if self._remaining:
+            keep = 0 if self._frame_kept else -1
+            self.fed_at_boundary = not self._frame_kept
+        elif self._partial:
+            keep = -1 if gated else 0
+            self.fed_at_boundary = gated
+        else:
+            keep = 0
+            self.fed_at_boundary = True
         pos = 0
         start = -1  # where the frame whose header was parsed last starts in ``data``
         try:
@@ -265,7 +318,7 @@ class FrameScanner:
                         if self._close_buf is not None:
                             self._close_buf += data[pos:]
                         self._remaining = remaining - avail
-                        return
+                        break
                     if self._close_buf is not None:
                         self._close_buf += data[pos : pos + remaining]
                         self._finish_close()
@@ -274,23 +327,50 @@ class FrameScanner:
                     continue
                 if self._partial:  # only at pos 0: the header started in the previous chunk
                     partial = self._partial
-                    buf = partial + data[pos : pos + _MAX_HEADER]
+                    buf = partial + data[:_MAX_HEADER]
                     used = self._header(buf, 0)
                     if not used:
                         self._partial = buf
-                        return
+                        return data if keep == 0 else b""
                     self._partial = b""
-                    pos += used - len(partial)
-                else:
-                    start = pos
-                    used = self._header(data, pos)
-                    if not used:
-                        self._partial = data[pos:]
-                        return
-                    pos += used
+                    if not (self.dropping and buf[0] & 0x0F < 8) and keep < 0:
+                        pieces.append(partial)  # the held start of a forwarded header
+                        keep = 0
+                    pos = used - len(partial)
+                    continue
+                start = pos
+                used = self._header(data, pos)
+                if not used:
+                    self._partial = data[pos:]
+                    if keep >= 0 and gated:  # hold the header back until it is whole
+                        if pos > keep:
+                            pieces.append(data[keep:pos])
+                        keep = -1
+                    break
+                if gated:  # (a plain scanner never cuts: keep stays 0)
+                    if self.dropping and data[pos] & 0x0F < 8:  # a frame of a refused message
+                        if keep >= 0:
+                            if pos > keep:
+                                pieces.append(data[keep:pos])
+                            keep = -1
+                    elif keep < 0:
+                        keep = pos
+                pos += used
         except FramingError as exc:
             exc.offset = start
+            if start < 0:  # the bad frame began before this chunk: nothing of it goes out
+                exc.kept = b""
+                raise
+            if keep >= 0 and start > keep:
+                pieces.append(data[keep:start])
+            exc.kept = b"".join(pieces)
             raise
+        self._frame_kept = keep >= 0  # the chunk may end inside a frame's payload
+        if keep == 0 and not pieces:
+            return data
+        if 0 <= keep < n:
+            pieces.append(data[keep:])
+        return b"".join(pieces)
 
     def _header(self, buf: bytes, pos: int) -> int:
         """Parse the header at ``buf[pos:]``; return its length, or 0 when incomplete."""
@@ -380,128 +460,33 @@ class FrameScanner:
             self.close_code = CloseCode.NO_STATUS
 
 
-Admit = Callable[[int], bool]  # opcode of a new data message -> deliver it?
-_base_data_frame = FrameScanner._data_frame
-
-
 class GatedScanner(FrameScanner):
     """A scanner that can withhold whole messages from the forwarded stream (throttling).
 
     ``admit`` is asked once per data message, at its first frame (continuation frames follow
-    their message, control frames always pass). :meth:`feed_gated` returns the bytes to
-    forward: ``data`` itself when everything passes, else ``data`` with the refused
-    messages' frames cut out at frame boundaries. A header split across chunks is held back
-    until it is complete, so the decision is known before any of its bytes are forwarded.
-    Only connections with quotas use this class; the others keep :meth:`FrameScanner.feed`.
+    their message, control frames always pass). :meth:`feed` returns ``data`` itself when
+    everything passes, else ``data`` with the refused messages' frames cut out at frame
+    boundaries. A header split across chunks is held back until it is complete, so the
+    decision is known before any of its bytes are forwarded. The framing rules are
+    :class:`FrameScanner`'s; only connections with quotas use this class.
     """
 
-    __slots__ = ("_frame_kept", "admit", "dropped", "dropping")
+    __slots__ = ()
 
     def __init__(self, masked: bool, max_message: int, allow_rsv: bool, admit: Admit) -> None:
         super().__init__(masked, max_message, allow_rsv)
-        self._fast = False
-        self.admit = admit
-        self.dropping = False  # the current message was refused
-        self.dropped = 0  # messages refused
-        self._frame_kept = True  # whether the frame whose payload is being skipped is forwarded
-
-    def _allow_fast(self) -> bool:
-        return False  # every data message must ask admit()
-
-    @property
-    def out_at_boundary(self) -> bool:
-        """Held header bytes and refused payloads are not forwarded: only a kept frame counts."""
-        return not (self._remaining and self._frame_kept)
+        self._admit = admit
+        self._gated = True
 
     def _data_frame(self, opcode: int, fin: bool, length: int) -> None:
-        _base_data_frame(self, opcode, fin, length)
+        _base_data_frame(self, opcode, fin, length)  # the rules first: a bad one is not asked
         if opcode:
-            self.dropping = not self.admit(opcode)
+            self.dropping = not self._admit(opcode)
             if self.dropping:
                 self.dropped += 1
 
-    def _kept(self, b0: int) -> bool:
-        kept = (b0 & 0x0F) >= 8 or not self.dropping
-        self._frame_kept = kept
-        return kept
 
-    def feed_gated(self, data: bytes) -> bytes:
-        """Scan ``data`` like :meth:`feed`; return the part of it to forward.
-
-        Raises:
-            ProtocolError, PayloadTooBig: as :meth:`feed`.
-        """
-        n = len(data)
-        self.bytes += n
-        self.fed_at_boundary = self.out_at_boundary
-        pieces: list[bytes] = []
-        # Start of the run of bytes being kept, -1 while inside a refused frame or a held header.
-        keep = 0 if (self._frame_kept or not self._remaining) and not self._partial else -1
-        pos = 0
-        start = -1  # where the frame whose header was parsed last starts in ``data``
-        try:
-            while pos < n:
-                remaining = self._remaining
-                if remaining:
-                    avail = n - pos
-                    if remaining > avail:
-                        if self._close_buf is not None:
-                            self._close_buf += data[pos:]
-                        self._remaining = remaining - avail
-                        pos = n
-                        break
-                    if self._close_buf is not None:
-                        self._close_buf += data[pos : pos + remaining]
-                        self._finish_close()
-                    pos += remaining
-                    self._remaining = 0
-                    continue
-                if self._partial:  # only ever at pos == 0: the previous chunk ended inside a header
-                    partial = self._partial
-                    buf = partial + data[:_MAX_HEADER]
-                    used = self._header(buf, 0)
-                    if not used:
-                        self._partial = buf
-                        return b""
-                    self._partial = b""
-                    if self._kept(buf[0]):
-                        pieces.append(partial)
-                        keep = 0
-                    pos = used - len(partial)
-                    continue
-                start = pos
-                used = self._header(data, pos)
-                if not used:
-                    self._partial = data[pos:]
-                    if keep >= 0:
-                        if pos > keep:
-                            pieces.append(data[keep:pos])
-                        keep = -1
-                    break
-                kept = (data[pos] & 0x0F) >= 8 or not self.dropping
-                self._frame_kept = kept
-                if kept:
-                    if keep < 0:
-                        keep = pos
-                elif keep >= 0:
-                    if pos > keep:
-                        pieces.append(data[keep:pos])
-                    keep = -1
-                pos += used
-        except FramingError as exc:
-            exc.offset = start
-            if start < 0:  # the bad frame began before this chunk: nothing of it goes out
-                exc.kept = b""
-                raise
-            if keep >= 0 and start > keep:
-                pieces.append(data[keep:start])
-            exc.kept = b"".join(pieces)
-            raise
-        if keep == 0 and not pieces:
-            return data
-        if keep >= 0 and keep < n:
-            pieces.append(data[keep:])
-        return b"".join(pieces)
+_base_data_frame = FrameScanner._data_frame
 
 
 def unmask(payload: bytes, mask: bytes) -> bytes:

@@ -233,6 +233,26 @@ def _head(status: int, headers: Iterable[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+def extension_names(value: str) -> list[str]:
+    """The extension names in a ``Sec-WebSocket-Extensions`` value, lower-cased."""
+    names = (part.split(";", 1)[0].strip().lower() for part in value.split(","))
+    return [name for name in names if name]
+
+
+def without_extension(offer: str, name: str) -> str:
+    """``Sec-WebSocket-Extensions`` value ``offer`` without the offers of extension ``name``.
+
+    ``"permessage-deflate; client_max_window_bits, x-foo"`` without ``permessage-deflate`` is
+    ``"x-foo"``; the names compare case-insensitively (RFC 6455 section 9.1).
+    """
+    kept = [
+        part.strip()
+        for part in offer.split(",")
+        if part.strip() and part.split(";", 1)[0].strip().lower() != name.lower()
+    ]
+    return ", ".join(kept)
+
+
 def switching_protocols(accept: str, protocol: str = "", extensions: str = "") -> bytes:
     """The 101 answer to the client, echoing what the backend chose."""
     headers = [

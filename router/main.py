@@ -108,6 +108,7 @@ async def serve(settings: RouterSettings) -> None:
     config = RouterConfig(
         enforcer_http_url=settings.enforcer_http_url,
         max_message=settings.router_max_message,
+        compression=settings.router_compression,
         handshake_timeout=settings.router_handshake_timeout,
         backend_connect_timeout=settings.router_backend_connect_timeout,
         idle_timeout=settings.router_idle_timeout,

@@ -1,21 +1,74 @@
-"""The router's Prometheus metrics, fed by analytics batches (a :class:`~router.analytics.Sink`).
+"""The router's Prometheus metrics, fed by the router itself, never by the analytics queue.
 
-Counters move when a batch is shipped (at least every flush interval, and when ``/metrics`` is
-scraped, which flushes first), never per frame. Gauges that mirror existing state (active
-connections, xDS version, dropped analytics events) are read at scrape time.
+The analytics queue drops its oldest events when full; metrics must not. So:
+
+- handshakes and closes are counted when they happen (:meth:`RouterMetrics.handshake`,
+  :meth:`RouterMetrics.connection_closed`), once per connection, not per frame;
+- frames, messages, bytes and throttled messages are read at scrape time from the relays' own
+  counters (the frame scanners count them anyway): the totals of the connections that ended plus
+  the current counters of the live ones, through :class:`Traffic`;
+- gauges that mirror existing state (active connections, xDS version, dropped analytics events)
+  are read at scrape time too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from router.analytics import ConnectionEvent, Event, HandshakeEvent
+from router.analytics import Counts
 from wsgate_common.metrics import Callbacks, render
 
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RULE_CAUSES = frozenset(("rule", "token expiry"))
+
+
+class Traffic(Collector):
+    """Frames, messages, bytes (by direction) and throttled messages, read once per scrape."""
+
+    def __init__(self, read: Callable[[], Counts]) -> None:
+        self.read = read
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # dynamic values: registering must not read them
+
+    def collect(self) -> Iterator[Metric]:
+        c = self.read()
+        per_direction = (
+            (
+                "wsgate_router_frames",
+                "WebSocket frames relayed; direction up = client to backend, down = backend to "
+                "client",
+                c.frames_up,
+                c.frames_down,
+            ),
+            (
+                "wsgate_router_messages",
+                "WebSocket data messages relayed, by direction",
+                c.messages_up,
+                c.messages_down,
+            ),
+            (
+                "wsgate_router_bytes",
+                "Bytes relayed after the handshake (frame headers included), by direction",
+                c.bytes_up,
+                c.bytes_down,
+            ),
+        )
+        for name, documentation, up, down in per_direction:
+            family = CounterMetricFamily(name, documentation, labels=["direction"])
+            family.add_metric(["up"], up)
+            family.add_metric(["down"], down)
+            yield family
+        throttled = CounterMetricFamily(
+            "wsgate_router_messages_throttled",
+            "Data messages refused by a quota, both directions",
+        )
+        throttled.add_metric([], c.throttled)
+        yield throttled
 
 
 class RouterMetrics:
@@ -24,6 +77,7 @@ class RouterMetrics:
         active: Callable[[], float],
         xds_version: Callable[[], str],
         dropped: Callable[[], float],
+        traffic: Callable[[], Counts],
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -39,29 +93,7 @@ class RouterMetrics:
             buckets=HANDSHAKE_BUCKETS,
             registry=r,
         )
-        self.frames = Counter(
-            "wsgate_router_frames",
-            "WebSocket frames relayed; direction up = client to backend, down = backend to client",
-            ["direction"],
-            registry=r,
-        )
-        self.messages = Counter(
-            "wsgate_router_messages",
-            "WebSocket data messages relayed, by direction",
-            ["direction"],
-            registry=r,
-        )
-        self.bytes = Counter(
-            "wsgate_router_bytes",
-            "Bytes relayed after the handshake (frame headers included), by direction",
-            ["direction"],
-            registry=r,
-        )
-        self.throttled = Counter(
-            "wsgate_router_messages_throttled",
-            "Client messages refused by a quota",
-            registry=r,
-        )
+        r.register(Traffic(traffic))
         self.closes = Counter(
             "wsgate_router_connection_closes",
             "Closed connections by close code and by who closed them",
@@ -86,43 +118,20 @@ class RouterMetrics:
         )
         callbacks.counter(
             "wsgate_router_analytics_dropped",
-            "Analytics events dropped because the queue was full",
+            "Analytics events dropped because the queue was full (metrics are not affected)",
             dropped,
         )
 
-    def write(self, batch: Sequence[Event]) -> None:
-        for event in batch:
-            if isinstance(event, HandshakeEvent):
-                result = "allowed" if event.allowed else "denied"
-                self.handshakes.labels(result, str(event.status)).inc()
-                self.handshake_seconds.observe(event.latency_ms / 1000.0)
-            elif isinstance(event, ConnectionEvent):
-                self._connection(event)
+    def handshake(self, allowed: bool, status: int, seconds: float) -> None:
+        """One upgrade request answered (101 or an error)."""
+        self.handshakes.labels("allowed" if allowed else "denied", str(status)).inc()
+        self.handshake_seconds.observe(seconds)
 
-    def _connection(self, event: ConnectionEvent) -> None:
-        c = event.counts
-        if c.frames_up:
-            self.frames.labels("up").inc(c.frames_up)
-        if c.frames_down:
-            self.frames.labels("down").inc(c.frames_down)
-        if c.messages_up:
-            self.messages.labels("up").inc(c.messages_up)
-        if c.messages_down:
-            self.messages.labels("down").inc(c.messages_down)
-        if c.bytes_up:
-            self.bytes.labels("up").inc(c.bytes_up)
-        if c.bytes_down:
-            self.bytes.labels("down").inc(c.bytes_down)
-        if c.throttled:
-            self.throttled.inc(c.throttled)
-        if event.final:
-            code = str(event.close_code) if event.close_code is not None else "none"
-            self.closes.labels(code, event.closed_by or "unknown").inc()
-            if event.cause in RULE_CAUSES:
-                self.rule_closes.labels(event.close_reason or event.cause).inc()
-
-    def close(self) -> None:
-        return None
+    def connection_closed(self, code: int | None, by: str, cause: str, reason: str) -> None:
+        """One relayed connection ended."""
+        self.closes.labels(str(code) if code is not None else "none", by or "unknown").inc()
+        if cause in RULE_CAUSES:
+            self.rule_closes.labels(reason or cause).inc()
 
     def render(self) -> bytes:
         return render(self.registry)

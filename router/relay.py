@@ -6,9 +6,12 @@ own watermarks: when one side's write buffer fills, reading from the other side 
 The router injects a frame of its own (a close) only where the stream is between frames.
 
 Two things change bytes, and only on connections that need them:
-- throttling (a connection with quotas gets a :class:`_GatedSide` for its client side, chosen
-  once at construction): a refused message's frames are cut out of the client->backend stream
-  at frame boundaries; connections without quotas keep the plain :class:`_Side`;
+- throttling (a connection with quotas gets a :class:`_GatedSide` for both sides, chosen once
+  at construction): data messages in either direction count against the connection's quotas,
+  one counter per quota key for both directions (WSO2 counts frames sent and received against
+  the same limit); a refused message's frames are cut out of its stream at frame boundaries,
+  or the connection is closed with 1008 when the quota says "stop on quota reach".
+  Connections without quotas keep the plain :class:`_Side`;
 - :meth:`Relay.terminate` (a ConnectionRule, token expiry, "stop on quota reach"): the client
   gets a close frame with the router's code and reason, injected at a frame boundary of the
   backend->client stream: right away when it is between frames, else right after the current
@@ -92,13 +95,13 @@ class _Side(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         try:
-            self.feed(data)
+            out = self.feed(data)  # ``data`` itself: a plain scanner never cuts nor holds
         except FramingError as exc:
-            if exc.offset > 0:  # the complete frames before the bad one still go through
-                self.forward(data[: exc.offset])
+            if exc.kept:  # the complete frames before the bad one still go through
+                self.forward(exc.kept)
             self.relay.stream_error(self, exc)
             return
-        self.forward(data)
+        self.forward(out)
 
     # Our transport's write buffer crossed a watermark: stop or restart reading from the peer.
     def pause_writing(self) -> None:
@@ -118,25 +121,21 @@ class _Side(asyncio.Protocol):
 
 
 class _GatedSide(_Side):
-    """The client side of a connection with quotas: forwards what the throttle admits."""
+    """A side of a connection with quotas: forwards what the throttle admits."""
 
-    __slots__ = ("gate",)
-
-    def __init__(self, relay: Relay, transport: asyncio.Transport, scanner: GatedScanner) -> None:
-        super().__init__(relay, transport, scanner)
-        self.gate = scanner
+    __slots__ = ()
 
     def data_received(self, data: bytes) -> None:
         relay = self.relay
         try:
-            out = self.gate.feed_gated(data)
+            out = self.feed(data)
         except FramingError as exc:
             if exc.kept:  # what was admitted before the bad frame still goes through
-                self.peer.transport.write(exc.kept)
+                self.forward(exc.kept)
             relay.stream_error(self, exc)
             return
         if out:
-            self.peer.transport.write(out)
+            self.forward(out)
         if relay.stop_pending:
             relay.terminate(CloseCode.POLICY_VIOLATION, THROTTLED_REASON, cause="throttled")
 
@@ -180,7 +179,7 @@ class _FinishFrame(_Detached):
             return
         if used:
             side.peer.transport.write(data if used == len(data) else data[:used])
-        if side.scanner.at_boundary:
+        if side.scanner.out_at_boundary:
             side.relay.close_client()
 
 
@@ -242,12 +241,17 @@ class Relay:
         self._tell_backend = False
         self._on_done = on_done
         self.client: _Side
+        self.backend: _Side
         if throttle is None:
             self.client = _Side(self, client_transport, FrameScanner(True, max_message, allow_rsv))
-        else:
-            gate = GatedScanner(True, max_message, allow_rsv, self._admit)
-            self.client = _GatedSide(self, client_transport, gate)
-        self.backend = _Side(self, backend_transport, FrameScanner(False, max_message, allow_rsv))
+            self.backend = _Side(
+                self, backend_transport, FrameScanner(False, max_message, allow_rsv)
+            )
+        else:  # both directions count against the same quotas
+            up = GatedScanner(True, max_message, allow_rsv, self._admit)
+            down = GatedScanner(False, max_message, allow_rsv, self._admit)
+            self.client = _GatedSide(self, client_transport, up)
+            self.backend = _GatedSide(self, backend_transport, down)
         self.client.link(self.backend)
         self.backend.link(self.client)
 
@@ -268,7 +272,7 @@ class Relay:
             self.client.transport.resume_reading()
 
     def _admit(self, opcode: int) -> bool:
-        """Throttle decision for one client data message (asked by the GatedScanner)."""
+        """Throttle decision for one data message, either direction (asked by the scanners)."""
         throttle = self.throttle
         if self.stop_pending or self.terminating or throttle is None:
             return False
@@ -290,9 +294,8 @@ class Relay:
 
     @property
     def throttled(self) -> int:
-        """Client messages refused by a quota so far."""
-        client = self.client
-        return client.gate.dropped if isinstance(client, _GatedSide) else 0
+        """Data messages refused by a quota so far, both directions."""
+        return self.client.scanner.dropped + self.backend.scanner.dropped
 
     def counts(self) -> Counts:
         """The scanners' counters right now (read by the analytics flush, not per frame)."""
@@ -329,7 +332,7 @@ class Relay:
         # The client->backend stream stops here; the backend gets a close only if it is
         # between frames (and once the backend->client stream is, see close_client).
         self._tell_backend = client.scanner.out_at_boundary and not client.scanner.close_seen
-        if backend.lost or backend.transport.is_closing() or backend.scanner.at_boundary:
+        if backend.lost or backend.transport.is_closing() or backend.scanner.out_at_boundary:
             self.close_client()
         else:
             backend.transport.set_protocol(_FinishFrame(backend))
@@ -377,7 +380,7 @@ class Relay:
         if (
             not side.is_client
             and not side.scanner.close_seen
-            and side.scanner.at_boundary
+            and side.scanner.out_at_boundary
             and not peer.transport.is_closing()
         ):
             # The backend vanished without a close frame: the client learns it as 1011.
@@ -403,7 +406,7 @@ class Relay:
         # chunk only the frames before the bad one were forwarded: when that one starts in
         # this chunk the forwarded stream ends between frames; when it started in an earlier
         # chunk, at the boundary (or not) the stream had before this chunk.
-        to_side_ok = side.peer.scanner.at_boundary
+        to_side_ok = side.peer.scanner.out_at_boundary
         to_peer_ok = exc.offset >= 0 or side.scanner.fed_at_boundary
         if side.is_client:
             side_code, peer_code = code, code
@@ -424,7 +427,7 @@ class Relay:
         for side in (self.client, self.backend):
             if side.lost or side.transport.is_closing():
                 continue
-            if side.peer.scanner.at_boundary and not side.peer.scanner.close_seen:
+            if side.peer.scanner.out_at_boundary and not side.peer.scanner.close_seen:
                 side.transport.write(close_frame(code, reason, mask=not side.is_client))
             _close(side.transport)
 

@@ -19,7 +19,16 @@ from typing import cast
 import httpx
 
 from router import backend, credentials, http11
-from router.analytics import ConnectionEvent, HandshakeEvent, Pipeline, Sink, Tags, delta
+from router.analytics import (
+    ZERO,
+    ConnectionEvent,
+    Counts,
+    HandshakeEvent,
+    Pipeline,
+    Sink,
+    Tags,
+    delta,
+)
 from router.config import RouteStore
 from router.credentials import Extracted
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
@@ -41,8 +50,24 @@ log = logging.getLogger(__name__)
 MAX_EARLY = 64 * 1024  # bytes a client may send before its handshake is answered
 MAX_TESTKEY_BODY = 64 * 1024
 NO_MATCH = "No matching resource found for the API request"
-# Sec-WebSocket-Protocol goes too, without the entries that carried a credential.
-FORWARDED_TO_BACKEND = ("sec-websocket-extensions", "origin")
+# Sec-WebSocket-Protocol goes too, without the entries that carried a credential, and
+# Sec-WebSocket-Extensions, without permessage-deflate when compression is stripped.
+FORWARDED_TO_BACKEND = ("origin",)
+DEFLATE = "permessage-deflate"
+COMPRESSION_MODES = ("passthrough", "strip")
+
+
+def strips_compression(route: str, default: str, quotas: Sequence[enforcer_pb2.Quota] = ()) -> bool:
+    """Whether the permessage-deflate offer is kept from the backend: the route's own mode
+    (``Route.compression``) when it names one, else the router's setting; and always when a
+    quota may drop messages (not ``stop_on_quota_reach``): with compression a message
+    depends on the ones before it (context takeover), so cutting one out would break the
+    receiver's decompression."""
+    if any(q.message_count > 0 and not q.stop_on_quota_reach for q in quotas):
+        return True
+    return (route if route in COMPRESSION_MODES else default) == "strip"
+
+
 FORWARDED_TO_TESTKEY = ("authorization", "content-type", "accept", "user-agent")
 
 
@@ -52,6 +77,7 @@ class RouterConfig:
 
     enforcer_http_url: str = "http://localhost:8082"
     max_message: int = 1024 * 1024
+    compression: str = "passthrough"  # or "strip" (see strips_compression)
     handshake_timeout: float = 10.0
     backend_connect_timeout: float = 10.0
     idle_timeout: float = 300.0  # no byte either way for this long -> 1001; 0 disables
@@ -89,13 +115,15 @@ class Router:
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
+        self.finished = ZERO  # counters of the relays that ended (metrics add the live ones)
         self.metrics = RouterMetrics(
             active=lambda: len(self.relays),
             xds_version=lambda: self.routes.version,
             dropped=lambda: self.analytics.dropped,
+            traffic=self.traffic,
         )
         self.analytics = Pipeline(
-            [self.metrics, *sinks],
+            list(sinks),
             self._collect,
             capacity=config.analytics_queue,
             interval=config.analytics_interval,
@@ -141,9 +169,22 @@ class Router:
                 relay.reported = counts
         return events
 
+    def traffic(self) -> Counts:
+        """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
+        fu, fd, mu, md, bu, bd, th = self.finished
+        for relay in self.relays:
+            up, down = relay.client.scanner, relay.backend.scanner
+            fu += up.frames
+            fd += down.frames
+            mu += up.messages
+            md += down.messages
+            bu += up.bytes
+            bd += down.bytes
+            th += up.dropped + down.dropped
+        return Counts(fu, fd, mu, md, bu, bd, th)
+
     def metrics_text(self) -> bytes:
-        """``/metrics``: flush the analytics first, so the counters are current."""
-        self.analytics.flush()
+        """``/metrics``: exact at any moment, whatever the analytics queue dropped."""
         return self.metrics.render()
 
     async def listen(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None) -> int:
@@ -170,6 +211,10 @@ class Router:
         self.relays.discard(relay)
         self.live.end(live)
         counts = relay.counts()
+        self.finished = Counts(*(a + b for a, b in zip(self.finished, counts, strict=True)))
+        self.metrics.connection_closed(
+            relay.close_code, relay.close_by, relay.cause, relay.router_reason
+        )
         self.analytics.emit(
             ConnectionEvent(
                 tags_of(relay.info),
@@ -435,7 +480,10 @@ class Connection(asyncio.Protocol):
             live = router.live.begin(identity, checked_at, verdict.subscription_id)
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
-                conn = await self._connect_backend(request, request_id, url, ca_pem, found)
+                strip = strips_compression(
+                    match.route.compression, router.config.compression, verdict.quotas
+                )
+                conn = await self._connect_backend(request, request_id, url, ca_pem, found, strip)
                 if self.closed or self.transport is None:
                     conn.transport.abort()
                     status, reason = 499, "client closed the connection during the handshake"
@@ -474,6 +522,7 @@ class Connection(asyncio.Protocol):
                 latency_ms,
                 extra={"request_id": request_id, "api": api, "topic": topic, "status": status},
             )
+            router.metrics.handshake(status == 101, status, latency_ms / 1000)
             tags = Tags(request_id, api, api_id, topic, application_id, key_type, self.client_ip)
             router.analytics.emit(
                 HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
@@ -546,23 +595,44 @@ class Connection(asyncio.Protocol):
         return topic.production_url, topic.production_ca_pem
 
     async def _connect_backend(
-        self, request: Request, request_id: str, url: str, ca_pem: str, found: Extracted
+        self,
+        request: Request,
+        request_id: str,
+        url: str,
+        ca_pem: str,
+        found: Extracted,
+        strip: bool,
     ) -> backend.BackendConnection:
+        """Open the backend's WebSocket; ``strip``: without offering permessage-deflate."""
         try:
             target = backend.parse_backend_url(url, found.query)
         except ValueError as exc:
             raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
-        headers = [("Sec-WebSocket-Protocol", found.offer)]
+        extensions = request.headers.get("sec-websocket-extensions", "")
+        if strip:
+            extensions = http11.without_extension(extensions, DEFLATE)
+        headers = [
+            ("Sec-WebSocket-Protocol", found.offer),
+            ("Sec-WebSocket-Extensions", extensions),
+        ]
         headers += [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
         headers += [("X-Forwarded-For", self.client_ip), ("X-Request-ID", request_id)]
         try:
-            return await backend.connect(
+            conn = await backend.connect(
                 target, ca_pem, headers, self.router.config.backend_connect_timeout
             )
         except backend.BackendError as exc:
             log.warning("backend %s for %s: %s", url, request_id, exc.description)
             message = "Gateway Timeout" if exc.status == 504 else "Connection Failure"
             raise Handshake(exc.status, 101503, message, exc.description) from None
+        chosen = conn.response.headers.get("sec-websocket-extensions", "")
+        if strip and DEFLATE in http11.extension_names(chosen):
+            conn.transport.abort()  # it chose an extension it was not offered (RFC 6455 4.1)
+            log.warning("backend %s for %s: negotiated %s unasked", url, request_id, DEFLATE)
+            raise Handshake(
+                502, 101503, "Connection Failure", f"The backend negotiated {DEFLATE} unasked."
+            )
+        return conn
 
     def _start_relay(
         self,

@@ -21,6 +21,10 @@ class RouterSettings(CommonSettings):
     enforcer_http_url: str = "http://localhost:8082"
     # Limits and timeouts of the data plane.
     router_max_message: int = 1024 * 1024
+    # permessage-deflate between client and backend: "passthrough" forwards the client's offer
+    # (the size limit then sees compressed frames); "strip" removes it, so the limit holds on
+    # what the backend receives. An API's route may say otherwise (Route.compression).
+    router_compression: Literal["passthrough", "strip"] = "passthrough"
     router_handshake_timeout: float = 10.0
     router_backend_connect_timeout: float = 10.0
     router_enforcer_timeout: float = 2.0

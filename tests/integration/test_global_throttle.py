@@ -3,7 +3,9 @@
 One echo backend, adapter and enforcer; an API whose apiThrottlingPolicy names an API-level
 ThrottlePolicy (sent through the adapter's PutSubscriptionData), so every testkey connection
 counts against one key, ``api:<id>``, in every router. Clients on three routers offer more
-than the limit; the echoes (= messages the routers admitted) are counted per sliding window.
+than the limit; the messages the backend receives (= the messages the routers admitted) are
+counted per sliding window. The backend answers nothing: quotas count both directions, so
+echoes would use the same quota and blur what is measured.
 
 - the limit holds within 1% across the routers on a Redis of the test's own (a private
   redis-server, never the machine's shared one), over several windows;
@@ -20,16 +22,20 @@ import bisect
 import contextlib
 import functools
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from redis import Redis
 from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from tests.procs import Proc, free_port, http_ok, own_redis, running, wait_for
 from wsgate_common.grpc_tls import from_pki_dir
@@ -55,8 +61,44 @@ def redis_up(url: str) -> bool:
 
 
 @dataclass
+class Recorder:
+    """The backend, on its own thread: records when each message arrives, per router (the
+    client's ``?router=<i>``, which the router passes on), and answers nothing."""
+
+    port: int = 0
+    times: dict[str, list[float]] = field(default_factory=dict)
+    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
+    ready: threading.Event = field(default_factory=threading.Event)
+    stop: asyncio.Event | None = None
+
+    async def handle(self, ws: ServerConnection) -> None:
+        assert ws.request is not None
+        router = parse_qs(urlsplit(ws.request.path).query).get("router", ["?"])[0]
+        times = self.times.setdefault(router, [])
+        try:
+            async for _ in ws:
+                times.append(time.monotonic())
+        except ConnectionClosed:
+            pass
+
+    async def main(self) -> None:
+        self.stop = asyncio.Event()
+        async with serve(self.handle, "127.0.0.1", 0) as server:
+            self.port = next(iter(server.sockets)).getsockname()[1]
+            self.ready.set()
+            await self.stop.wait()
+
+    def run(self) -> None:
+        self.loop.run_until_complete(self.main())
+
+    def close(self) -> None:
+        if self.stop is not None:
+            self.loop.call_soon_threadsafe(self.stop.set)
+
+
+@dataclass
 class Plane:
-    """Echo backend, adapter and enforcer, with the throttled API deployed."""
+    """Recording backend, adapter and enforcer, with the throttled API deployed."""
 
     data_dir: Path
     xds: int
@@ -65,6 +107,7 @@ class Plane:
     enforcer_http: int
     echo: int
     log_dir: Path
+    backend: Recorder
 
     def put_policy(self, limit: int, seconds: int) -> None:
         data = sp.SubscriptionData(
@@ -146,16 +189,14 @@ def api_definition(echo_port: int) -> definition_pb2.ApiDefinition:
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     data_dir = tmp_path_factory.mktemp("global-throttle")
     rest, xds, deploy = free_port(), free_port(), free_port()
-    grpc_port, http_port, echo = free_port(), free_port(), free_port()
+    grpc_port, http_port = free_port(), free_port()
     common = {"WSGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    backend = Recorder()
+    thread = threading.Thread(target=backend.run, daemon=True)
+    thread.start()
+    assert backend.ready.wait(10)
+    echo = backend.port
     with (
-        running(
-            "echo-backend",
-            ["echo-backend"],
-            {**common, "WSGATE_ECHO_HOST": "127.0.0.1", "WSGATE_ECHO_PORT": str(echo)},
-            data_dir,
-            ready=lambda: http_ok(f"http://127.0.0.1:{echo}/health"),
-        ),
         running(
             "adapter",
             ["adapter"],
@@ -185,12 +226,14 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             ready=lambda: http_ok(f"http://127.0.0.1:{http_port}/ready"),
         ),
     ):
-        plane = Plane(data_dir, xds, deploy, grpc_port, http_port, echo, data_dir)
+        plane = Plane(data_dir, xds, deploy, grpc_port, http_port, echo, data_dir, backend)
         with from_pki_dir(data_dir / "pki").channel(f"127.0.0.1:{deploy}") as channel:
             deploy_pb2_grpc.DeploymentServiceStub(channel).Deploy(
                 deploy_pb2.DeployRequest(api=api_definition(echo)), timeout=10
             )
         yield plane
+    backend.close()
+    thread.join(10)
 
 
 async def offer(
@@ -199,23 +242,18 @@ async def offer(
     rate: float,
     seconds: float,
     events: list[tuple[float, Callable[[], None]]],
+    backend: Recorder,
 ) -> list[list[float]]:
     """One client per router port sends ``rate`` msgs/s for ``seconds``; returns, per router,
-    the monotonic times its echoes came back (= messages that router admitted). ``events``
-    (offset from the start, action) run in a thread at their time."""
+    the monotonic times the backend received its messages (= messages that router admitted).
+    ``events`` (offset from the start, action) run in a thread at their time."""
     headers = {"Authorization": f"Bearer {token}"}
-    echoes: list[list[float]] = [[] for _ in ports]
+    backend.times.clear()
     start = time.monotonic() + 0.5
 
     async def client(i: int, port: int) -> None:
-        url = f"ws://127.0.0.1:{port}/global/1.0.0/notifications"
+        url = f"ws://127.0.0.1:{port}/global/1.0.0/notifications?router={i}"
         async with connect(url, additional_headers=headers, open_timeout=10) as ws:
-
-            async def read() -> None:
-                async for _ in ws:
-                    echoes[i].append(time.monotonic())
-
-            reader = asyncio.create_task(read())
             await asyncio.sleep(max(0.0, start - time.monotonic()))
             sent = 0
             while (elapsed := time.monotonic() - start) < seconds:
@@ -224,8 +262,7 @@ async def offer(
                     await ws.send(f"m{sent}")
                     sent += 1
                 await asyncio.sleep(1.0 / rate)
-            await asyncio.sleep(0.5)  # the last echoes
-            reader.cancel()
+            await asyncio.sleep(0.5)  # the last messages reach the backend
 
     async def timeline() -> None:
         for at, action in events:
@@ -233,7 +270,7 @@ async def offer(
             await asyncio.get_running_loop().run_in_executor(None, action)
 
     await asyncio.gather(*(client(i, p) for i, p in enumerate(ports)), timeline())
-    return echoes
+    return [list(backend.times.get(str(i), [])) for i in range(len(ports))]
 
 
 def worst_window(times: list[float], window: float) -> int:
@@ -251,7 +288,9 @@ def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane
     with own_redis(port):
         assert redis_up(url)
         with plane.routers([env, env, env]) as routers:
-            echoes = asyncio.run(offer([p for _, p in routers], token, RATE, SECONDS, []))
+            echoes = asyncio.run(
+                offer([p for _, p in routers], token, RATE, SECONDS, [], plane.backend)
+            )
             logs = [proc.log() for proc, _ in routers]
     admitted = sorted(t for per_router in echoes for t in per_router)
     offered = 3 * RATE * SECONDS
@@ -301,6 +340,7 @@ def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane) -> None
                     80.0,  # 3 x 80/s offered for 100/s allowed
                     12.0,
                     [(4.0, kill), (9.0, restart)],
+                    plane.backend,
                 )
             )
             wait_for(lambda: all("reachable again" in p.log() for p, _ in routers), 10, "recovery")

@@ -166,26 +166,16 @@ def test_json_lines_file_and_log(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert len(records) == 1 and json.loads(records[0].getMessage())["status"] == 101
 
 
-def test_metrics_sink_counts_events() -> None:
-    metrics = RouterMetrics(active=lambda: 7, xds_version=lambda: "v9", dropped=lambda: 3)
-    metrics.write(
-        [
-            handshake(5),
-            HandshakeEvent(TAGS, False, 401, "no token", 2.0, 0.0),
-            ConnectionEvent(TAGS, Counts(2, 3, 1, 2, 100, 300, 1), 1.0, 0.0),
-            ConnectionEvent(
-                TAGS,
-                Counts(1, 0, 1, 0, 10, 0, 0),
-                2.0,
-                0.0,
-                final=True,
-                close_code=1008,
-                closed_by="router",
-                close_reason="API blocked",
-                cause="rule",
-            ),
-        ]
+def test_metrics_count_what_the_router_reports() -> None:
+    metrics = RouterMetrics(
+        active=lambda: 7,
+        xds_version=lambda: "v9",
+        dropped=lambda: 3,
+        traffic=lambda: Counts(3, 3, 2, 2, 110, 300, 1),
     )
+    metrics.handshake(True, 101, 0.005)
+    metrics.handshake(False, 401, 0.002)
+    metrics.connection_closed(1008, "router", "rule", "API blocked")
     got = parse_samples(metrics.render().decode())
     assert got['wsgate_router_handshakes_total{result="allowed",status="101"}'] == 1
     assert got['wsgate_router_handshakes_total{result="denied",status="401"}'] == 1
@@ -290,3 +280,37 @@ async def test_rule_close_is_reported_with_its_cause(tmp_path: Path) -> None:
     assert final[0].close_reason == "API blocked"
     assert got['wsgate_router_rule_closes_total{reason="API blocked"}'] == 1
     assert got['wsgate_router_connection_closes_total{by="router",code="1008"}'] == 1
+
+
+async def test_metrics_are_exact_when_the_analytics_queue_drops(tmp_path: Path) -> None:
+    """A queue of one event, flushed every minute: analytics drops nearly everything, and
+    /metrics still counts every handshake, message, frame, byte and close."""
+    sink = ListSink()
+    async with open_env(tmp_path, sinks=[sink], analytics_queue=1, analytics_interval=60) as env:
+        sent = 0
+        for i in range(6):
+            async with connect(env.url(), compression=None) as ws:
+                for _ in range(i + 1):
+                    await ws.send("abc")
+                    assert await ws.recv() == "abc"
+                    sent += 1
+        async with connect(env.url(), compression=None) as live:  # one still open
+            await live.send("abcd")
+            await live.recv()
+            sent += 1
+            await wait_until(lambda: len(env.router.relays) == 1)
+            got = parse_samples(env.router.metrics_text().decode())
+        await wait_until(lambda: not env.router.relays)
+        after = parse_samples(env.router.metrics_text().decode())
+    assert env.router.analytics.dropped > 0  # the analytics did lose events
+    assert got['wsgate_router_messages_total{direction="up"}'] == sent
+    assert got['wsgate_router_messages_total{direction="down"}'] == sent
+    assert got['wsgate_router_handshakes_total{result="allowed",status="101"}'] == 7
+    assert got["wsgate_router_handshake_seconds_count"] == 7
+    assert got['wsgate_router_connection_closes_total{by="client",code="1000"}'] == 6
+    # 6 closed connections: their messages and a close frame each way; the open one: 1 message.
+    assert got['wsgate_router_frames_total{direction="up"}'] == sent + 6
+    assert got['wsgate_router_bytes_total{direction="down"}'] == (sent - 1) * 5 + 6 + 6 * 4
+    assert after['wsgate_router_messages_total{direction="up"}'] == sent
+    assert after['wsgate_router_frames_total{direction="up"}'] == sent + 7
+    assert after['wsgate_router_connection_closes_total{by="client",code="1000"}'] == 7

@@ -64,7 +64,7 @@ def test_any_split_forwards_exactly_the_admitted_messages(
     out = bytearray()
     pos = 0
     for size in [*chunks, len(data)]:
-        out += scanner.feed_gated(data[pos : pos + size])
+        out += scanner.feed(data[pos : pos + size])
         pos += size
         if pos >= len(data):
             break
@@ -77,30 +77,30 @@ def test_any_split_forwards_exactly_the_admitted_messages(
 def test_everything_admitted_returns_the_same_object() -> None:
     scanner, _ = gate([True, True])
     data = encode_frame(Opcode.TEXT, b"a", mask=True) + encode_frame(Opcode.TEXT, b"b", mask=True)
-    assert scanner.feed_gated(data) is data
+    assert scanner.feed(data) is data
 
 
 def test_a_split_header_is_held_back_until_complete() -> None:
     scanner, _ = gate([True])
     frame = encode_frame(Opcode.BINARY, b"x" * 300, mask=True)  # 8-byte header
-    assert scanner.feed_gated(frame[:3]) == b""
+    assert scanner.feed(frame[:3]) == b""
     assert scanner.out_at_boundary and not scanner.at_boundary
-    assert scanner.feed_gated(frame[3:10]) == frame[:10]
+    assert scanner.feed(frame[3:10]) == frame[:10]
     assert not scanner.out_at_boundary
-    assert scanner.feed_gated(frame[10:]) == frame[10:]
+    assert scanner.feed(frame[10:]) == frame[10:]
 
 
 def test_refused_payload_leaves_the_forwarded_stream_at_a_boundary() -> None:
     scanner, _ = gate([False])
     frame = encode_frame(Opcode.BINARY, b"x" * 300, mask=True)
-    assert scanner.feed_gated(frame[:100]) == b""
+    assert scanner.feed(frame[:100]) == b""
     assert scanner.out_at_boundary and not scanner.at_boundary
 
 
 def test_gated_scanner_still_validates() -> None:
     scanner, _ = gate([True])
     with pytest.raises(ProtocolError):
-        scanner.feed_gated(encode_frame(Opcode.TEXT, b"unmasked"))
+        scanner.feed(encode_frame(Opcode.TEXT, b"unmasked"))
 
 
 @pytest.mark.parametrize("cut", range(0, 12))

@@ -160,3 +160,23 @@ def test_backend_response_check() -> None:
         http11.check_backend_response(refused, KEY)
     with pytest.raises(ValueError):
         http11.parse_response_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+
+
+def test_extension_offers_without_permessage_deflate() -> None:
+    offer = "permessage-deflate; client_max_window_bits, x-webkit-deflate-frame,x-foo; a=1"
+    assert http11.extension_names(offer) == [
+        "permessage-deflate",
+        "x-webkit-deflate-frame",
+        "x-foo",
+    ]
+    assert http11.without_extension(offer, "permessage-deflate") == (
+        "x-webkit-deflate-frame, x-foo; a=1"
+    )
+    assert (
+        http11.without_extension(
+            "PerMessage-Deflate; server_no_context_takeover", "permessage-deflate"
+        )
+        == ""
+    )
+    assert http11.without_extension("", "permessage-deflate") == ""
+    assert http11.without_extension("x-foo", "permessage-deflate") == "x-foo"

@@ -122,6 +122,13 @@ class Env:
 async def backend_handler(ws: ServerConnection, log: Backend) -> None:
     assert ws.request is not None
     try:
+        if ws.request.path == "/push":
+            # One message from the client says how many the backend pushes unprompted.
+            count = int(await ws.recv())
+            for i in range(count):
+                await ws.send(f"push {i}")
+            await ws.wait_closed()
+            return
         if ws.request.path == "/half":
             # A 1000-byte binary frame sent in two halves, the second once the test says so.
             await ws.recv()
@@ -171,8 +178,16 @@ async def env() -> AsyncIterator[Env]:
             config_pb2.RouteTopic(path="/slow", production_url=url + "/slow"),
         ],
     )
+    push = config_pb2.Route(
+        api_id="push-id",
+        api_name="Push",
+        api_version="1.0.0",
+        vhost="localhost",
+        base_path="/push/1.0.0",
+        topics=[config_pb2.RouteTopic(path="/", production_url=url + "/push")],
+    )
     store = RouteStore()
-    store.apply("v1", packed([route]))
+    store.apply("v1", packed([route, push]))
     router = Router(RouterConfig(), store, EnforcerClient(f"127.0.0.1:{grpc_port}"))
     port = await router.listen("127.0.0.1", 0)
     try:
@@ -212,10 +227,12 @@ async def wait_until(check: Callable[[], bool], within: float = 3.0) -> None:
 
 
 # -- throttling ----------------------------------------------------------------------------
+# Both directions count against a connection's quotas, one counter per quota key: an echo
+# (the message up, the same message down) uses two.
 
 
 async def test_quota_reached_closes_with_1008_throttled_out(env: Env) -> None:
-    env.allow("t", quota("sub:app:echo-id", 5))
+    env.allow("t", quota("sub:app:echo-id", 10))
     async with env.client("t") as ws:
         for i in range(5):
             await echo(ws, f"m{i}")
@@ -228,7 +245,7 @@ async def test_quota_reached_closes_with_1008_throttled_out(env: Env) -> None:
 
 
 async def test_drop_mode_drops_silently_and_keeps_the_connection(env: Env) -> None:
-    env.allow("t", quota("sub:app:echo-id", 5, stop=False))
+    env.allow("t", quota("sub:app:echo-id", 10, stop=False))
     async with env.client("t") as ws:
         for i in range(5):
             await echo(ws, f"m{i}")
@@ -243,8 +260,22 @@ async def test_drop_mode_drops_silently_and_keeps_the_connection(env: Env) -> No
     assert env.backend.received == [f"m{i}" for i in range(5)]
 
 
+async def test_the_answer_can_be_the_message_over_the_quota(env: Env) -> None:
+    """An odd quota: the 3rd message up passes, its echo (the 4th message) is cut."""
+    env.allow("t", quota("sub:app:echo-id", 3, stop=False))
+    async with env.client("t") as ws:
+        await echo(ws, "one")
+        await ws.send("two")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+        relay = env.relay_of("t")
+        assert relay.throttled == 1
+        assert (relay.client.scanner.dropped, relay.backend.scanner.dropped) == (0, 1)
+    assert env.backend.received == ["one", "two"]
+
+
 async def test_fragments_count_as_one_message(env: Env) -> None:
-    env.allow("t", quota("sub:app:echo-id", 2))
+    env.allow("t", quota("sub:app:echo-id", 4))
     async with env.client("t") as ws:
         await ws.send(["frag", "mented", "!"])  # one message in three frames
         assert await ws.recv() == "fragmented!"
@@ -254,8 +285,8 @@ async def test_fragments_count_as_one_message(env: Env) -> None:
 
 
 async def test_different_keys_do_not_affect_each_other(env: Env) -> None:
-    env.allow("a", quota("sub:appA:echo-id", 2), application_id="appA")
-    env.allow("b", quota("sub:appB:echo-id", 2), application_id="appB")
+    env.allow("a", quota("sub:appA:echo-id", 4), application_id="appA")
+    env.allow("b", quota("sub:appB:echo-id", 4), application_id="appB")
     async with env.client("a") as a, env.client("b") as b:
         await echo(a, "a1")
         await echo(a, "a2")
@@ -266,8 +297,8 @@ async def test_different_keys_do_not_affect_each_other(env: Env) -> None:
 
 
 async def test_a_subscription_key_is_shared_across_connections(env: Env) -> None:
-    env.allow("one", quota("sub:app:echo-id", 5))
-    env.allow("two", quota("sub:app:echo-id", 5))
+    env.allow("one", quota("sub:app:echo-id", 10))
+    env.allow("two", quota("sub:app:echo-id", 10))
     async with env.client("one") as one, env.client("two") as two:
         for i in range(3):
             await echo(one, f"one{i}")
@@ -280,7 +311,7 @@ async def test_a_subscription_key_is_shared_across_connections(env: Env) -> None
 
 
 async def test_reconnecting_does_not_reset_the_quota(env: Env) -> None:
-    env.allow("t", quota("app:app:user", 2))
+    env.allow("t", quota("app:app:user", 4))
     async with env.client("t") as ws:
         await echo(ws, "1")
         await echo(ws, "2")
@@ -290,13 +321,58 @@ async def test_reconnecting_does_not_reset_the_quota(env: Env) -> None:
 
 
 async def test_quotas_are_checked_in_order_api_first(env: Env) -> None:
-    env.allow("t", quota("api:echo-id", 1, stop=False), quota("sub:app:echo-id", 1, stop=True))
+    env.allow("t", quota("api:echo-id", 2, stop=False), quota("sub:app:echo-id", 2, stop=True))
     async with env.client("t") as ws:
         await echo(ws, "1")
         await ws.send("2")  # the API-level quota (drop) is reached first: no close
         pong = await ws.ping()
         await asyncio.wait_for(pong, 3)
     assert env.backend.received == ["1"]
+
+
+# -- throttling backend -> client (a backend that pushes without being asked) ----------------
+
+
+async def test_pushed_messages_reaching_the_quota_close_with_1008(env: Env) -> None:
+    env.allow("t", quota("sub:app:push-id", 5))
+    async with env.client("t", "/push/1.0.0") as ws:
+        await ws.send("20")  # one message up: the backend then pushes 20
+        got = []
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                got.append(await asyncio.wait_for(ws.recv(), 3))
+        assert info.value.rcvd is not None, "no close frame from the router"
+        assert (info.value.rcvd.code, info.value.rcvd.reason) == (1008, "message throttled out")
+    assert got == [f"push {i}" for i in range(4)]  # 1 up + 4 down = the quota of 5
+    await wait_until(lambda: len(env.backend.closes) == 1)
+    assert env.backend.closes[0][0] == 1001
+
+
+async def test_drop_mode_keeps_compression_off_the_connection(env: Env) -> None:
+    """A dropped message would break a permessage-deflate stream: drop mode strips the offer;
+    stop mode (the connection ends at the first refusal) keeps it."""
+    env.allow("drop", quota("sub:app:echo-id", 5, stop=False))
+    env.allow("stop", quota("sub:app:echo-id2", 5, stop=True))
+    async with env.client("drop") as dropping, env.client("stop") as stopping:
+        assert dropping.response is not None and stopping.response is not None
+        assert "Sec-WebSocket-Extensions" not in dropping.response.headers
+        assert "permessage-deflate" in stopping.response.headers["Sec-WebSocket-Extensions"]
+        await echo(dropping, "still works")
+
+
+async def test_pushed_messages_over_the_quota_are_dropped_in_drop_mode(env: Env) -> None:
+    env.allow("t", quota("sub:app:push-id", 5, stop=False))
+    async with env.client("t", "/push/1.0.0") as ws:
+        await ws.send("20")
+        got = [await asyncio.wait_for(ws.recv(), 3) for _ in range(4)]
+        relay = env.relay_of("t")
+        await wait_until(lambda: relay.backend.scanner.messages == 20)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(ws.recv(), 0.3)
+        assert got == [f"push {i}" for i in range(4)]
+        assert relay.throttled == 16 and relay.backend.scanner.dropped == 16
+        pong = await ws.ping()  # still open; control frames pass
+        await asyncio.wait_for(pong, 3)
 
 
 async def test_no_quota_means_the_plain_relay(env: Env) -> None:
