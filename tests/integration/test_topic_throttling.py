@@ -1,7 +1,8 @@
 """A topic's own throttling policy (WSO2 ``operations[].throttlingPolicy``) is enforced by the
-router: the publisher gives ``/rooms/{roomId}`` an advanced policy of 3 messages a minute; every
-connection to that topic of the API shares the count and the 4th message closes the socket with
-1008, while the API's other topic stays unlimited."""
+router: the publisher gives ``/rooms/{roomId}`` an advanced policy of 6 messages a minute, counted
+in both directions as WSO2 counts streaming limits (an echoed message is two); every connection to
+that topic of the API shares the count and the 7th message closes the socket with 1008, while the
+API's other topic stays unlimited."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from tests.integration.conftest import Stack
 
 pytestmark = pytest.mark.integration
 
-POLICY = "Topic3PerMin"
+POLICY = "Topic6PerMin"
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ async def test_topic_policy_is_a_quota_shared_by_the_topic_only(stack: Stack, am
         "policyName": POLICY,
         "defaultLimit": {
             "type": "EVENTCOUNTLIMIT",
-            "eventCount": {"eventCount": 3, "timeUnit": "min", "unitTime": 1},
+            "eventCount": {"eventCount": 6, "timeUnit": "min", "unitTime": 1},
         },
         "stopOnQuotaReach": True,
     }
@@ -46,13 +47,13 @@ async def test_topic_policy_is_a_quota_shared_by_the_topic_only(stack: Stack, am
     other_room = f"{stack.ws}/topicquota/1.0.0/rooms/2"  # same topic template, same counter
     notifications = f"{stack.ws}/topicquota/1.0.0/notifications"
 
-    async with open_ws(rooms, token) as first:  # open_ws sends and reads back one message
-        await first.send("two")
+    async with open_ws(rooms, token) as first:  # open_ws sends and reads back one: messages 1-2
+        await first.send("two")  # 3, and its echo 4
         assert await asyncio.wait_for(first.recv(), 5) == "two"
-        async with open_ws(other_room, token) as second:  # the third message of the topic
-            await second.send("four")
+        async with open_ws(other_room, token) as second:  # same topic, same counter: 5-6
+            await second.send("four")  # the 7th message of the topic
             closed = await asyncio.wait_for(watch_close(second), 5)
-        print(f"\n4th message on the topic: close {closed.code} {closed.reason!r}")
+        print(f"\n7th message on the topic: close {closed.code} {closed.reason!r}")
         assert closed.code == 1008, closed
         assert "throttled" in closed.reason.lower(), closed
 
