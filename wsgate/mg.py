@@ -110,7 +110,7 @@ def _add_env(args: argparse.Namespace, ctx: Context) -> int:
     config.envs[args.name] = args.adapter
     if existing != args.adapter:
         config.tokens.pop(args.name, None)  # a token of another adapter is no use here
-    config.cas.pop(args.name, None)
+        config.cas.pop(args.name, None)
     if ca is not None:
         config.cas[args.name] = str(ca)
     ctx.store.save(config)
@@ -157,7 +157,8 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str]:
     if username is None:
         if not interactive:
             raise CliError(
-                "no username given", "pass -u USERNAME (and -p PASSWORD or --password-stdin)"
+                "no username given",
+                "pass -u USERNAME with -p PASSWORD or --password-stdin, or run it on a terminal",
             )
         username = input("Username: ")
     if password is None:

@@ -114,7 +114,8 @@ def test_not_logged_in_prints_a_login_command_that_works(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     _code, _, err = run(["login", "dev", "-k"], capsys)
     assert one_error_line(err) == (
-        "Error: no username given (pass -u USERNAME (and -p PASSWORD or --password-stdin))"
+        "Error: no username given "
+        "(pass -u USERNAME with -p PASSWORD or --password-stdin, or run it on a terminal)"
     )
 
 
