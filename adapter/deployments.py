@@ -46,6 +46,35 @@ class Owned(Exception):
     """The API id belongs to another owner (gRPC FAILED_PRECONDITION)."""
 
 
+class OwnedByControlPlane(Conflict):
+    """A CLI change would touch an API the control plane deployed (HTTP 409): only the
+    publisher may take it off, or the next sync would bring it back behind the CLI's back."""
+
+    def __init__(self, owned: definition_pb2.ApiDefinition, action: str) -> None:
+        super().__init__(
+            f"API {owned.name} {owned.version} ({owned.id}) on {owned.context or '/'} is deployed "
+            f"by the control plane, so the CLI cannot {action} it"
+        )
+        self.owned = owned
+        self.hint = (
+            "take its revision off in the publisher: POST /api/am/publisher/v4/apis/"
+            f"{owned.id}/undeploy-revision?revisionId={owned.revision_id or 'REVISION'}"
+        )
+
+
+def control_plane_owner(entries: Iterable[Entry], entry: Entry) -> Entry | None:
+    """The control-plane API that a CLI ``entry`` would replace or shadow: the same id, the
+    same name and version, or the same (label, vhost, base path)."""
+    places = set(served_keys(entry))
+    for other in entries:
+        if other.source != SOURCE_CONTROL_PLANE:
+            continue
+        same_api = (other.api.name, other.api.version) == (entry.api.name, entry.api.version)
+        if other.api.id == entry.api.id or same_api or places & set(served_keys(other)):
+            return other
+    return None
+
+
 @dataclass(frozen=True)
 class Entry:
     """One API id with what each label serves of it.
@@ -199,6 +228,10 @@ class Registry:
             Conflict: the same id is deployed and ``override`` is False, or a context clashes.
         """
         entry = build_entry([api])
+        if api.source == SOURCE_ADAPTER:
+            owner = control_plane_owner(self._entries.values(), entry)
+            if owner is not None:
+                raise OwnedByControlPlane(owner.api, "replace" if override else "deploy over")
         held = self._entries.get(api.id)
         if held is not None and not override:
             raise Conflict(

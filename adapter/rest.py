@@ -22,7 +22,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from adapter.auth import Authenticator, AuthError, decode_basic
 from adapter.compile import CompileError
-from adapter.deployments import Conflict, Entry, NotFound, Registry
+from adapter.deployments import (
+    SOURCE_CONTROL_PLANE,
+    Conflict,
+    Entry,
+    NotFound,
+    OwnedByControlPlane,
+    Registry,
+)
 from adapter.metrics import AdapterMetrics
 from adapter.project import MAX_ZIP_BYTES, ProjectError, load_zip
 from adapter.status import current_nacks, label_view
@@ -269,6 +276,10 @@ async def token(request: Request, body: TokenRequest | None = None) -> TokenResp
     return TokenResponse(accessToken=auth.issue(username))
 
 
+def _owned(exc: OwnedByControlPlane) -> ApiError:
+    return ApiError(409, 409, "API owned by the control plane", f"{exc}; {exc.hint}")
+
+
 @router.post("/apis", response_model=DeployResult, responses=_ERRORS, tags=["apis"])
 async def deploy(
     request: Request,
@@ -298,6 +309,8 @@ async def deploy(
         raise ApiError(400, 400, "Invalid API project", str(exc)) from None
     except CompileError as exc:
         raise ApiError(400, 400, "Invalid API definition", str(exc)) from None
+    except OwnedByControlPlane as exc:
+        raise _owned(exc) from None
     except Conflict as exc:
         raise ApiError(409, 409, "API already exists", str(exc)) from None
     log.info("%s deployed %s (%s %s) on %s", user, api.id, api.name, api.version, versions)
@@ -328,6 +341,9 @@ async def undeploy(
             "API not found",
             f"no API {api_name} {version} is deployed" + (f" on vhost {vhost}" if vhost else ""),
         )
+    for entry in found:
+        if entry.source == SOURCE_CONTROL_PLANE:
+            raise _owned(OwnedByControlPlane(entry.api, "undeploy"))
     versions: dict[str, str] = {}
     for entry in found:
         labels = registry.labels_on_vhost(entry, vhost) if vhost else []

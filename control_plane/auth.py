@@ -50,11 +50,10 @@ def current_user(
             backoff.succeeded(keys[:1])
             return credentials.username
         log_failure(log, credentials.username, address, backoff.failed(keys))
-    raise ApiError(
-        401,
-        "Authentication required: send HTTP Basic credentials of a control-plane user",
-        headers={"WWW-Authenticate": 'Basic realm="wsgate"'},
-    )
+        description = "Wrong user name or password for a control-plane user"
+    else:
+        description = "Authentication required: send HTTP Basic credentials of a control-plane user"
+    raise ApiError(401, description, headers={"WWW-Authenticate": 'Basic realm="wsgate"'})
 
 
 def user_roles(request: Request, user: str) -> frozenset[str]:

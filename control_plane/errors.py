@@ -55,8 +55,24 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def describe_validation(exc: RequestValidationError) -> str:
-    """One line per invalid field, each starting with the field's name."""
+#: pydantic's error types for a body that is not an object: what FastAPI hands on when the
+#: request did not say ``Content-Type: application/json`` (it then validates the raw bytes).
+_NOT_AN_OBJECT = frozenset({"model_attributes_type", "dict_type", "model_type"})
+
+
+def describe_validation(exc: RequestValidationError, content_type: str | None = None) -> str:
+    """One line per invalid field, each starting with the field's name; a body sent without a
+    JSON content type is one line saying so (pydantic's own words point elsewhere)."""
+    is_json = (content_type or "").split(";")[0].strip().lower().endswith("json")
+    if not is_json and any(
+        tuple(error.get("loc", ())) == ("body",) and error.get("type") in _NOT_AN_OBJECT
+        for error in exc.errors()
+    ):
+        got = f"got {content_type!r}" if content_type else "no Content-Type"
+        return (
+            "body: the request body must be JSON, sent with 'Content-Type: application/json'"
+            f" ({got})"
+        )
     lines = []
     for error in exc.errors():
         message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
@@ -77,9 +93,9 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else ""
         return _respond(exc.status_code, detail, dict(exc.headers or {}))
 
-    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+    async def validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
-        return _respond(400, describe_validation(exc))
+        return _respond(400, describe_validation(exc, request.headers.get("content-type")))
 
     app.add_exception_handler(ApiError, api_error)
     app.add_exception_handler(StarletteHTTPException, http_error)

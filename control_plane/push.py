@@ -68,7 +68,12 @@ class GatewayRejected(Exception):
 
 
 class GatewayUnavailable(Exception):
-    """The adapter could not be reached (or did not answer in time)."""
+    """The adapter could not be reached (or did not answer in time); ``code`` is the gRPC
+    status name when there was one."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 #: Where one revision of an API runs, in which lifecycle state:
@@ -174,7 +179,7 @@ class AdapterClient:
                 deploy_pb2.StatusRequest(), timeout=min(self.timeout, 2.0)
             )
         except grpc.aio.AioRpcError as exc:
-            raise GatewayUnavailable(self.tls.describe(exc)) from None
+            raise GatewayUnavailable(self.tls.describe(exc), exc.code().name) from None
         return response
 
     def _translate(self, exc: grpc.aio.AioRpcError) -> Exception:
@@ -267,7 +272,12 @@ class AdapterSync:
         try:
             status = await self.client.status()
         except GatewayUnavailable as exc:
-            if self.reachable is not False:
+            if self.reachable is None:  # not seen since start: the usual start-up order
+                waiting = exc.code or str(exc)
+                log.info(
+                    "adapter at %s not reachable yet (%s); retrying", self.client.address, waiting
+                )
+            elif self.reachable:
                 log.warning("adapter at %s unreachable (%s); will retry", self.client.address, exc)
             self.reachable = False
             self.mark_stale()

@@ -193,7 +193,9 @@ class RuleWatcher:
                 )
                 was_up = False
             elif not ever_up and self.attempts == 1:
-                log.info("enforcer %s not reachable yet (%s); retrying", self.address, reason)
+                # the usual start-up order (router before enforcer): the status name only
+                waiting = code.name if code is not None else reason
+                log.info("enforcer %s not reachable yet (%s); retrying", self.address, waiting)
             else:
                 log.debug("rules stream reconnect to %s failed (%s)", self.address, reason)
             self.delays.append(backoff)

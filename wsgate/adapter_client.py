@@ -20,6 +20,9 @@ from wsgate.cliconfig import CliError
 BASE_PATH = "/api/mgw/adapter/0.1"
 TIMEOUT_SECONDS = 30.0
 SKIPPED_NAMES = frozenset({"__pycache__", ".DS_Store", ".git"})
+#: ``source`` of a listed API -> the OWNER column: only the owner may undeploy or replace it.
+OWNERS = {"control-plane": "control-plane", "adapter": "cli"}
+PROJECT_FILES = ("api.yaml", "api.yml", "api.json")  # one of them marks a project folder
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ def zip_project(path: Path) -> tuple[str, bytes]:
     Raises:
         CliError: the path does not exist or is neither a folder nor a ``.zip`` file.
     """
+    if not path.exists():
+        raise CliError(f"{path} does not exist", "give a project folder or a .zip file with -f")
     if path.is_file() and path.suffix.lower() == ".zip":
         return path.name, path.read_bytes()
     if not path.is_dir():
@@ -149,6 +154,13 @@ def zip_project(path: Path) -> tuple[str, bytes]:
             f"{path} is not an API project", "give a project folder or a .zip file with -f"
         )
     root = path.resolve()
+    if not any((root / name).is_file() for name in PROJECT_FILES) and not any(
+        (sub / name).is_file() for sub in root.iterdir() if sub.is_dir() for name in PROJECT_FILES
+    ):
+        raise CliError(
+            f"{path} is not an API project",
+            f"the folder has no {' or '.join(PROJECT_FILES)}; an API Manager export has one",
+        )
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for file in sorted(root.rglob("*")):
@@ -189,14 +201,18 @@ def apis_table(listing: Mapping[str, Any], limit: int | None = None) -> str:
             a.get("apiType"),
             a.get("context"),
             a.get("gateway-envs") or a.get("gatewayEnvs"),
+            OWNERS.get(str(a.get("source")), a.get("source")),
         ]
         for a in apis
     ]
-    return format_table(["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS"], rows)
+    return format_table(["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS", "OWNER"], rows)
 
 
-def send(request: Request, verify: ssl.SSLContext | bool) -> httpx.Response:
-    """Perform ``request``; connection and TLS failures become one-line :class:`CliError`s."""
+def send(
+    request: Request, verify: ssl.SSLContext | bool, certs_dir: Path | None = None
+) -> httpx.Response:
+    """Perform ``request``; connection and TLS failures become one-line :class:`CliError`s
+    (``certs_dir`` is the folder of extra trusted CAs the TLS failure points to)."""
     try:
         with httpx.Client(verify=verify, timeout=TIMEOUT_SECONDS) as client:
             return client.request(
@@ -209,9 +225,10 @@ def send(request: Request, verify: ssl.SSLContext | bool) -> httpx.Response:
             )
     except httpx.ConnectError as exc:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+            folder = certs_dir or Path.home() / ".wsgate" / "certs"
             raise CliError(
                 f"cannot verify the TLS certificate of {request.url}",
-                "pass -k, or copy the gateway's CA certificate into <WSGATE_CLI_HOME>/certs/",
+                f"pass -k, or copy the gateway's CA certificate into {folder}/",
             ) from exc
         raise CliError(f"cannot connect to {request.url}", str(exc) or type(exc).__name__) from exc
     except httpx.HTTPError as exc:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from importlib import metadata
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "control-plane": ("control_plane.main", "publisher, devportal, admin REST API, OAuth2 (:9443)"),
@@ -22,9 +23,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: wsgate <command> [options]   (wsgate <command> --help for more)", ""]
+    lines = [
+        "usage: wsgate <command> [options]   (wsgate <command> --help for more; wsgate --version)",
+        "",
+    ]
     lines += [f"  {name.ljust(width)}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
+
+
+def version() -> str:
+    """The installed distribution's version (the source tree's when run uninstalled)."""
+    try:
+        return metadata.version("wsgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,10 +44,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args or args[0] in ("-h", "--help", "help"):
         print(usage())
         return 0
+    if args[0] in ("-V", "--version", "version"):
+        print(f"wsgate {version()}")
+        return 0
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
-        print(f"wsgate: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
-        return 2
+        print(
+            f"Error: unknown command {name!r} (commands: {', '.join(COMMANDS)}; "
+            "`wsgate --help` describes them)",
+            file=sys.stderr,
+        )
+        return 1
     module = importlib.import_module(COMMANDS[name][0])
     result: int = module.main(rest)
     return result

@@ -70,10 +70,19 @@ class Token:
 class Config:
     envs: dict[str, str] = field(default_factory=dict)
     tokens: dict[str, Token] = field(default_factory=dict)
+    #: env -> absolute path of a CA certificate to trust for its adapter (``add env --ca``, or
+    #: the local CA found when the env was added), so it is trusted from any directory.
+    cas: dict[str, str] = field(default_factory=dict)
+
+    def _env(self, name: str, url: str) -> dict[str, str]:
+        spec = {"adapter": url}
+        if name in self.cas:
+            spec["ca"] = self.cas[name]
+        return spec
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "environments": {name: {"adapter": url} for name, url in sorted(self.envs.items())},
+            "environments": {name: self._env(name, url) for name, url in sorted(self.envs.items())},
             "tokens": {
                 name: {
                     "accessToken": tok.access_token,
@@ -90,13 +99,18 @@ class Config:
             str(name): str(spec["adapter"])
             for name, spec in (data.get("environments") or {}).items()
         }
+        cas = {
+            str(name): str(spec["ca"])
+            for name, spec in (data.get("environments") or {}).items()
+            if spec.get("ca")
+        }
         tokens = {
             str(name): Token(
                 str(spec["accessToken"]), str(spec.get("username", "")), float(spec["obtainedAt"])
             )
             for name, spec in (data.get("tokens") or {}).items()
         }
-        return cls(envs, tokens)
+        return cls(envs, tokens, cas)
 
 
 def jwt_expiry(token: str) -> float | None:
@@ -145,12 +159,35 @@ class Store:
         return sorted((self.home / "certs").glob("*.pem"))
 
 
-def trusted_cas(store: Store, data_dir: Path) -> list[Path]:
-    """CA files to trust besides the system store: ``<home>/certs/*.pem`` and the local CA."""
+#: The checkout (or site-packages) holding the ``wsgate`` package: ``make run`` keeps its data
+#: dir (``.wsgate``) there, so its CA is found from any working directory.
+INSTALL_ROOT = Path(__file__).resolve().parents[1]
+
+
+def local_ca(data_dir: Path) -> Path | None:
+    """The local CA of the stack (``<data dir>/pki/ca.pem``), absolute, or None.
+
+    A relative data dir (the default ``.wsgate``) is looked up in the working directory first,
+    then in the checkout the CLI runs from, where ``make run`` / ``wsgate up`` created it.
+    """
+    candidates = [data_dir / "pki" / "ca.pem"]
+    if not data_dir.is_absolute():
+        candidates.append(INSTALL_ROOT / data_dir / "pki" / "ca.pem")
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate.resolve()
+    return None
+
+
+def trusted_cas(store: Store, data_dir: Path, env_ca: str | None = None) -> list[Path]:
+    """CA files to trust besides the system store: ``<home>/certs/*.pem``, the CA recorded for
+    the environment, and the local CA (see :func:`local_ca`)."""
     cas = store.cert_files()
-    local_ca = data_dir / "pki" / "ca.pem"
-    if local_ca.exists():
-        cas.append(local_ca)
+    if env_ca:
+        cas.append(Path(env_ca))
+    found = local_ca(data_dir)
+    if found is not None and found not in cas:
+        cas.append(found)
     return cas
 
 

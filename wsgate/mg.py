@@ -19,11 +19,20 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from wsgate import adapter_client as ac
-from wsgate.cliconfig import CliError, CliSettings, Config, Store, Token, tls_verify, trusted_cas
+from wsgate.cliconfig import (
+    CliError,
+    CliSettings,
+    Config,
+    Store,
+    Token,
+    local_ca,
+    tls_verify,
+    trusted_cas,
+)
 
 Handler = Callable[[argparse.Namespace, "Context"], int]
 
@@ -35,8 +44,9 @@ class Context:
         self.settings = settings
         self.store = Store(settings.cli_home)
 
-    def verify(self, insecure: bool) -> ssl.SSLContext | bool:
-        return tls_verify(insecure, trusted_cas(self.store, self.settings.data_dir))
+    def verify(self, insecure: bool, env: str | None = None) -> ssl.SSLContext | bool:
+        env_ca = self.store.load().cas.get(env) if env is not None and not insecure else None
+        return tls_verify(insecure, trusted_cas(self.store, self.settings.data_dir, env_ca))
 
     def adapter(self, config: Config, env: str) -> str:
         if env not in config.envs:
@@ -44,24 +54,27 @@ class Context:
             raise CliError(f"environment {env!r} not found", hint)
         return config.envs[env]
 
-    def token(self, config: Config, env: str) -> str:
+    def token(self, config: Config, env: str, insecure: bool = False) -> str:
         self.adapter(config, env)
         token = config.tokens.get(env)
+        command = login_command(env, token.username if token else None, insecure)
         if token is None:
-            raise CliError(
-                f"not logged in to environment {env!r}", f"run `wsgate mg login {env}` first"
-            )
+            raise CliError(f"not logged in to environment {env!r}", f"run `{command}` first")
         if token.expired():
-            raise CliError(f"login to environment {env!r} expired", f"run `wsgate mg login {env}`")
+            raise CliError(f"login to environment {env!r} expired", f"run `{command}`")
         return token.access_token
 
-    def call(self, request: ac.Request, insecure: bool, env: str | None = None) -> object:
-        """Send and decode JSON; a 401 with a stored token means the login must be renewed."""
-        response = ac.send(request, self.verify(insecure))
-        if response.status_code == 401 and env is not None:
+    def call(
+        self, request: ac.Request, insecure: bool, env: str | None = None, login: bool = False
+    ) -> object:
+        """Send to ``env``'s adapter and decode JSON; a 401 with a stored token (not at
+        ``login``) means the login must be renewed."""
+        response = ac.send(request, self.verify(insecure, env), self.store.home / "certs")
+        if response.status_code == 401 and env is not None and not login:
+            token = self.store.load().tokens.get(env)
+            command = login_command(env, token.username if token else None, insecure)
             raise CliError(
-                f"the adapter rejected the stored token for {env!r}",
-                f"run `wsgate mg login {env}` again",
+                f"the adapter rejected the stored token for {env!r}", f"run `{command}` again"
             )
         if response.status_code >= 400:
             raise ac.error_from_response(response.status_code, response.text)
@@ -73,28 +86,53 @@ class Context:
             return {"text": response.text}
 
 
+def login_command(env: str, username: str | None, insecure: bool) -> str:
+    """The full ``mg login`` command for ``env``: it works as printed on a terminal (the
+    password is prompted for) and names every flag a script needs."""
+    user = username or "admin"
+    return f"wsgate mg login {env} -u {user}" + (" -k" if insecure else "")
+
+
 def _add_env(args: argparse.Namespace, ctx: Context) -> int:
     parts = urlsplit(args.adapter)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise CliError(f"invalid adapter URL {args.adapter!r}", "use e.g. https://localhost:9843")
+    ca = Path(args.ca).resolve() if args.ca else local_ca(ctx.settings.data_dir)
+    if ca is not None and not ca.is_file():
+        raise CliError(f"CA certificate {args.ca} does not exist", "give a PEM file with --ca")
     config = ctx.store.load()
     existing = config.envs.get(args.name)
-    if existing is not None and existing != args.adapter:
+    if existing is not None and existing != args.adapter and not args.force:
         raise CliError(
             f"environment {args.name!r} already exists with adapter {existing}",
-            f"remove it first with `wsgate mg remove env {args.name}`",
+            f"to point it at {args.adapter} run again with --force",
         )
     config.envs[args.name] = args.adapter
+    if existing != args.adapter:
+        config.tokens.pop(args.name, None)  # a token of another adapter is no use here
+        config.cas.pop(args.name, None)
+    if ca is not None:
+        config.cas[args.name] = str(ca)
     ctx.store.save(config)
-    print(f"Successfully added environment '{args.name}'")
+    if existing is None:
+        print(f"Successfully added environment '{args.name}'")
+    elif existing == args.adapter:
+        print(f"Environment '{args.name}' already uses adapter {existing}")
+    else:
+        print(f"Environment '{args.name}' now uses adapter {args.adapter} (was {existing})")
     return 0
 
 
 def _remove_env(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
-    ctx.adapter(config, args.name)
+    if args.name not in config.envs:
+        known = ", ".join(sorted(config.envs)) or "none"
+        raise CliError(
+            f"environment {args.name!r} not found", f"nothing to remove; environments: {known}"
+        )
     del config.envs[args.name]
     config.tokens.pop(args.name, None)
+    config.cas.pop(args.name, None)
     ctx.store.save(config)
     print(f"Successfully removed environment '{args.name}'")
     return 0
@@ -118,7 +156,10 @@ def _credentials(args: argparse.Namespace) -> tuple[str, str]:
         password = sys.stdin.readline().rstrip("\r\n")
     if username is None:
         if not interactive:
-            raise CliError("no username given", "pass -u USERNAME")
+            raise CliError(
+                "no username given",
+                "pass -u USERNAME with -p PASSWORD or --password-stdin, or run it on a terminal",
+            )
         username = input("Username: ")
     if password is None:
         if not interactive:
@@ -131,7 +172,8 @@ def _login(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
     adapter = ctx.adapter(config, args.name)
     username, password = _credentials(args)
-    answer = ctx.call(ac.token_request(adapter, username, password), args.insecure)
+    request = ac.token_request(adapter, username, password)
+    answer = ctx.call(request, args.insecure, args.name, login=True)
     token = answer.get("accessToken") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         raise CliError("the adapter answered without an accessToken", f"got {answer!r:.200}")
@@ -144,30 +186,48 @@ def _login(args: argparse.Namespace, ctx: Context) -> int:
 def _logout(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
     ctx.adapter(config, args.name)
-    config.tokens.pop(args.name, None)
+    if config.tokens.pop(args.name, None) is None:
+        print(f"Not logged in to '{args.name}' environment: nothing to log out of")
+        return 0
     ctx.store.save(config)
     print(f"Logged out from '{args.name}' environment")
     return 0
 
 
+OVERRIDE_HINT = "; use override to replace it"  # how the adapter ends "already deployed"
+
+
 def _deploy(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
-    adapter, token = ctx.adapter(config, args.env), ctx.token(config, args.env)
-    filename, payload = ac.zip_project(Path(args.file))
+    adapter = ctx.adapter(config, args.env)
+    path = Path(args.file)
+    filename, payload = ac.zip_project(path)
+    token = ctx.token(config, args.env, args.insecure)
     request = ac.deploy_request(adapter, token, filename, payload, args.override)
     try:
-        ctx.call(request, args.insecure, args.env)
+        answer = ctx.call(request, args.insecure, args.env)
     except CliError as exc:
-        if exc.status == 409 and not args.override:
-            exc.description = f"{exc.description}; to replace it run again with -o"
+        if path.is_dir():  # the adapter names the zip the CLI made; the user gave a folder
+            exc.message = exc.message.replace(filename, args.file)
+            exc.description = exc.description.replace(filename, args.file)
+        if exc.status == 409 and exc.description.endswith(OVERRIDE_HINT):
+            exc.description = exc.description.removesuffix(OVERRIDE_HINT)
+            if not args.override:
+                exc.description += "; run again with -o to replace it"
         raise
-    print(f"Successfully deployed API '{args.file}' to environment '{args.env}'")
+    result = answer if isinstance(answer, dict) else {}
+    name, version = result.get("apiName", "?"), result.get("version", "?")
+    print(
+        f"Successfully deployed API '{name}' version '{version}' from {args.file} "
+        f"to environment '{args.env}'"
+    )
     return 0
 
 
 def _undeploy(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
-    adapter, token = ctx.adapter(config, args.env), ctx.token(config, args.env)
+    adapter = ctx.adapter(config, args.env)
+    token = ctx.token(config, args.env, args.insecure)
     request = ac.undeploy_request(adapter, token, args.name, args.version, args.vhost)
     ctx.call(request, args.insecure, args.env)
     print(f"API '{args.name}' version '{args.version}' undeployed from environment '{args.env}'")
@@ -176,7 +236,8 @@ def _undeploy(args: argparse.Namespace, ctx: Context) -> int:
 
 def _get_apis(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
-    adapter, token = ctx.adapter(config, args.env), ctx.token(config, args.env)
+    adapter = ctx.adapter(config, args.env)
+    token = ctx.token(config, args.env, args.insecure)
     request = ac.list_request(adapter, token, args.query, args.limit)
     answer = ctx.call(request, args.insecure, args.env)
     listing = answer if isinstance(answer, dict) else {}
@@ -200,7 +261,8 @@ def _warn_nacks(ctx: Context, adapter: str, token: str, args: argparse.Namespace
 
 def _status(args: argparse.Namespace, ctx: Context) -> int:
     config = ctx.store.load()
-    adapter, token = ctx.adapter(config, args.env), ctx.token(config, args.env)
+    adapter = ctx.adapter(config, args.env)
+    token = ctx.token(config, args.env, args.insecure)
     answer = ctx.call(ac.status_request(adapter, token), args.insecure, args.env)
     status = answer if isinstance(answer, dict) else {}
     if args.format == "json":
@@ -216,6 +278,17 @@ def _insecure(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class UsageError(CliError):
+    """A command line argparse refuses: one ``Error:`` line instead of the usage text."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are :class:`UsageError`s (exit status 1, one line)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message, f"`{self.prog} --help` shows the usage")
+
+
 def _sub(parent: Any, name: str, text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = parent.add_parser(name, help=text, description=text)
     return parser
@@ -227,7 +300,7 @@ def _group(parent: Any, name: str, text: str) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate mg",
         description="Manage gateway environments and APIs through the adapter (like apictl mg).",
         epilog=__doc__.split("\n\n")[1] if __doc__ else None,
@@ -239,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = _sub(add, "env", "add an environment: a name for an adapter URL")
     p.add_argument("name", metavar="NAME")
     p.add_argument("--adapter", required=True, help="adapter REST URL, e.g. https://localhost:9843")
+    p.add_argument(
+        "--ca",
+        metavar="PEM",
+        help="CA certificate to trust for this adapter (default: the local stack's CA if found)",
+    )
+    p.add_argument("--force", action="store_true", help="replace an environment of that name")
     p.set_defaults(handler=_add_env)
 
     remove = _group(verbs, "remove", "remove an environment")
@@ -296,9 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    handler: Handler = args.handler
     try:
+        args = build_parser().parse_args(argv)
+        handler: Handler = args.handler
         return handler(args, Context(CliSettings()))
     except CliError as exc:
         print(exc.line(), file=sys.stderr)

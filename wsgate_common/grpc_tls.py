@@ -90,9 +90,10 @@ def merge_options(base: Sequence[Option], extra: Sequence[Option] = ()) -> list[
 
 
 def mismatch_hint(details: str, mode: TlsMode) -> str:
-    """A hint to append to a connection error that may be a TLS mismatch, else ``""``."""
+    """A hint to append to a connection error that may be a TLS mismatch, else ``""`` (also
+    for a refused connection: nobody listens yet, whatever the TLS settings)."""
     lowered = details.lower()
-    if not any(sign in lowered for sign in _HANDSHAKE_SIGNS):
+    if "connection refused" in lowered or not any(s in lowered for s in _HANDSHAKE_SIGNS):
         return ""
     if mode == "plaintext":
         return (
@@ -106,12 +107,23 @@ def mismatch_hint(details: str, mode: TlsMode) -> str:
 
 
 def describe_error(exc: grpc.RpcError, mode: TlsMode) -> str:
-    """``CODE: details`` of a failed call, with :func:`mismatch_hint` when it applies."""
-    code = exc.code() if isinstance(exc, grpc.Call) else None
-    details = (exc.details() if isinstance(exc, grpc.Call) else None) or str(exc)
-    name = code.name if code is not None else "ERROR"
+    """``CODE: details`` of a failed call on one line, with :func:`mismatch_hint` when it
+    applies (never the exception's multi-line repr)."""
+    code = status_code(exc)
+    details_of = getattr(exc, "details", None)
+    details = (details_of() if callable(details_of) else None) or str(exc)
+    details = " ".join(details.split())  # one line, whatever grpc put in it
+    name = code.name if code is not None else type(exc).__name__
     hint = mismatch_hint(details, mode) if code == grpc.StatusCode.UNAVAILABLE else ""
     return f"{name}: {details}{hint}"
+
+
+def status_code(exc: BaseException) -> grpc.StatusCode | None:
+    """The status a failed call ended with: sync calls are ``grpc.Call``s, but
+    ``grpc.aio.AioRpcError`` is not, so ask for ``code()`` by duck typing."""
+    code_of = getattr(exc, "code", None)
+    code = code_of() if callable(code_of) else None
+    return code if isinstance(code, grpc.StatusCode) else None
 
 
 def check_pair(ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> None:

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
+
+_LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+
+class OneLineFormatter(logging.Formatter):
+    """The text format with each message on one line (a library's multi-line message, e.g.
+    an Alembic revision docstring, would otherwise start lines outside the format); a traceback
+    passed with ``exc_info`` still follows on its own lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _LINE_BREAKS.sub(" ", record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +54,7 @@ def setup_logging(component: str, level: str = "INFO", fmt: str = "text") -> Non
         handler.setFormatter(JsonFormatter(component))
     else:
         handler.setFormatter(
-            logging.Formatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
+            OneLineFormatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
         )
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -95,6 +95,18 @@ def _commit(session: Session) -> None:
         raise ApiError(409, "an API with this name or context and version already exists") from None
 
 
+#: The subscription tier WSO2 API Manager gives a streaming API that names none.
+DEFAULT_STREAMING_TIER = "AsyncUnlimited"
+
+
+def with_default_tiers(session: Session, body: ApiBody) -> ApiBody:
+    """An API without ``policies`` offers :data:`DEFAULT_STREAMING_TIER` (when that tier
+    exists), so it can be subscribed once published; named tiers are kept as they are."""
+    if body.policies or DEFAULT_STREAMING_TIER not in policies.names(session, "subscription"):
+        return body
+    return body.model_copy(update={"policies": [DEFAULT_STREAMING_TIER]})
+
+
 def check_tiers(session: Session, body: ApiBody) -> None:
     """400 naming the field when the API names a throttling policy that does not exist."""
     policies.check_known(session, "subscription", "policies", body.policies)
@@ -108,7 +120,7 @@ def check_tiers(session: Session, body: ApiBody) -> None:
 def create(session: Session, body: ApiBody, user: str, admin: bool = False) -> Api:
     """A new API; its ``provider`` is the caller unless an admin names another user."""
     provider = (body.provider if admin else None) or user
-    body = body.model_copy(update={"provider": provider})
+    body = with_default_tiers(session, body.model_copy(update={"provider": provider}))
     check_tiers(session, body)
     _check_unique(session, body)
     body = scopes.settle(session, body, provider, None)
@@ -177,7 +189,7 @@ def update(session: Session, api_id: str, body: ApiBody, admin: bool = False) ->
                 400, f"{field}: cannot be changed (create a new version of the API instead)"
             )
     provider = (body.provider if admin else None) or api.provider
-    body = body.model_copy(update={"provider": provider})
+    body = with_default_tiers(session, body.model_copy(update={"provider": provider}))
     check_tiers(session, body)
     _check_unique(session, body, exclude=api.id)
     body = scopes.settle(session, body, provider, api.id)

@@ -69,6 +69,12 @@ def change(session: Session, api_id: str, action: str, gateway: Gateway) -> Api:
     """
     api = api_service.load(session, api_id)
     target = next_state(api.lifecycle_status, action)
+    if target == "PUBLISHED" and not api.definition.get("policies"):
+        raise ApiError(
+            400,
+            f"policies: API {api.name} {api.version} offers no subscription tier, so no"
+            " application could subscribe to it; set its policies (e.g. AsyncGold) first",
+        )
     plan = deployments.plan_of(session, api.id)
     if plan and target != "RETIRED":
         deployments.validate(session, gateway, api, plan, lifecycle_status=target)

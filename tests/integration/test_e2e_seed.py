@@ -110,12 +110,13 @@ def test_publish_topic_without_scopes_needs_only_a_token(stack: Stack) -> None:
 def test_mg_get_apis_lists_the_deployed_api(stack: Stack) -> None:
     _deploy_echo(stack)
     table = stack.mg_ok("get", "apis", "-e", "dev", "-k").splitlines()
-    assert table[0].split() == ["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS"]
+    assert table[0].split() == ["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS", "OWNER"]
     rows = [line.split() for line in table[1:]]
     echo = [row for row in rows if row[0] == "EchoWebSocket"]
     assert echo, table
     assert echo[0][1:3] == ["1.0.0", "WS"]
     assert echo[0][3].startswith("/echowebsocket")
+    assert echo[0][-1] == "cli"
 
 
 def test_undeploy_makes_new_handshakes_404_within_a_second(stack: Stack) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from adapter.auth import Authenticator
 from adapter.cache import SnapshotCache
@@ -80,7 +82,7 @@ async def test_deploy_needs_file_and_list_filters(
                 definition_pb2.Deployment(name="Default"),
                 definition_pb2.Deployment(name="Edge", vhost="edge.example"),
             ],
-            source="control-plane",
+            source="adapter",
         )
     )
 
@@ -131,3 +133,54 @@ async def test_oversized_upload_is_413_unread(http: tuple[httpx.AsyncClient, Ada
     data = b"x" * (12 * 1024 * 1024)
     r = await client.post(f"{API}/apis", files={"file": ("p.zip", data)}, auth=ADMIN)
     assert r.status_code == 413 and set(r.json()) == {"code", "message", "description"}
+
+
+def _control_plane_api(
+    api_id: str = "5b0c-uuid", context: str = "/chat"
+) -> definition_pb2.ApiDefinition:
+    return definition_pb2.ApiDefinition(
+        id=api_id,
+        name="ChatWebSocket",
+        version="1.0.0",
+        context=context,
+        production_endpoint=definition_pb2.Endpoint(url="ws://b"),
+        revision_id="rev-7",
+        source="control-plane",
+    )
+
+
+def _project(tmp_path: Path, name: str, context: str) -> bytes:
+    target = tmp_path / f"{name}-1.0.0"
+    shutil.copytree(ECHO, target)
+    api = yaml.safe_load((target / "api.yaml").read_text())
+    api["data"].update(name=name, context=context)
+    (target / "api.yaml").write_text(yaml.safe_dump(api))
+    return zip_dir(target)
+
+
+async def test_the_cli_cannot_undeploy_or_replace_a_control_plane_api(
+    http: tuple[httpx.AsyncClient, AdapterState], tmp_path: Path
+) -> None:
+    """Issue 13 item 2: 409 naming the owner and the publisher's undeploy-revision; the API
+    stays deployed and listed as owned by the control plane."""
+    client, state = http
+    state.registry.deploy(_control_plane_api())
+    params = {"apiName": "ChatWebSocket", "version": "1.0.0"}
+    r = await client.delete(f"{API}/apis", params=params, auth=ADMIN)
+    assert r.status_code == 409, r.text
+    body = r.json()
+    assert body["message"] == "API owned by the control plane"
+    assert "cannot undeploy" in body["description"]
+    assert "/apis/5b0c-uuid/undeploy-revision?revisionId=rev-7" in body["description"]
+    assert [e.api.id for e in state.registry.entries()] == ["5b0c-uuid"]
+
+    # A CLI project on the same context and version, with or without override.
+    other = _project(tmp_path, "Other", "/chat")  # another name on the same /chat/1.0.0
+    for override in ("false", "true"):
+        files = {"file": ("other.zip", other, "application/zip")}
+        r = await client.post(f"{API}/apis", files=files, params={"override": override}, auth=ADMIN)
+        assert r.status_code == 409, r.text
+        assert "deployed by the control plane" in r.json()["description"]
+        assert "undeploy-revision" in r.json()["description"]
+    listing = (await client.get(f"{API}/apis", auth=ADMIN)).json()["list"]
+    assert [(row["id"], row["source"]) for row in listing] == [("5b0c-uuid", "control-plane")]

@@ -97,15 +97,33 @@ def test_apis_table_matches_apictl_columns() -> None:
                 "context": "/echowebsocket/1.0.0",
                 "gateway-envs": ["Default"],
                 "vhost": "localhost",
+                "source": "adapter",
             },
             {"apiName": "Chat", "version": "2", "apiType": "WS", "context": "/chat/2"},
+            {
+                "apiName": "Prices",
+                "version": "1",
+                "apiType": "WS",
+                "context": "/prices/1",
+                "gateway-envs": ["Default"],
+                "source": "control-plane",
+            },
         ],
     }
     lines = ac.apis_table(listing).splitlines()
-    assert lines[0].split() == ["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS"]
-    assert lines[1].split() == ["EchoWebSocket", "1.0.0", "WS", "/echowebsocket/1.0.0", "Default"]
+    assert lines[0].split() == ["NAME", "VERSION", "TYPE", "CONTEXT", "GATEWAY_ENVS", "OWNER"]
+    assert lines[1].split() == [
+        "EchoWebSocket",
+        "1.0.0",
+        "WS",
+        "/echowebsocket/1.0.0",
+        "Default",
+        "cli",
+    ]
     assert lines[1].index("1.0.0") == lines[0].index("VERSION")
     assert lines[2].split() == ["Chat", "2", "WS", "/chat/2"]
+    assert lines[3].split()[-1] == "control-plane"
+    assert lines[3].index("control-plane") == lines[0].index("OWNER")
     assert len(ac.apis_table(listing, limit=1).splitlines()) == 2
 
 
@@ -122,7 +140,7 @@ def test_a_zip_file_is_sent_as_is_and_other_paths_are_refused(tmp_path: Path) ->
     archive = tmp_path / "p.zip"
     archive.write_bytes(b"PK\x03\x04whatever")
     assert ac.zip_project(archive) == ("p.zip", b"PK\x03\x04whatever")
-    with pytest.raises(CliError, match="not an API project"):
+    with pytest.raises(CliError, match="does not exist"):
         ac.zip_project(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(CliError):
@@ -176,6 +194,7 @@ def test_env_commands_add_list_and_remove(home: Path, capsys: pytest.CaptureFixt
     code, _, err = run(["add", "env", "dev", "--adapter", "https://other:1"], capsys)
     assert code == 1
     assert err.startswith("Error: environment 'dev' already exists")
+    assert "--force" in err
     code, out, _ = run(["get", "envs"], capsys)
     assert out.split() == ["NAME", "ADAPTER", "dev", ADAPTER]
     code, out, _ = run(["get", "envs", "--format", "json"], capsys)
@@ -184,7 +203,7 @@ def test_env_commands_add_list_and_remove(home: Path, capsys: pytest.CaptureFixt
     code, _, err = run(["remove", "env", "dev"], capsys)
     assert (code, err.strip()) == (
         1,
-        "Error: environment 'dev' not found (add it with `wsgate mg add env dev --adapter URL`)",
+        "Error: environment 'dev' not found (nothing to remove; environments: none)",
     )
 
 
@@ -198,10 +217,11 @@ def test_commands_without_login_say_how_to_log_in(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run(["add", "env", "dev", "--adapter", ADAPTER], capsys)
-    code, _, err = run(["deploy", "api", "-f", "examples/x", "-e", "dev", "-k"], capsys)
+    project = str(REPO / "examples" / "EchoWebSocket-1.0.0")
+    code, _, err = run(["deploy", "api", "-f", project, "-e", "dev", "-k"], capsys)
     assert code == 1
     assert err.strip() == (
-        "Error: not logged in to environment 'dev' (run `wsgate mg login dev` first)"
+        "Error: not logged in to environment 'dev' (run `wsgate mg login dev -u admin -k` first)"
     )
 
 
