@@ -100,9 +100,7 @@ def test_passthrough_is_kept_explicitly() -> None:
         ),
     ],
 )
-def test_an_unknown_value_is_an_error_naming_the_property(
-    data: dict[str, Any], field: str
-) -> None:
+def test_an_unknown_value_is_an_error_naming_the_property(data: dict[str, Any], field: str) -> None:
     error = _error(**data)
     assert error.file == "Squeeze-1.0.0/api.yaml"
     assert error.field == field
