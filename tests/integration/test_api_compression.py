@@ -75,16 +75,23 @@ async def _send_big(setup: Setup, context: str) -> tuple[str, str, object]:
     client and the backend negotiated, and the echo's length or the close (code, reason)."""
     headers = {"Authorization": f"Bearer {setup.token}"}
     url = setup.stack.ws + context + TOPIC
+    before = len(setup.backend.extensions)
+    outcome: object
     async with connect(url, additional_headers=headers, open_timeout=20, max_size=None) as ws:
         negotiated = ws.response.headers.get("Sec-WebSocket-Extensions", "") if ws.response else ""
-        backend_side = setup.backend.extensions[-1]  # the router opened it before the 101
         await ws.send(b"a" * (2 * MIB))
         try:
-            echoed = await asyncio.wait_for(ws.recv(), 30)
+            outcome = len(await asyncio.wait_for(ws.recv(), 30))
         except ConnectionClosed as exc:
             assert exc.rcvd is not None, "no close frame from the router"
-            return negotiated, backend_side, (exc.rcvd.code, exc.rcvd.reason)
-        return negotiated, backend_side, len(echoed)
+            outcome = (exc.rcvd.code, exc.rcvd.reason)
+    # the router opened the backend connection before its 101; the backend's handler records
+    # what was negotiated when it starts, in the backend's own thread
+    deadline = time.monotonic() + 10
+    while len(setup.backend.extensions) <= before:
+        assert time.monotonic() < deadline, "the backend never saw the connection"
+        await asyncio.sleep(0.01)
+    return negotiated, setup.backend.extensions[before], outcome
 
 
 def test_the_apis_strip_property_refuses_a_compressible_2_mib_message_with_1009(
