@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-from wsgate_common.resources import DEFAULT_LABEL, DEFAULT_VHOST
+from wsgate_common.resources import COMPRESSION_MODES, DEFAULT_LABEL, DEFAULT_VHOST
 from wsgate_proto import config_pb2, definition_pb2
 
 _SEGMENT = re.compile(r"^(?:[A-Za-z0-9._~!$&'()+,;=:@%-]+|\{[A-Za-z_][A-Za-z0-9_.-]*\})$")
@@ -161,6 +161,19 @@ def cors_policy(api: definition_pb2.ApiDefinition) -> config_pb2.Cors:
     return config_pb2.Cors(enabled=config.cors_configuration_enabled, allow_origins=origins)
 
 
+def compression_mode(api: definition_pb2.ApiDefinition) -> str:
+    """The API's permessage-deflate choice for its routes: "passthrough", "strip", or "" (the
+    router's WSGATE_ROUTER_COMPRESSION decides).
+
+    Raises:
+        CompileError: any other value.
+    """
+    mode = api.compression.strip().lower()
+    if mode and mode not in COMPRESSION_MODES:
+        raise CompileError("compression", f"{api.compression[:64]!r} is not passthrough or strip")
+    return mode
+
+
 def _labels(api: definition_pb2.ApiDefinition) -> dict[str, str]:
     deployments = list(api.deployments) or [definition_pb2.Deployment(name=DEFAULT_LABEL)]
     labels: dict[str, str] = {}
@@ -198,6 +211,7 @@ def compile_api(api: definition_pb2.ApiDefinition) -> dict[str, LabelResources]:
     if not production and not sandbox:
         raise CompileError("endpoints", "the API has neither a production nor a sandbox endpoint")
 
+    compression = compression_mode(api)
     merged = merge_operations(list(api.operations)) or {
         "/*": definition_pb2.Operation(target="/*", verb="SUBSCRIBE")
     }
@@ -232,6 +246,7 @@ def compile_api(api: definition_pb2.ApiDefinition) -> dict[str, LabelResources]:
             vhost=vhost,
             base_path=base_path,
             topics=route_topics,
+            compression=compression,
         )
         policy = config_pb2.ApiPolicy(
             api_id=api.id,

@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError, clip, load
+from wsgate_common.resources import COMPRESSION_MODES, COMPRESSION_PROPERTY
 from wsgate_proto import definition_pb2
 
 MAX_ZIP_BYTES = 10 * 1024 * 1024
@@ -337,6 +338,46 @@ def _cors(reader: _Reader, data: dict[str, Any]) -> definition_pb2.CorsConfigura
     )
 
 
+def _compression(reader: _Reader, data: dict[str, Any]) -> str:
+    """The API's ``wsgate.compression`` additional property: "passthrough", "strip" or ""
+    (unset). API-M 4.x writes ``additionalProperties`` as a list of ``{name, value, display}``
+    and the same entries keyed by name in ``additionalPropertiesMap``; 3.x wrote
+    ``additionalProperties`` as a name -> value mapping. Every place that names it must agree."""
+    found: list[tuple[str, str]] = []  # (field, value as written)
+    listed = data.get("additionalProperties")
+    if isinstance(listed, dict):
+        if COMPRESSION_PROPERTY in listed:
+            field = f"data.additionalProperties.{COMPRESSION_PROPERTY}"
+            found.append((field, reader.text(listed[COMPRESSION_PROPERTY], field)))
+    else:
+        for i, raw in enumerate(reader.listing(listed, "data.additionalProperties")):
+            field = f"data.additionalProperties[{i}]"
+            entry = reader.mapping(raw, field, required=True)
+            if reader.text(entry.get("name"), f"{field}.name") == COMPRESSION_PROPERTY:
+                value = reader.text(entry.get("value"), f"{field}.value")
+                found.append((f"{field}.value", value))
+    keyed = reader.mapping(data.get("additionalPropertiesMap"), "data.additionalPropertiesMap")
+    if COMPRESSION_PROPERTY in keyed:
+        field = f"data.additionalPropertiesMap.{COMPRESSION_PROPERTY}"
+        raw = keyed[COMPRESSION_PROPERTY]
+        if isinstance(raw, dict):
+            field, raw = f"{field}.value", raw.get("value")
+        found.append((field, reader.text(raw, field)))
+    modes: list[str] = []
+    for field, value in found:
+        mode = value.lower()
+        if mode not in COMPRESSION_MODES:
+            raise reader.fail(
+                field, f"{COMPRESSION_PROPERTY} {clip(value)} is not 'passthrough' or 'strip'"
+            )
+        if modes and mode != modes[0]:
+            raise reader.fail(
+                field, f"{COMPRESSION_PROPERTY} is {mode!r} here but {modes[0]!r} in {found[0][0]}"
+            )
+        modes.append(mode)
+    return modes[0] if modes else ""
+
+
 def _deployments(project: ProjectFiles, budget: Budget) -> list[definition_pb2.Deployment]:
     name = next((n for n in ENV_FILES if n in project.files), None)
     if name is None:
@@ -465,6 +506,7 @@ def parse_project(
         source="adapter",
         security_scheme=reader.texts(data.get("securityScheme"), "data.securityScheme"),
         cors_configuration=_cors(reader, data),
+        compression=_compression(reader, data),
     )
     for key, endpoint in (
         ("production", definition.production_endpoint),

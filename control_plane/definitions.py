@@ -83,5 +83,6 @@ def to_api_definition(
             cors_configuration_enabled=body.cors_configuration.cors_configuration_enabled,
             access_control_allow_origins=body.cors_configuration.access_control_allow_origins,
         ),
+        compression=body.compression(),
     )
     return result

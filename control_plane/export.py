@@ -36,6 +36,12 @@ def api_yaml(body: ApiBody, api_id: str, lifecycle_status: str) -> dict[str, Any
         "authorizationHeader": "Authorization",
         "securityScheme": list(body.security_scheme),
         "corsConfiguration": document["corsConfiguration"],
+        # WSO2 4.x writes both shapes: the list and the same entries keyed by name.
+        "additionalProperties": document["additionalProperties"],
+        # (copies: a shared object would be dumped as a YAML alias, which readers refuse)
+        "additionalPropertiesMap": {
+            prop["name"]: dict(prop) for prop in document["additionalProperties"]
+        },
         "visibility": "PUBLIC",
         "gatewayType": "wso2/choreo-connect",
         "endpointConfig": {k: v for k, v in endpoint_config.items() if v is not None},

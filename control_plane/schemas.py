@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from wsgate_common.resources import COMPRESSION_MODES, COMPRESSION_PROPERTY
+
 
 class CamelModel(BaseModel):
     """WSO2 JSON is camelCase; Python stays snake_case. Unknown fields are ignored, so a body
@@ -274,6 +276,55 @@ def check_security_scheme(values: list[str]) -> list[str]:
     return found
 
 
+# --- additional properties (WSO2 additionalProperties) ------------------------------------------
+
+MAX_ADDITIONAL_PROPERTIES = 50
+
+
+class AdditionalProperty(CamelModel):
+    """One of WSO2's free-form API properties (``{name, value, display}``; ``display`` shows it
+    on the developer portal). wsgate reads one of them: ``wsgate.compression``."""
+
+    name: str = Field(min_length=1, max_length=255)
+    value: str = Field(default="", max_length=MAX_TEXT)
+    display: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        return value
+
+    @model_validator(mode="after")
+    def _known_compression(self) -> AdditionalProperty:
+        """``wsgate.compression`` is ``passthrough`` or ``strip`` (kept stripped, lower-case)."""
+        if self.name == COMPRESSION_PROPERTY:
+            mode = self.value.strip().lower()
+            if mode not in COMPRESSION_MODES:
+                raise ValueError(
+                    f"{COMPRESSION_PROPERTY} must be 'passthrough' or 'strip'"
+                    f" (got {self.value[:64]!r})"
+                )
+            self.value = mode
+        return self
+
+
+def check_additional_properties(values: list[AdditionalProperty]) -> list[AdditionalProperty]:
+    """Names are unique: WSO2 keys the properties by name (``additionalPropertiesMap``).
+
+    Raises:
+        ValueError: a name listed twice.
+    """
+    seen: set[str] = set()
+    for index, prop in enumerate(values):
+        if prop.name in seen:
+            raise ValueError(f"[{index}]: property {prop.name[:64]!r} is listed twice")
+        seen.add(prop.name)
+    return values
+
+
 def default_operations() -> list[Operation]:
     """WSO2 gives a new WebSocket API one wildcard topic in both directions."""
     return [Operation(target="/*", verb="SUBSCRIBE"), Operation(target="/*", verb="PUBLISH")]
@@ -297,6 +348,27 @@ class ApiBody(CamelModel):
     api_throttling_policy: str | None = Field(default=None, max_length=255)
     security_scheme: list[str] = Field(default_factory=default_security_scheme)
     cors_configuration: CorsConfiguration = Field(default_factory=CorsConfiguration)
+    additional_properties: list[AdditionalProperty] = Field(
+        default_factory=list, max_length=MAX_ADDITIONAL_PROPERTIES
+    )
+
+    @field_validator("additional_properties", mode="before")
+    @classmethod
+    def _properties_default(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+    @field_validator("additional_properties")
+    @classmethod
+    def _additional_properties(cls, value: list[AdditionalProperty]) -> list[AdditionalProperty]:
+        return check_additional_properties(value)
+
+    def compression(self) -> str:
+        """The API's ``wsgate.compression`` property: "passthrough", "strip", or "" (unset:
+        the router's WSGATE_ROUTER_COMPRESSION decides)."""
+        for prop in self.additional_properties:
+            if prop.name == COMPRESSION_PROPERTY:
+                return prop.value
+        return ""
 
     @field_validator("security_scheme", mode="before")
     @classmethod

@@ -9,6 +9,11 @@ API_POLICY_TYPE_URL = TYPE_PREFIX + "wsgate.config.v1.ApiPolicy"
 DEFAULT_LABEL = "Default"
 DEFAULT_VHOST = "localhost"
 
+#: The WSO2 API "additional property" that chooses permessage-deflate handling for one API
+#: (ApiDefinition.compression -> Route.compression), and the values it may take.
+COMPRESSION_PROPERTY = "wsgate.compression"
+COMPRESSION_MODES = ("passthrough", "strip")
+
 # Subscription data (proto/wsgate_proto/subscription.proto): the same set on every label,
 # one resource per item, served to enforcers.
 APPLICATION_TYPE_URL = TYPE_PREFIX + "wsgate.subscription.v1.Application"
