@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane import apikeys, db, signing
+from control_plane import api_docs, apikeys, db, signing
 from control_plane.errors import install_error_handlers
 from control_plane.metrics import MeteredAdapterClient
 from control_plane.metrics import install as install_metrics
@@ -90,6 +90,8 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         "(/api/am/devportal/v3) and the OAuth2 token service (/oauth2).",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by api_docs without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.users = settings.users
@@ -120,6 +122,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     app.include_router(devportal.router, prefix=devportal.DEVPORTAL_PREFIX)
     app.include_router(oauth.router)
     install_consoles(app, settings)  # /publisher and /devportal pages (control_plane/web)
+    api_docs.install(app)  # /docs with Swagger UI's files from this process
 
     @app.get("/health", tags=["Health"])
     def health() -> dict[str, str]:
