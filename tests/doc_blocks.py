@@ -18,7 +18,9 @@ shell state carries from block to block, as in one terminal) with two wrappers:
   documented call answering 404 would pass unnoticed.
 - ``npx wscat ...`` (interactive in the docs: "type a message") runs non-interactively with the
   documented arguments plus ``--execute <message> --wait 1``, and fails unless the backend's
-  echo of that message comes back (the sample backend echoes every message).
+  echo of that message comes back (the sample backend echoes every message). A failed attempt
+  is tried again twice, 0.5 s apart: the docs promise a change reaches the gateway
+  within a second of the answer, and a block's next line may run sooner than that.
 """
 
 from __future__ import annotations
@@ -152,18 +154,21 @@ __doc_test_sent=0
 npx() {
   if [ "${1:-}" != wscat ]; then command npx "$@"; return; fi
   __doc_test_sent=$((__doc_test_sent + 1))
-  local message="doc-test-message-$__doc_test_sent" out status=0
-  # stdin never ends (a FIFO opened read-write): wscat quits at the end of its input.
-  out=$(command npx "$@" --execute "$message" --wait 1 0<>"$__doc_test_stdin") || status=$?
-  printf '%s\n' "$out"
-  if [ "$status" != 0 ]; then
-    echo "doc-test: wscat exited with status $status"
-    return "$status"
-  fi
-  if ! grep -qxF -- "$message" <<<"$out"; then
-    echo "doc-test: wscat sent '$message' but no echo came back"
-    return 1
-  fi
+  local message="doc-test-message-$__doc_test_sent" out status attempt
+  for attempt in 1 2 3; do
+    # stdin never ends (a FIFO opened read-write): wscat quits at the end of its input.
+    status=0
+    out=$(command npx "$@" --execute "$message" --wait 1 0<>"$__doc_test_stdin") || status=$?
+    printf '%s\n' "$out"
+    if [ "$status" = 0 ] && grep -qxF -- "$message" <<<"$out"; then return 0; fi
+    if [ "$status" != 0 ]; then
+      echo "doc-test: wscat exited with status $status (attempt $attempt)"
+    else
+      echo "doc-test: wscat sent '$message' but no echo came back (attempt $attempt)"
+    fi
+    sleep 0.5  # a change the block just made may still be on its way to the gateway
+  done
+  return 1
 }
 """
 
