@@ -198,17 +198,6 @@ def _run_document(stack: DocStack, path: str, blocks: list[Block]) -> tuple[floa
     return took, "\n".join(report)
 
 
-def test_every_marker_is_well_formed_and_blocks_are_found() -> None:
-    blocks = _blocks()  # raises MarkerError naming the file and line of a bad marker
-    by_path = {b.path for b in blocks if b.runs}
-    assert {"README.md", "docs/api-manager.md"} <= by_path, by_path
-    for block in blocks:
-        if block.skip is not None:
-            assert block.language in {"sh", "bash", "shell"}, (
-                f"{block.where}: skip on a non-sh block"
-            )
-
-
 def test_every_shell_block_of_the_docs_runs_in_order(doc_stack: DocStack) -> None:
     blocks = _blocks()
     timings = []
