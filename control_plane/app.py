@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from control_plane import api_docs, apikeys, db, signing
+from control_plane import apikeys, db, signing
 from control_plane.errors import install_error_handlers
 from control_plane.metrics import MeteredAdapterClient
 from control_plane.metrics import install as install_metrics
@@ -31,7 +31,7 @@ from control_plane.services import deployments, gateway_data
 from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from control_plane.web import install as install_consoles
-from wsgate_common import grpc_tls
+from wsgate_common import api_docs, grpc_tls
 from wsgate_common.backoff import Backoff
 from wsgate_common.body_limit import BodyLimitMiddleware
 from wsgate_common.request_ids import RequestIdMiddleware

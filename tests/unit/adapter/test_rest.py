@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -131,3 +132,19 @@ async def test_oversized_upload_is_413_unread(http: tuple[httpx.AsyncClient, Ada
     data = b"x" * (12 * 1024 * 1024)
     r = await client.post(f"{API}/apis", files={"file": ("p.zip", data)}, auth=ADMIN)
     assert r.status_code == 413 and set(r.json()) == {"code", "message", "description"}
+
+
+async def test_docs_page_and_its_files_are_served_here(
+    http: tuple[httpx.AsyncClient, AdapterState],
+) -> None:
+    """/docs loads nothing from another host (issue 13); /redoc is not served."""
+    client, _ = http
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    names = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/docs/assets/swagger-ui-bundle.js" in names, names
+    assert all(name.startswith("/docs/assets/") for name in names), names
+    for name in names:
+        assert (await client.get(name)).status_code == 200, name
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert (await client.get("/redoc")).status_code == 404

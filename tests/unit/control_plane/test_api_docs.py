@@ -7,7 +7,7 @@ import re
 
 from fastapi.testclient import TestClient
 
-from control_plane.api_docs import ASSETS_PATH
+from wsgate_common.api_docs import ASSETS_PATH
 
 
 def _referenced(html: str) -> list[str]:

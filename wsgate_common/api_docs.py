@@ -1,4 +1,5 @@
-"""``/docs``: the OpenAPI page, with every file it loads served by the control plane itself.
+"""``/docs``: the OpenAPI page, with every file it loads served by the process itself (the
+control plane's REST APIs and the adapter's).
 
 FastAPI's default page loads Swagger UI's JavaScript and CSS from a CDN and its favicon from
 FastAPI's site, so on a machine without internet it stays blank (issue 13). Here the files come
