@@ -14,8 +14,9 @@ The test runs a stack on free ports: :func:`rewrite_ports` turns the documented 
 :func:`script` puts one document's blocks into one bash script (``set -euo pipefail``; the
 shell state carries from block to block, as in one terminal) with two wrappers:
 
-- ``curl`` is ``curl --fail-with-body``: an HTTP error (4xx/5xx) fails the block; without it a
-  documented call answering 404 would pass unnoticed.
+- ``curl`` is ``curl --fail-with-body --show-error``: an HTTP error (4xx/5xx) fails the block
+  and is named in its output (even under ``-s``); without it a documented call answering 404
+  would pass unnoticed.
 - ``npx wscat ...`` (interactive in the docs: "type a message") runs non-interactively with the
   documented arguments plus ``--execute <message> --wait 1``, and fails unless the backend's
   echo of that message comes back (the sample backend echoes every message). A failed attempt
@@ -146,7 +147,7 @@ def rewrite_ports(text: str, ports: Ports) -> str:
 
 PREAMBLE = r"""set -euo pipefail
 exec 2>&1
-curl() { command curl --fail-with-body "$@"; }
+curl() { command curl --fail-with-body --show-error "$@"; }
 __doc_test_stdin=$(mktemp -u)
 mkfifo "$__doc_test_stdin"
 trap 'rm -f "$__doc_test_stdin"' EXIT
