@@ -34,6 +34,7 @@ from adapter.metrics import AdapterMetrics
 from adapter.project import MAX_ZIP_BYTES, ProjectError, load_zip
 from adapter.status import current_nacks, label_view
 from adapter.xds import XdsStatus
+from wsgate_common import api_docs
 from wsgate_common.backoff import (
     TOO_MANY_MESSAGE,
     Backoff,
@@ -395,9 +396,12 @@ def create_app(state: AdapterState) -> FastAPI:
         title="wsgate adapter",
         version="0.1",
         description="Deploy WSO2 API projects to wsgate's gateway labels (apictl mg style).",
+        docs_url=None,  # served by api_docs without a CDN
+        redoc_url=None,
     )
     app.state.adapter = state
     app.include_router(router)
+    api_docs.install(app)
     # a project zip and its multipart envelope; anything larger is refused unread
     app.add_middleware(
         BodyLimitMiddleware,

@@ -31,7 +31,7 @@ from control_plane.services import deployments, gateway_data
 from control_plane.services.oauth import TokenIssuer
 from control_plane.settings import ControlPlaneSettings
 from control_plane.web import install as install_consoles
-from wsgate_common import grpc_tls
+from wsgate_common import api_docs, grpc_tls
 from wsgate_common.backoff import Backoff
 from wsgate_common.body_limit import BodyLimitMiddleware
 from wsgate_common.request_ids import RequestIdMiddleware
@@ -92,6 +92,8 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
         "(/api/am/devportal/v3) and the OAuth2 token service (/oauth2).",
         version="0.1.0",
         lifespan=lifespan,
+        docs_url=None,  # served by api_docs without a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.users = settings.users
@@ -122,6 +124,7 @@ def create_app(settings: ControlPlaneSettings) -> FastAPI:
     app.include_router(devportal.router, prefix=devportal.DEVPORTAL_PREFIX)
     app.include_router(oauth.router)
     install_consoles(app, settings)  # /publisher and /devportal pages (control_plane/web)
+    api_docs.install(app)  # /docs with Swagger UI's files from this process
 
     @app.get("/health", tags=["Health"])
     def health() -> dict[str, str]:

@@ -7,7 +7,9 @@ CORS is off, the gateway) does not allow (403 900908), API blocked (503), unsecu
 none (401 900902, naming the forms the API accepts), several that disagree (401 900901), a
 kind the API does not accept (401 900901, naming what it accepts), invalid (401 900901), of
 another kind than it was offered as (401 900901), revoked (401 900901, any issuer), a test key
-on a control-plane API unless allowed (401 900901); then for key-manager tokens (not test keys)
+on a control-plane API unless allowed (401 900901), a credential that needs a subscription (a
+key-manager token or an API key) on a CLI-deployed API, which no application can subscribe to
+(403 900908 saying so); then for key-manager tokens (not test keys)
 the subscription (:func:`enforcer.subscriptions.resolve`: 403 900908 unknown consumer key or
 not subscribed, 401 900901 wrong key type, 403 900907 blocked), for API keys the subscription
 of the application the key names (:func:`enforcer.subscriptions.resolve_application`) and its
@@ -58,6 +60,13 @@ BLOCKED = "BLOCKED"
 PRODUCTION = "PRODUCTION"
 SANDBOX = "SANDBOX"
 MAX_SHOWN = 100  # characters of a client-supplied value a description may repeat
+# An API deployed with the CLI (standalone mode) is not in the control plane, so no application
+# can subscribe to it: credentials that need a subscription cannot open it (issue 13).
+STANDALONE_REFUSAL = (
+    "this API was deployed with the CLI (standalone mode), so no application can subscribe to "
+    "it and application access tokens and API keys are not accepted; use a test key "
+    "(POST /testkey), or deploy the API through the control plane"
+)
 
 
 @dataclass(frozen=True)
@@ -349,6 +358,8 @@ def _check(
             "Test keys are not accepted on APIs managed by the control plane: use an "
             "application's access token or API key"
         )
+    if api.source != CONTROL_PLANE and (offered.kind == API_KEY or claims.check_subscriptions):
+        raise _access_failure(api, STANDALONE_REFUSAL)
     subscription: Subscription | None = None
     if offered.kind == API_KEY:
         subscription = _api_key_subscription(request, api, claims, state)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -47,6 +48,10 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
     "--window-size=1280,900",
 ]
+
+
+#: Every host name but localhost fails to resolve: nothing can leave the machine.
+OFFLINE_FLAG = "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost"
 
 
 def spki_sha256(pem: bytes) -> str:
@@ -85,7 +90,9 @@ def browser_missing() -> str | None:
 class Browser:
     """One Chromium session with the few verbs the console tests use."""
 
-    def __init__(self, pins: list[str], shots: Path) -> None:
+    def __init__(self, pins: list[str], shots: Path, offline: bool = False) -> None:
+        """``offline``: no host name but ``localhost`` resolves (as on a machine without
+        internet), and every request the browser starts is logged for :meth:`requested`."""
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -95,7 +102,11 @@ class Browser:
         options.binary_location = str(CHROMIUM)
         for flag in chromium_flags(self.profile, pins):
             options.add_argument(flag)
-        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # CSP violations
+        logs = {"browser": "ALL"}  # CSP violations
+        if offline:
+            options.add_argument(OFFLINE_FLAG)
+            logs["performance"] = "ALL"  # DevTools Network events: every request started
+        options.set_capability("goog:loggingPrefs", logs)
         service = Service(executable_path=str(CHROMEDRIVER))
         self.driver = webdriver.Chrome(service=service, options=options)
         self.driver.set_page_load_timeout(30)
@@ -195,6 +206,16 @@ class Browser:
             "return performance.getEntriesByType('resource').map(e => e.name)"
         )
         return [str(n) for n in names if not str(n).startswith(self.base + "/")]
+
+    def requested(self) -> list[str]:
+        """The URL of every request the browser started since the last call, whether or not
+        it got an answer (DevTools ``Network.requestWillBeSent``; needs ``offline=True``)."""
+        urls = []
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message.get("method") == "Network.requestWillBeSent":
+                urls.append(str(message["params"]["request"]["url"]))
+        return urls
 
     def screenshot(self, name: str) -> Path:
         self.shots.mkdir(parents=True, exist_ok=True)

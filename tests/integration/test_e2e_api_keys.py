@@ -20,6 +20,7 @@ from websockets.typing import Subprotocol
 
 from tests.integration.apim_flow import (
     DEVPORTAL,
+    PUBLISHER,
     Apim,
     apim,
     expect,
@@ -139,3 +140,43 @@ async def test_api_keys_minted_used_restricted_and_revoked(stack: Stack, am: Api
     expect(am.http.delete(f"{DEVPORTAL}/applications/{app_id}"), 200)
     gone = await until(url, {"apikey": forever}, 401)
     assert "revoked" in body_of(gone)["description"].lower(), gone
+
+
+async def test_which_credential_opens_which_api(stack: Stack, am: Apim) -> None:
+    """README's table, row by row, on one API: published through the control plane, then the
+    same API exported and deployed with the CLI (standalone mode). An application's token and
+    API key open it only while the control plane owns it (they need a subscription, which a
+    CLI-deployed API cannot have); a test key opens it only once the CLI deployed it."""
+    api = ws_api_body("Matrix", "/matrix", stack.ports.echo)
+    api["securityScheme"] = ["oauth2", "api_key"]
+    api_id = am.live_api(api)
+    app_id, _, oauth_keys = am.subscribed_app("MatrixApp", [api_id])
+    url = f"{stack.ws}/matrix/1.0.0/rooms/lobby"
+    app_token = {"Authorization": f"Bearer {am.token(oauth_keys, '')}"}
+    api_key = {"apikey": mint(am, app_id)}
+    test_key = {"Authorization": f"Bearer {stack.testkey('')}"}
+
+    await until(url, app_token, 101)
+    await until(url, api_key, 101)
+    refused = await attempt(url, test_key)
+    assert (refused.status, body_of(refused)["code"]) == (401, 900901), refused
+    assert "Test keys are not accepted" in body_of(refused)["description"]
+
+    exported = am.http.get(f"{PUBLISHER}/apis/export", params={"apiId": api_id})
+    assert exported.status_code == 200, exported.text[:300]
+    revisions = expect(am.http.get(f"{PUBLISHER}/apis/{api_id}/revisions"), 200)
+    for revision in revisions["list"]:
+        if revision["deploymentInfo"]:
+            expect(am.undeploy_revision(api_id, revision["id"]), 200, 201)
+    await until(url, test_key, 404)
+    project = stack.work / "Matrix-1.0.0.zip"
+    project.write_bytes(exported.content)
+    stack.login()
+    stack.mg_ok("deploy", "api", "-f", str(project), "-e", "dev", "-k", "--override")
+
+    await until(url, test_key, 101)
+    for credential in (app_token, api_key):
+        standalone = await attempt(url, credential)
+        assert (standalone.status, body_of(standalone)["code"]) == (403, 900908), standalone
+        assert "deployed with the CLI (standalone mode)" in body_of(standalone)["description"]
+    stack.mg_ok("undeploy", "api", "-n", "Matrix", "-v", "1.0.0", "-e", "dev", "-k")

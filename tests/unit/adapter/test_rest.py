@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -184,3 +185,19 @@ async def test_the_cli_cannot_undeploy_or_replace_a_control_plane_api(
         assert "undeploy-revision" in r.json()["description"]
     listing = (await client.get(f"{API}/apis", auth=ADMIN)).json()["list"]
     assert [(row["id"], row["source"]) for row in listing] == [("5b0c-uuid", "control-plane")]
+
+
+async def test_docs_page_and_its_files_are_served_here(
+    http: tuple[httpx.AsyncClient, AdapterState],
+) -> None:
+    """/docs loads nothing from another host (issue 13); /redoc is not served."""
+    client, _ = http
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    names = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert "/docs/assets/swagger-ui-bundle.js" in names, names
+    assert all(name.startswith("/docs/assets/") for name in names), names
+    for name in names:
+        assert (await client.get(name)).status_code == 200, name
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert (await client.get("/redoc")).status_code == 404

@@ -21,6 +21,7 @@ def entry(
     lifecycle: str = "PUBLISHED",
     production: bool = True,
     sandbox: bool = False,
+    source: str = "adapter",
 ) -> ApiEntry:
     topic = config_pb2.TopicPolicy(path="/rooms/{room}", secured=secured, scopes=list(scopes))
     api = config_pb2.ApiPolicy(
@@ -30,6 +31,7 @@ def entry(
         api_throttling_policy="AsyncGold",
         has_production_endpoint=production,
         has_sandbox_endpoint=sandbox,
+        source=source,
     )
     return ApiEntry(api=api, topics=MappingProxyType({topic.path: topic}))
 
@@ -189,7 +191,7 @@ def test_allowed_carries_token_details() -> None:
 def test_key_manager_tokens_are_checked_against_subscriptions() -> None:
     # Without subscription data a key-manager token has no application: refused.
     c = token_claims(check_subscriptions=True)
-    response = decide(request(), entry(), accept(c))
+    response = decide(request(), entry(source="control-plane"), accept(c))
     assert (response.http_status, response.error_code) == (403, 900908)
     assert response.description == "no application is registered for this consumer key"
 

@@ -31,7 +31,7 @@ def entry(
     schemes: Sequence[str] = (),
     *,
     cors: config_pb2.Cors | None = None,
-    source: str = "adapter",
+    source: str = "control-plane",
     scopes: Sequence[str] = (),
 ) -> ApiEntry:
     topic = config_pb2.TopicPolicy(path="/rooms", secured=True, scopes=list(scopes))
@@ -423,6 +423,33 @@ def test_test_keys_on_control_plane_apis_only_when_allowed() -> None:
     assert decide(token, entry(source="control-plane"), testkey, options=allowed).allowed
     # A key manager's token is not a test key.
     assert decide(token, entry(source="control-plane"), OAUTH).allowed
+
+
+def test_cli_apis_take_test_keys_but_no_credential_that_needs_a_subscription() -> None:
+    """A CLI-deployed (standalone) API is unknown to the control plane, so no application can
+    subscribe to it: its application tokens and API keys are refused with a 403 that says so,
+    even if subscription data named the API (issue 13); test keys open it."""
+    cli = entry(["oauth2", "api_key"], source="adapter")
+    state = subscribed()
+    credentials = {
+        "app-token": oauth_claims(check=True),
+        "api-key": key_claims(),
+        "test-key": oauth_claims(test_key=True),
+    }
+    known = by_token(credentials)
+    for token, kind in (("app-token", "oauth2"), ("api-key", "api_key")):
+        refused = decide(request((kind, "header", token)), cli, known, state)
+        assert (refused.http_status, refused.error_code) == (403, 900908), token
+        assert "deployed with the CLI (standalone mode)" in refused.description
+        assert "use a test key (POST /testkey)" in refused.description
+        # The same credential on a control-plane API with that subscription is let in.
+        cp = entry(["oauth2", "api_key"], source="control-plane")
+        if kind == "api_key":
+            assert decide(request((kind, "header", token)), cp, known, state).allowed
+    assert decide(request(("oauth2", "header", "test-key")), cli, known, state).allowed
+    # An issuer configured not to check subscriptions (the issuers file) opens it too.
+    unchecked = by_token({"tok": oauth_claims(check=False)})
+    assert decide(request(("oauth2", "header", "tok")), cli, unchecked, state).allowed
 
 
 # ---- API-key issuers (real signatures) -------------------------------------------------------

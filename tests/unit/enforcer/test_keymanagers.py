@@ -183,7 +183,11 @@ def service_for(book: IssuerBook, refresher: JwksRefresher) -> HandshakeService:
     topic = config_pb2.TopicPolicy(path="/t", secured=True)
     policies.apply(
         "1",
-        _packed(config_pb2.ApiPolicy(api_id="api", has_production_endpoint=True, topics=[topic])),
+        _packed(
+            config_pb2.ApiPolicy(
+                api_id="api", has_production_endpoint=True, topics=[topic], source="control-plane"
+            )
+        ),
     )
     store = SubscriptionStore()
     store.apply(APPLICATION_TYPE_URL, "1", _packed(sp.Application(id="app", owner="bob")))

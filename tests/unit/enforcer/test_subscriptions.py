@@ -101,6 +101,7 @@ def api_entry(
         api_throttling_policy=throttling,
         has_production_endpoint=True,
         has_sandbox_endpoint=sandbox,
+        source="control-plane",
     )
     return ApiEntry(api=api, topics=MappingProxyType({"/t": topic}))
 
