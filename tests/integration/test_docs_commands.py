@@ -29,6 +29,7 @@ from tests.doc_blocks import Block, extract, outcome, rewrite_ports, script
 from tests.integration.conftest import distinct_free_ports
 from tests.procs import REPO
 from wsgate.stack import Ports
+from wsgate.up import PORT_FLAGS
 
 pytestmark = pytest.mark.integration
 
@@ -36,17 +37,6 @@ DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 READY_MARK = "wsgate is up"
 START_LIMIT = 120.0
 DOCUMENT_LIMIT = 180.0  # seconds for all blocks of one document
-PORTS_FLAGS = {
-    "cp": "--cp-port",
-    "adapter_rest": "--adapter-port",
-    "adapter_xds": "--xds-port",
-    "adapter_deploy": "--deploy-port",
-    "enforcer_grpc": "--enforcer-port",
-    "enforcer_http": "--enforcer-http-port",
-    "router": "--router-port",
-    "router_tls": "--router-tls-port",
-    "echo": "--echo-port",
-}
 
 
 @dataclass
@@ -115,7 +105,7 @@ def doc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DocStack]:
     env = _user_env(work)
     argv = [sys.executable, "-m", "wsgate", "up"]
     for name, port in ports.items():
-        argv += [PORTS_FLAGS[name], str(port)]
+        argv += [PORT_FLAGS[name], str(port)]
     popen = subprocess.Popen(
         argv,
         cwd=work,

@@ -285,6 +285,7 @@ def topic_entry(topic_policy: str, api_policy: str = "50KPerHour") -> ApiEntry:
         api_throttling_policy=api_policy,
         has_production_endpoint=True,
         has_sandbox_endpoint=True,
+        source="control-plane",  # application tokens open control-plane APIs only
     )
     return ApiEntry(api=api, topics=MappingProxyType({"/t": topic}))
 
