@@ -97,6 +97,9 @@ def main(argv: list[str]) -> int:
     args = parse_args(argv)
     settings = EchoSettings()
     setup_logging("echo-backend", settings.log_level, settings.log_format)
+    # The library logs every health probe (two lines each, every few seconds under `wsgate up`);
+    # this module logs the connections that matter itself.
+    logging.getLogger("websockets.server").setLevel(logging.WARNING)
     host = args.host or settings.echo_host
     port = args.port if args.port is not None else settings.echo_port
     try:
