@@ -60,7 +60,7 @@ BROWSER_PACKAGES := chromium chromium-driver
 browser-deps:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		apt-get update && apt-get install -y $(BROWSER_PACKAGES); \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(BROWSER_PACKAGES); \
 	else \
 		echo "the browser tests need the Debian packages $(BROWSER_PACKAGES);" \
 			"run as root: apt-get update && apt-get install -y $(BROWSER_PACKAGES)" >&2; \
