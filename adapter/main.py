@@ -27,6 +27,7 @@ from adapter.rest import AdapterState, create_app
 from adapter.settings import AdapterSettings
 from adapter.xds import AdsServicer, XdsStatus, start_xds_server
 from wsgate_common import grpc_tls
+from wsgate_common.args import Parser
 from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
@@ -37,7 +38,7 @@ log = logging.getLogger("adapter")
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate adapter",
         description=(
             "Compile API definitions and serve them over xDS. REST API for the CLI on "

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from control_plane.app import create_app
 from control_plane.settings import ControlPlaneSettings
+from wsgate_common.args import Parser
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.safety import default_user_problem
@@ -37,7 +38,7 @@ _FLAGS = {
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate control-plane",
         description="Serve the publisher, admin and developer portal REST APIs "
         "(https://HOST:PORT/api/am/{publisher/v4,admin/v4,devportal/v3}, docs at /docs) and "

@@ -28,6 +28,7 @@ from enforcer.subscriptions import SubscriptionStore
 from enforcer.testkey import TestKeySigner, load_or_create_key
 from enforcer.watch import ConnectionWatch
 from wsgate_common import grpc_tls
+from wsgate_common.args import Parser
 from wsgate_common.backoff import Backoff
 from wsgate_common.logs import setup_logging
 from wsgate_common.safety import default_user_problem
@@ -41,7 +42,7 @@ GRACE_SECONDS = 2.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate enforcer",
         description="Check WebSocket handshakes for the router (gRPC HandshakeService) and issue "
         "test keys (POST /testkey). API policies arrive over xDS from the adapter. Every flag "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import importlib.util
@@ -21,6 +20,7 @@ from router.rules import RuleWatcher
 from router.server import Router, RouterConfig, server_ssl_context
 from router.settings import RouterSettings
 from wsgate_common import grpc_tls
+from wsgate_common.args import Parser
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.resources import ROUTE_TYPE_URL
@@ -31,7 +31,7 @@ log = logging.getLogger("router")
 
 def parse_args(argv: list[str]) -> RouterSettings:
     """Flags override ``WSGATE_*`` environment variables, which override the defaults."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate router",
         description="The wsgate data plane: checks WebSocket handshakes with the enforcer, "
         "then relays frames to the backend. Routes arrive over xDS from the adapter.",

@@ -19,6 +19,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from wsgate_common.args import Parser
 from wsgate_common.logs import setup_logging
 from wsgate_common.settings import CommonSettings
 
@@ -71,7 +72,7 @@ async def serve_forever(host: str, port: int, stop: asyncio.Future[None]) -> Non
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate echo-backend",
         description="Sample WebSocket backend: echoes text and binary messages at any path.",
     )

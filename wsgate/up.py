@@ -36,6 +36,7 @@ from wsgate.stack import (
     port_in_use,
 )
 from wsgate.supervise import STOP_GRACE, Child
+from wsgate_common.args import Parser
 from wsgate_common.logs import setup_logging
 from wsgate_common.pki import ensure_pki
 from wsgate_common.settings import CommonSettings, parse_users
@@ -79,7 +80,7 @@ PORT_FLAGS = {
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wsgate up",
         description="Start every wsgate component locally with a sample API (`make run`).",
     )
