@@ -19,6 +19,7 @@ from control_plane import asyncapi, export
 from control_plane.dependencies import AdapterGateway, DbSession
 from control_plane.errors import ApiError
 from control_plane.models import Api
+from control_plane.push import Gateway
 from control_plane.routers import transfer
 from control_plane.schemas import ApiBody, DeploymentTarget
 from control_plane.services import apis as api_service
@@ -579,14 +580,23 @@ def _deployments_page(
     page: Page,
     session: DbSession,
     api: Api,
+    gateway: Gateway,
     errors: forms.FieldErrors | None = None,
     status: int = 200,
 ) -> HTMLResponse:
     revisions = deployments.list_revisions(session, str(api.id), False)
     envs = environments.list_environments(session)
+    # DEPLOYED / PENDING exactly as the REST API's deploymentInfo says it
+    live = gateway.live(str(api.id))
+    states = {
+        row.id: deployments.deployment_info(row, live).deployment_status
+        for revision in revisions
+        for row in revision.deployments
+    }
     context = {
         "section": "Deployments",
         "revisions": revisions,
+        "states": states,
         "environments": envs,
         "max_revisions": deployments.MAX_REVISIONS,
         "errors": errors or {},
@@ -595,8 +605,10 @@ def _deployments_page(
 
 
 @router.get("/apis/{api_id}/deployments")
-def deployments_page(page: PublisherPage, session: DbSession, api_id: str) -> HTMLResponse:
-    return _deployments_page(page, session, api_service.load(session, api_id))
+def deployments_page(
+    page: PublisherPage, session: DbSession, gateway: AdapterGateway, api_id: str
+) -> HTMLResponse:
+    return _deployments_page(page, session, api_service.load(session, api_id), gateway)
 
 
 def _revision_action(page: Page, api_id: str, action: Callable[[], str]) -> Response:

@@ -10,6 +10,7 @@ import time
 import zipfile
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -437,3 +438,25 @@ def test_deploy_while_the_adapter_is_down_says_so(publisher_web: TestClient) -> 
         environment="Default",
     )
     assert "Deployed to Default. The adapter is unreachable now" in flash(answer)
+
+
+def test_deployments_page_says_deployed_or_pending_as_the_rest_api_does(
+    publisher_deploying: tuple[TestClient, FakeAdapter],
+) -> None:
+    client, adapter = publisher_deploying
+    api_id = create(client)
+    page = f"/publisher/apis/{api_id}/deployments"
+    post(client, page, f"/publisher/apis/{api_id}/revisions", description="first")
+    revision = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"][0]["id"]
+    deploy = {"revision_id": revision, "environment": "Default", "vhost": "localhost"}
+    post(client, page, f"/publisher/apis/{api_id}/deploy", **deploy)
+    live = client.get(page)
+    assert ">Deployed</span>" in live.text and ">Pending</span>" not in live.text
+
+    # the adapter validates the next change but refuses to run it: saved, still on its way
+    adapter.refuse_changes = grpc.StatusCode.ALREADY_EXISTS
+    post(client, page, f"/publisher/apis/{api_id}/undeploy", **deploy)
+    post(client, page, f"/publisher/apis/{api_id}/deploy", **deploy)
+    rest = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"][0]
+    assert rest["deploymentInfo"][0]["deploymentStatus"] == "PENDING"
+    assert ">Pending</span>" in client.get(page).text
