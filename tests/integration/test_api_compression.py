@@ -9,7 +9,6 @@ by default) sends a 2 MiB message that deflates to a few KiB: the stripped API r
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,9 +48,7 @@ def _deploy(stack: Stack, name: str, context: str, backend: Backend, mode: str |
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     backend = Backend()  # echoes; accepts permessage-deflate and any message size
-    thread = threading.Thread(target=backend.run, daemon=True)
-    thread.start()
-    assert backend.ready.wait(10)
+    backend.start()
     base = tmp_path_factory.mktemp("compression")
     try:
         with start_stack(base, {"WSGATE_ROUTER_COMPRESSION": "passthrough"}) as stack:
@@ -67,7 +64,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             yield Setup(stack, backend, token)
     finally:
         backend.close()
-        thread.join(10)
 
 
 async def _send_big(setup: Setup, context: str) -> tuple[str, str, object]:

@@ -22,7 +22,6 @@ import bisect
 import contextlib
 import functools
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -34,9 +33,10 @@ import httpx
 import pytest
 from redis import Redis
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from tests.backends import ThreadedBackend
 from tests.procs import Proc, free_port, http_ok, own_redis, running, wait_for
 from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
@@ -61,15 +61,13 @@ def redis_up(url: str) -> bool:
 
 
 @dataclass
-class Recorder:
+class Recorder(ThreadedBackend):
     """The backend, on its own thread: records when each message arrives, per router (the
     client's ``?router=<i>``, which the router passes on), and answers nothing."""
 
-    port: int = 0
+    MAX_SIZE = 2**20  # websockets' default
+
     times: dict[str, list[float]] = field(default_factory=dict)
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    ready: threading.Event = field(default_factory=threading.Event)
-    stop: asyncio.Event | None = None
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -80,20 +78,6 @@ class Recorder:
                 times.append(time.monotonic())
         except ConnectionClosed:
             pass
-
-    async def main(self) -> None:
-        self.stop = asyncio.Event()
-        async with serve(self.handle, "127.0.0.1", 0) as server:
-            self.port = next(iter(server.sockets)).getsockname()[1]
-            self.ready.set()
-            await self.stop.wait()
-
-    def run(self) -> None:
-        self.loop.run_until_complete(self.main())
-
-    def close(self) -> None:
-        if self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
 
 
 @dataclass
@@ -192,9 +176,7 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     grpc_port, http_port = free_port(), free_port()
     common = {"WSGATE_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     backend = Recorder()
-    thread = threading.Thread(target=backend.run, daemon=True)
-    thread.start()
-    assert backend.ready.wait(10)
+    backend.start()
     echo = backend.port
     with (
         running(
@@ -233,7 +215,6 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             )
         yield plane
     backend.close()
-    thread.join(10)
 
 
 async def offer(

@@ -14,18 +14,18 @@ import contextlib
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.backends import ThreadedBackend
 from tests.integration.conftest import Stack, distinct_free_ports
 from tests.procs import REPO, http_ok, running, wait_for
 from wsgate.stack import component_env, components
@@ -42,14 +42,10 @@ FLOOD = "/flood/1.0.0/notifications"
 
 
 @dataclass
-class Backend:
+class Backend(ThreadedBackend):
     """Echo backend, or a 50 MB flood for paths starting with /flood, on its own loop."""
 
-    port: int = 0
     flooded: int = 0
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    ready: threading.Event = field(default_factory=threading.Event)
-    stop: asyncio.Event | None = None
 
     async def handle(self, ws: ServerConnection) -> None:
         assert ws.request is not None
@@ -63,20 +59,6 @@ class Backend:
                 await ws.send(message)
         except ConnectionClosed:
             pass
-
-    async def main(self) -> None:
-        self.stop = asyncio.Event()
-        async with serve(self.handle, "127.0.0.1", 0, max_size=None) as server:
-            self.port = next(iter(server.sockets)).getsockname()[1]
-            self.ready.set()
-            await self.stop.wait()
-
-    def run(self) -> None:
-        self.loop.run_until_complete(self.main())
-
-    def close(self) -> None:
-        if self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
 
 
 @dataclass
@@ -106,9 +88,7 @@ class Limited:
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
     base = tmp_path_factory.mktemp("limits")
     backend = Backend()
-    thread = threading.Thread(target=backend.run, daemon=True)
-    thread.start()
-    assert backend.ready.wait(10)
+    backend.start()
     ports = distinct_free_ports()
     data_dir, cli_home, work, logs = base / "data", base / "cli", base / "work", base / "logs"
     for folder in (data_dir, cli_home, work, logs):
@@ -152,7 +132,6 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
             yield limited
     finally:
         backend.close()
-        thread.join(10)
 
 
 def _echoes(limited: Limited) -> bool:

@@ -26,10 +26,11 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from websockets.asyncio.client import connect
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from enforcer.testkey import public_jwk
+from tests.backends import ThreadedBackend
 from tests.integration.adapter_enforcer import AdapterEnforcer, adapter_and_enforcer
 from tests.procs import free_port, http_ok, running, wait_for
 from wsgate_common.metrics import parse_samples
@@ -45,13 +46,9 @@ MIB = 1024 * 1024
 
 
 @dataclass
-class Backend:
+class Backend(ThreadedBackend):
     """``/echo`` echoes; ``/push`` pushes as many messages as the first one it gets says."""
 
-    port: int = 0
-    loop: asyncio.AbstractEventLoop = field(default_factory=asyncio.new_event_loop)
-    ready: threading.Event = field(default_factory=threading.Event)
-    stop: asyncio.Event | None = None
     pushed: int = 0
     pushes_done: threading.Event = field(default_factory=threading.Event)
     extensions: list[str] = field(default_factory=list)  # what each connection negotiated
@@ -74,20 +71,6 @@ class Backend:
                 await ws.send(message)
         except ConnectionClosed:
             pass
-
-    async def main(self) -> None:
-        self.stop = asyncio.Event()
-        async with serve(self.handle, "127.0.0.1", 0, max_size=None) as server:
-            self.port = next(iter(server.sockets)).getsockname()[1]
-            self.ready.set()
-            await self.stop.wait()
-
-    def run(self) -> None:
-        self.loop.run_until_complete(self.main())
-
-    def close(self) -> None:
-        if self.stop is not None:
-            self.loop.call_soon_threadsafe(self.stop.set)
 
 
 @dataclass
@@ -201,9 +184,7 @@ ROUTERS = {
 def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
     data_dir: Path = tmp_path_factory.mktemp("streaming")
     backend = Backend()
-    thread = threading.Thread(target=backend.run, daemon=True)
-    thread.start()
-    assert backend.ready.wait(10)
+    backend.start()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     try:
         with adapter_and_enforcer(data_dir) as pair, contextlib.ExitStack() as procs:
@@ -249,7 +230,6 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
             yield plane
     finally:
         backend.close()
-        thread.join(10)
 
 
 def _echoes(plane: Plane, router: str) -> bool:
