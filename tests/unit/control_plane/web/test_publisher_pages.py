@@ -453,10 +453,13 @@ def test_deployments_page_says_deployed_or_pending_as_the_rest_api_does(
     live = client.get(page)
     assert ">Deployed</span>" in live.text and ">Pending</span>" not in live.text
 
-    # the adapter validates the next change but refuses to run it: saved, still on its way
+    # revision 2 is validated but the adapter refuses to run it: saved, still on its way (the
+    # adapter keeps running revision 1 there)
+    post(client, page, f"/publisher/apis/{api_id}/revisions", description="second")
+    listed = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"]
+    second = next(r["id"] for r in listed if r["id"] != revision)
     adapter.refuse_changes = grpc.StatusCode.ALREADY_EXISTS
-    post(client, page, f"/publisher/apis/{api_id}/undeploy", **deploy)
-    post(client, page, f"/publisher/apis/{api_id}/deploy", **deploy)
-    rest = client.get(f"{REST}/apis/{api_id}/revisions", auth=ADMIN).json()["list"][0]
+    post(client, page, f"/publisher/apis/{api_id}/deploy", **{**deploy, "revision_id": second})
+    rest = client.get(f"{REST}/apis/{api_id}/revisions/{second}", auth=ADMIN).json()
     assert rest["deploymentInfo"][0]["deploymentStatus"] == "PENDING"
     assert ">Pending</span>" in client.get(page).text
