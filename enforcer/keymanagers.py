@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from enforcer.issuers import (
     OAUTH2,
@@ -110,6 +110,12 @@ class IssuerBook:
         self.dynamic: tuple[Issuer, ...] = ()
         self.fetched: dict[str, dict[str, VerifyKey]] = {}
         self.registry = merge(self.static, self.dynamic, self.fetched)
+        # Called after the registry changed (routers' cached decisions must be forgotten).
+        self.on_change: Callable[[], None] | None = None
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def by_name(self, name: str) -> Issuer | None:
         return next((i for i in self.registry if i.name == name), None)
@@ -125,6 +131,7 @@ class IssuerBook:
         fetched = {name: keys for name, keys in self.fetched.items() if name in names}
         registry = merge(self.static, dynamic, fetched)
         self.dynamic, self.fetched, self.registry = dynamic, fetched, registry
+        self._changed()
         return list(dynamic)
 
     def set_fetched_keys(self, name: str, keys: Mapping[str, VerifyKey]) -> None:
@@ -132,3 +139,4 @@ class IssuerBook:
         fetched = {**self.fetched, name: dict(keys)}
         self.registry = merge(self.static, self.dynamic, fetched)
         self.fetched = fetched
+        self._changed()

@@ -127,6 +127,7 @@ async def serve(settings: EnforcerSettings) -> int:
     policies = PolicyStore()
     subscriptions = SubscriptionStore()
     watch = ConnectionWatch()
+    book.on_change = watch.keys_changed  # a new data version: routers forget cached decisions
     feeds = Feeds(policies, subscriptions, book, watch, refresher)
     metrics = EnforcerMetrics()
     grpc_server = grpc.aio.server(options=tls.server_options())

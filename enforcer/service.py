@@ -152,10 +152,13 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         """The decision; a token signed with a key the issuer does not hold yet makes its JWKS
         be fetched (waiting about a second at most) and the decision taken once more."""
         started = time.perf_counter()
+        version = self.watch.data_version
         response, unknown = self._decide(request)
         if unknown is not None and self.refresher is not None:
             if await self.refresher.refresh(unknown.issuer):
+                version = self.watch.data_version
                 response, _ = self._decide(request)
+        response.data_version = version
         return self._logged(request, response, started)
 
     def _logged(
@@ -210,7 +213,10 @@ class HandshakeService(enforcer_pb2_grpc.HandshakeServiceServicer):
         await context.send_initial_metadata(())
         try:
             async for rule in self.watch.stream():
-                yield rule.to_proto()
+                if isinstance(rule, str):
+                    yield enforcer_pb2.ConnectionRule(data_version=rule)
+                else:
+                    yield rule.to_proto()
         except ListenerTooSlow:
             watch_log.warning("router %s fell too far behind; ending its stream", who)
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too far behind; reconnect")

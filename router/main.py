@@ -115,6 +115,8 @@ async def serve(settings: RouterSettings) -> None:
         max_connections=settings.router_max_connections,
         analytics_interval=settings.router_analytics_interval,
         analytics_queue=settings.router_analytics_queue,
+        decision_cache_ttl=settings.router_decision_cache_ttl,
+        decision_cache_size=settings.router_decision_cache_size,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)
@@ -141,7 +143,12 @@ async def serve(settings: RouterSettings) -> None:
     xds_task = loop.create_task(xds.run())
     router_id = f"{settings.label}/{socket.gethostname()}:{settings.router_port}"
     rules = RuleWatcher(
-        settings.enforcer_address, router.apply_rule, router_id, tls=tls, live=router.live
+        settings.enforcer_address,
+        router.apply_rule,
+        router_id,
+        tls=tls,
+        live=router.live,
+        on_stream=router.rules_stream,
     )
     rules_task = loop.create_task(rules.run())
     try:

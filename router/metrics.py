@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from router.analytics import Counts
+from router.decisions import DecisionCache
 from wsgate_common.metrics import Callbacks, render
 
 HANDSHAKE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -78,6 +79,7 @@ class RouterMetrics:
         xds_version: Callable[[], str],
         dropped: Callable[[], float],
         traffic: Callable[[], Counts],
+        decisions: DecisionCache | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -121,6 +123,31 @@ class RouterMetrics:
             "Analytics events dropped because the queue was full (metrics are not affected)",
             dropped,
         )
+        if decisions is not None:
+            cache = decisions
+            callbacks.counter(
+                "wsgate_router_decision_cache_lookups",
+                "Handshakes looked up in the decision cache, by result (hit: no enforcer Check)",
+                lambda: {("hit",): float(cache.hits), ("miss",): float(cache.misses)},
+                labels=("result",),
+            )
+            callbacks.counter(
+                "wsgate_router_decision_cache_evictions",
+                "Cached allows forgotten, by cause (rule, expired, capacity, flush)",
+                lambda: {(cause,): float(n) for cause, n in cache.evicted.items()},
+                labels=("cause",),
+            )
+            callbacks.gauge(
+                "wsgate_router_decision_cache_entries",
+                "Allowed decisions held; the cache is bypassed (and empty) while the rules "
+                "stream is down",
+                lambda: float(len(cache)),
+            )
+            callbacks.gauge(
+                "wsgate_router_decision_cache_usable",
+                "1 while the decision cache is used (on, rules stream up, data version known)",
+                lambda: float(cache.usable),
+            )
 
     def handshake(self, allowed: bool, status: int, seconds: float) -> None:
         """One upgrade request answered (101 or an error)."""

@@ -47,6 +47,7 @@ DEFAULT_REASON = "connection closed by policy"
 CHANNEL_OPTIONS = list(grpc_tls.CHANNEL_OPTIONS)
 
 RuleHandler = Callable[[enforcer_pb2.ConnectionRule], object]
+StreamHandler = Callable[[bool], object]  # True: the stream is up; False: it ended
 
 
 class Reconcilable(Protocol):
@@ -131,8 +132,10 @@ class RuleWatcher:
         backoff_max: float = BACKOFF_MAX,
         tls: grpc_tls.GrpcTls = grpc_tls.PLAINTEXT,
         live: Reconcilable | None = None,
+        on_stream: StreamHandler | None = None,
     ) -> None:
         self.address = address
+        self._on_stream = on_stream
         self.live = live
         self.router_id = router_id
         self.tls = tls
@@ -173,6 +176,8 @@ class RuleWatcher:
                 reason = repr(exc)
             finally:
                 self.connected.clear()
+                if self._on_stream is not None:
+                    self._on_stream(False)
             if self._up:
                 backoff = self._backoff_initial
                 was_up = ever_up = True
@@ -207,6 +212,8 @@ class RuleWatcher:
             self._up = True
             self.connected.set()
             log.info("rules stream to enforcer %s open", self.address)
+            if self._on_stream is not None:
+                self._on_stream(True)
             if self.live is not None and self._stub is not None:
                 self._reconciling = asyncio.ensure_future(self._reconcile(self._stub, self.live))
 
@@ -307,7 +314,8 @@ class RuleWatcher:
             try:
                 async for rule in call:
                     self._mark_up()
-                    self.rules += 1
+                    if not rule.data_version:  # a version notice is not a rule
+                        self.rules += 1
                     try:
                         self._on_rule(rule)
                     except Exception:  # one bad rule must not end the stream

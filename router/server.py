@@ -31,6 +31,7 @@ from router.analytics import (
 )
 from router.config import RouteStore
 from router.credentials import Extracted
+from router.decisions import DecisionCache, decision_key
 from router.enforcer_client import EnforcerClient, EnforcerUnavailable
 from router.frames import CloseCode
 from router.http11 import HeadReader, HttpError, Request
@@ -84,6 +85,8 @@ class RouterConfig:
     max_connections: int = 10_000  # relayed + upgrading; beyond -> 503; 0 disables
     analytics_interval: float = 1.0  # seconds between analytics flushes
     analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
+    decision_cache_ttl: float = 30.0  # seconds an allow is reused at most; 0 disables
+    decision_cache_size: int = 10_000
 
 
 class Handshake(Exception):
@@ -116,11 +119,13 @@ class Router:
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
         self.finished = ZERO  # counters of the relays that ended (metrics add the live ones)
+        self.decisions = DecisionCache(config.decision_cache_ttl, config.decision_cache_size)
         self.metrics = RouterMetrics(
             active=lambda: len(self.relays),
             xds_version=lambda: self.routes.version,
             dropped=lambda: self.analytics.dropped,
             traffic=self.traffic,
+            decisions=self.decisions,
         )
         self.analytics = Pipeline(
             list(sinks),
@@ -204,8 +209,31 @@ class Router:
         return int(server.sockets[0].getsockname()[1])
 
     def apply_rule(self, rule: enforcer_pb2.ConnectionRule) -> int:
-        """A WatchConnections rule: close the live connections it selects."""
+        """A WatchConnections rule: forget the cached allows it selects and close the live
+        connections it selects. A data version notice empties the cache when it changed."""
+        if rule.data_version:
+            dropped = self.decisions.set_data_version(rule.data_version)
+            log.debug(
+                "enforcer data version %s: %d cached decisions dropped", rule.data_version, dropped
+            )
+            return 0
+        self.decisions.apply_rule(rule)
         return self.live.apply_rule(rule)
+
+    def rules_stream(self, up: bool) -> None:
+        """The rules stream opened or ended: the decision cache is only used while it is up."""
+        if up:
+            self.decisions.stream_opened()
+            return
+        dropped = self.decisions.stream_lost()
+        if self.decisions.enabled:
+            log.info(
+                "decision cache off until the rules stream is back (%d dropped; hits %d, "
+                "misses %d so far)",
+                dropped,
+                self.decisions.hits,
+                self.decisions.misses,
+            )
 
     def relay_done(self, relay: Relay, live: Live) -> None:
         self.relays.discard(relay)
@@ -450,6 +478,7 @@ class Connection(asyncio.Protocol):
         request_id = safe_request_id(request.headers.get("x-request-id"))
         api, topic, status, reason = "-", "-", 101, ""
         api_id = application_id = key_type = ""
+        cache = "off"
         counted = False
         try:
             try:
@@ -474,7 +503,7 @@ class Connection(asyncio.Protocol):
             api_id = match.route.api_id
             found = credentials.extract(request.headers, request.query)
             checked_at = time.monotonic()
-            verdict = await self._check(request, request_id, host, match, found)
+            verdict, cache = await self._check(request, request_id, host, match, found)
             application_id, key_type = verdict.application_id, verdict.key_type.upper()
             identity = Identity.of(verdict.token_id, application_id, api_id, key_type)
             live = router.live.begin(identity, checked_at, verdict.subscription_id)
@@ -512,7 +541,7 @@ class Connection(asyncio.Protocol):
                 router.upgrading -= 1
             latency_ms = (time.monotonic() - started) * 1000
             log.info(
-                "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms",
+                "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s",
                 request_id,
                 api,
                 topic,
@@ -520,7 +549,14 @@ class Connection(asyncio.Protocol):
                 "upgraded" if status == 101 else "rejected",
                 status,
                 latency_ms,
-                extra={"request_id": request_id, "api": api, "topic": topic, "status": status},
+                cache,
+                extra={
+                    "request_id": request_id,
+                    "api": api,
+                    "topic": topic,
+                    "status": status,
+                    "cache": cache,
+                },
             )
             router.metrics.handshake(status == 101, status, latency_ms / 1000)
             tags = Tags(request_id, api, api_id, topic, application_id, key_type, self.client_ip)
@@ -539,7 +575,29 @@ class Connection(asyncio.Protocol):
 
     async def _check(
         self, request: Request, request_id: str, host: str, match: Match, found: Extracted
-    ) -> enforcer_pb2.HandshakeResponse:
+    ) -> tuple[enforcer_pb2.HandshakeResponse, str]:
+        """The enforcer's verdict (raises Handshake when denied), and how the decision cache
+        took part: "hit" (no Check sent), "miss" (asked, and an allow is now cached when it
+        may be), or "off" (bypassed: disabled, or the rules stream is down)."""
+        router = self.router
+        decisions = router.decisions
+        key = b""
+        if decisions.usable:
+            if router.routes.version != decisions.route_version:
+                decisions.set_route_version(router.routes.version)
+            headers = request.headers
+            key = decision_key(
+                match.route.api_id,
+                match.topic.path,
+                [(c.kind, c.token) for c in found.credentials],
+                headers.get("authorization", ""),
+                headers.get("origin", ""),
+                headers.get("referer", ""),
+                self.client_ip,
+            )
+            cached = decisions.get(key, time.monotonic())
+            if cached is not None:
+                return cached, "hit"
         check = enforcer_pb2.HandshakeRequest(
             request_id=request_id,
             api_id=match.route.api_id,
@@ -571,7 +629,10 @@ class Connection(asyncio.Protocol):
                 verdict.message or http11.HttpError(status, "").message,
                 verdict.description,
             )
-        return verdict
+        if key:
+            decisions.put(key, verdict, match.route.api_id, time.monotonic(), time.time())
+            return verdict, "miss"
+        return verdict, "off"
 
     @staticmethod
     def _endpoint(match: Match, key_type: str) -> tuple[str, str]:

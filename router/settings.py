@@ -50,6 +50,11 @@ class RouterSettings(CommonSettings):
     router_analytics_file: Path | None = None
     router_analytics_interval: float = 1.0
     router_analytics_queue: int = 10_000
+    # Allowed handshake decisions are reused for this many seconds at most (never past the
+    # token's expiry; emptied by rules and data changes, bypassed while the rules stream is
+    # down: router/decisions.py); 0 disables. At most this many are held.
+    router_decision_cache_ttl: float = Field(default=30.0, ge=0)
+    router_decision_cache_size: int = Field(default=10_000, ge=0)
 
     @property
     def analytics_path(self) -> Path | None:

@@ -82,10 +82,52 @@ def subscription(app: str, api_id: str, state: str = "UNBLOCKED") -> sp.Subscrip
     return sp.Subscription(id=f"{app}-{api_id}", application_id=app, api_id=api_id, state=state)
 
 
-async def next_rule(call: object) -> enforcer_pb2.ConnectionRule:
+async def next_message(call: object) -> enforcer_pb2.ConnectionRule:
     rule = await asyncio.wait_for(call.read(), 2)  # type: ignore[attr-defined]
     assert isinstance(rule, enforcer_pb2.ConnectionRule)
     return rule
+
+
+async def next_rule(call: object) -> enforcer_pb2.ConnectionRule:
+    """The next rule, past any data version notice."""
+    while True:
+        rule = await next_message(call)
+        if not rule.data_version:
+            return rule
+        assert not (rule.token_id or rule.application_id or rule.api_id or rule.key_type)
+
+
+async def test_stream_announces_the_data_version_after_the_rules_and_on_each_change(
+    feeds: Feeds, stub: enforcer_pb2_grpc.HandshakeServiceStub
+) -> None:
+    handlers = feeds.handlers()
+    handlers[API_POLICY_TYPE_URL]("1.e", packed(api("y", "BLOCKED")))
+    call = stub.WatchConnections(enforcer_pb2.WatchConnectionsRequest(router_id="r1"))
+    assert (await next_message(call)).reason == "API blocked"
+    first = await next_message(call)
+    assert first.data_version == feeds.watch.data_version and not first.reason
+    # a subscription tier change makes no rule, but decisions may differ: a new version
+    handlers[SUBSCRIPTION_TYPE_URL]("2.e", packed(subscription("a", "y")))
+    second = await next_message(call)
+    assert second.data_version and second.data_version != first.data_version
+    # keys fetched for an issuer: a new version too
+    feeds.watch.keys_changed()
+    third = await next_message(call)
+    assert third.data_version not in ("", first.data_version, second.data_version)
+    # the same data seen by another enforcer gives the same version
+    other = ConnectionWatch(clock=Clock())
+    other.update(feeds.policies.current, feeds.subscriptions.current)
+    other.keys_changed()
+    assert other.data_version == third.data_version
+    call.cancel()
+
+
+async def test_check_answers_carry_the_data_version(
+    feeds: Feeds, stub: enforcer_pb2_grpc.HandshakeServiceStub
+) -> None:
+    feeds.handlers()[API_POLICY_TYPE_URL]("1.e", packed(api("x")))
+    answer = await stub.Check(enforcer_pb2.HandshakeRequest(api_id="x", topic="/t"))
+    assert answer.data_version == feeds.watch.data_version != ""
 
 
 async def test_stream_sends_rules_in_force_then_new_ones(
