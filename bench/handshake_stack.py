@@ -32,7 +32,7 @@ PY = sys.executable
 READY_MARK = "wsgate is up"
 TICK = os.sysconf("SC_CLK_TCK")
 
-PROFILE_HOOK = '''
+PROFILE_HOOK = """
 import atexit, os, sys
 _want = os.environ.get("WSGATE_BENCH_PROFILE", "")
 if _want and sys.argv[-1:] == [_want] or (_want and _want in sys.argv[1:3]):
@@ -44,7 +44,7 @@ if _want and sys.argv[-1:] == [_want] or (_want and _want in sys.argv[1:3]):
         with open(os.environ["WSGATE_BENCH_PROFILE_OUT"], "w") as f:
             f.write(_p.output_text(unicode=True, color=False, show_all=False))
     atexit.register(_dump)
-'''
+"""
 
 
 def free_ports() -> dict[str, int]:
@@ -113,8 +113,13 @@ class Stack:
         self.out_path = data_dir / "up.out"
         self.out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, env=full_env, stdin=subprocess.DEVNULL, stdout=self.out,
-            stderr=subprocess.STDOUT, start_new_session=True,
+            argv,
+            cwd=REPO,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def text(self) -> str:
@@ -223,8 +228,11 @@ async def drive(url: str, token: str, seconds: float, workers: int) -> dict[str,
         return connects[min(len(connects) - 1, int(p * len(connects)))] * 1000 if connects else 0
 
     return {
-        "done": done, "errors": errors, "rate": done / took,
-        "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+        "done": done,
+        "errors": errors,
+        "rate": done / took,
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
     }
 
 
@@ -255,7 +263,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the stack")
-    parser.add_argument("--profile", default="", help="router or enforcer: run it under pyinstrument")
+    parser.add_argument(
+        "--profile", default="", help="router or enforcer: run it under pyinstrument"
+    )
     parser.add_argument("--profile-out", default="/tmp/wsgate-profile.txt")
     parser.add_argument(
         "--backend",
