@@ -23,7 +23,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -111,7 +110,7 @@ class Stack:
             full_env["WSGATE_BENCH_PROFILE_OUT"] = profile_out
         # stdout goes to a file the way a terminal takes it: the supervisor writes to it
         self.out_path = data_dir / "up.out"
-        self.out = open(self.out_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.out = open(self.out_path, "wb")
         self.proc = subprocess.Popen(
             argv,
             cwd=REPO,
@@ -313,7 +312,7 @@ def main() -> int:
                 print(
                     "  cpu µs/handshake: "
                     + ", ".join(f"{k} {v:.0f}" for k, v in cost.items() if v >= 1)
-                    + f" (cpu %: "
+                    + " (cpu %: "
                     + ", ".join(
                         f"{k} {v * result['rate'] / 1e4:.0f}" for k, v in cost.items() if v >= 1
                     )

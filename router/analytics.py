@@ -24,7 +24,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
@@ -67,6 +67,18 @@ class Tags:
     key_type: str = ""
     client_ip: str = ""
 
+    def as_dict(self) -> dict[str, object]:
+        """The fields by name (what ``dataclasses.asdict`` gives, without its deep copy)."""
+        return {
+            "request_id": self.request_id,
+            "api": self.api,
+            "api_id": self.api_id,
+            "topic": self.topic,
+            "application_id": self.application_id,
+            "key_type": self.key_type,
+            "client_ip": self.client_ip,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class HandshakeEvent:
@@ -81,7 +93,7 @@ class HandshakeEvent:
         return {
             "event": "handshake",
             "ts": round(self.ts, 3),
-            **asdict(self.tags),
+            **self.tags.as_dict(),
             "allowed": self.allowed,
             "status": self.status,
             "reason": self.reason,
@@ -105,7 +117,7 @@ class ConnectionEvent:
         out: dict[str, object] = {
             "event": "connection_closed" if self.final else "connection",
             "ts": round(self.ts, 3),
-            **asdict(self.tags),
+            **self.tags.as_dict(),
             **self.counts._asdict(),
             "duration_s": round(self.duration_s, 3),
         }
@@ -120,6 +132,9 @@ class ConnectionEvent:
 
 
 Event = HandshakeEvent | ConnectionEvent
+
+# json.dumps with options builds an encoder per call; one, built once, does the same.
+_compact = json.JSONEncoder(separators=(",", ":")).encode
 
 
 class Sink(Protocol):
@@ -140,7 +155,7 @@ class JsonLinesLog:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         for event in batch:
-            self.logger.info(json.dumps(event.to_dict(), separators=(",", ":")))
+            self.logger.info(_compact(event.to_dict()))
 
     def close(self) -> None:
         return None
@@ -157,7 +172,7 @@ class JsonLinesFile:
     def write(self, batch: Sequence[Event]) -> None:
         if not batch:
             return
-        lines = [json.dumps(event.to_dict(), separators=(",", ":")) for event in batch]
+        lines = [_compact(event.to_dict()) for event in batch]
         self._file.write("\n".join(lines) + "\n")
         self._file.flush()
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import os
+import socket
 import ssl
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import cast
@@ -63,6 +66,57 @@ def ssl_context(ca_pem: str) -> ssl.SSLContext:
     if ca_pem:
         return ssl.create_default_context(cadata=ca_pem)
     return ssl.create_default_context()
+
+
+RESOLVE_TTL = 10.0  # seconds a backend host name's addresses are reused
+MAX_RESOLVED = 256
+
+
+@lru_cache(maxsize=256)
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+class Resolver:
+    """Backend host names to addresses, kept :data:`RESOLVE_TTL` seconds.
+
+    Without it every handshake resolves the backend's name again (``localhost`` in the sample
+    APIs): a trip through the event loop's resolver threads that cost more than the connect."""
+
+    def __init__(self, ttl: float = RESOLVE_TTL) -> None:
+        self.ttl = ttl
+        self._known: dict[tuple[str, int], tuple[float, list[str]]] = {}
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        """The addresses to try in order (``host`` itself when it is one).
+
+        Raises:
+            OSError: the name does not resolve.
+        """
+        if is_ip(host):
+            return [host]
+        now = time.monotonic()
+        known = self._known.get((host, port))
+        if known is not None and known[0] > now:
+            return known[1]
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        if not found:
+            raise OSError(f"{host} has no address")
+        if len(self._known) >= MAX_RESOLVED:
+            self._known.clear()
+        self._known[(host, port)] = (now + self.ttl, found)
+        return found
+
+    def forget(self, host: str, port: int) -> None:
+        self._known.pop((host, port), None)
+
+
+RESOLVER = Resolver()
 
 
 def build_request(url: BackendUrl, key: str, headers: list[tuple[str, str]]) -> bytes:
@@ -127,6 +181,36 @@ class BackendConnection:
     rest: bytes  # bytes after the 101 head: the backend's first frames, to relay first
 
 
+async def _open(
+    loop: asyncio.AbstractEventLoop, url: BackendUrl, ca_pem: str
+) -> tuple[asyncio.Transport, BackendHandshake]:
+    """TCP (+ TLS) to the first of the backend's addresses that accepts.
+
+    Raises:
+        OSError: none did (the last error); ssl.SSLError: the TLS handshake failed.
+    """
+    addresses = await RESOLVER.addresses(url.host, url.port)
+    error: OSError | None = None
+    for address in addresses:
+        try:
+            transport, proto = await loop.create_connection(
+                BackendHandshake,
+                address,
+                url.port,
+                ssl=ssl_context(ca_pem) if url.secure else None,
+                server_hostname=url.host if url.secure else None,
+            )
+        except ssl.SSLError:
+            raise
+        except OSError as exc:
+            error = exc
+            continue
+        return cast(asyncio.Transport, transport), proto
+    RESOLVER.forget(url.host, url.port)  # the backend may have moved: ask again next time
+    assert error is not None
+    raise error
+
+
 async def connect(
     url: BackendUrl,
     ca_pem: str,
@@ -144,13 +228,7 @@ async def connect(
     try:
         async with asyncio.timeout(timeout):
             try:
-                transport, proto = await loop.create_connection(
-                    BackendHandshake,
-                    url.host,
-                    url.port,
-                    ssl=ssl_context(ca_pem) if url.secure else None,
-                    server_hostname=url.host if url.secure else None,
-                )
+                transport, proto = await _open(loop, url, ca_pem)
             except ssl.SSLError as exc:
                 raise BackendError(502, f"TLS handshake with the backend failed: {exc}") from None
             except OSError as exc:

@@ -1,14 +1,27 @@
-"""Logging set-up shared by the components: one line per event, text or JSON."""
+"""Logging set-up shared by the components: one line per event, text or JSON.
+
+A busy router or enforcer logs a few lines per handshake, so the path is kept cheap: no caller
+lookup, thread or process names (the formats show none of them), the timestamp text built once
+per second, and lines written in batches (:class:`BatchingStreamHandler`: at most
+``flush_interval`` seconds late, and at once from WARNING up) rather than one write and flush
+per line.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
+import threading
 import time
+from typing import TextIO
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
+
+FLUSH_INTERVAL = 0.05  # seconds an INFO line may wait before it is written
+MAX_BUFFERED = 256  # lines; more are written at once
 
 
 class OneLineFormatter(logging.Formatter):
@@ -16,9 +29,24 @@ class OneLineFormatter(logging.Formatter):
     an Alembic revision docstring, would otherwise start lines outside the format); a traceback
     passed with ``exc_info`` still follows on its own lines."""
 
+    _second = -1
+    _second_text = ""
+
     def formatMessage(self, record: logging.LogRecord) -> str:
-        record.message = _LINE_BREAKS.sub(" ", record.message)
+        message = record.message
+        if "\n" in message or "\r" in message:
+            record.message = _LINE_BREAKS.sub(" ", message)
         return super().formatMessage(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """The default ``2026-12-01 15:55:06,767`` text, its seconds part built once a second."""
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int(record.msecs):03d}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -47,9 +75,88 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def setup_logging(component: str, level: str = "INFO", fmt: str = "text") -> None:
+class BatchingStreamHandler(logging.StreamHandler):
+    """A StreamHandler that writes lines in batches: one write + flush per ``interval`` (or per
+    :data:`MAX_BUFFERED` lines) instead of per line. WARNING and above write everything
+    buffered at once, so a problem is never held back; :meth:`flush` (called by
+    ``logging.shutdown`` at exit) writes the rest."""
+
+    def __init__(self, stream: TextIO | None = None, interval: float = FLUSH_INTERVAL) -> None:
+        super().__init__(stream)
+        self.interval = interval
+        self._lines: list[str] = []
+        self._wake = threading.Event()
+        self._flusher: threading.Thread | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        self._lines.append(line)
+        if (
+            self.interval <= 0
+            or record.levelno >= logging.WARNING
+            or len(self._lines) >= MAX_BUFFERED
+        ):
+            self._write()
+        elif len(self._lines) == 1:
+            self._start_flusher()
+            self._wake.set()
+
+    def _start_flusher(self) -> None:
+        if self._flusher is None or not self._flusher.is_alive():
+            self._flusher = threading.Thread(
+                target=self._flush_loop, name="log-flusher", daemon=True
+            )
+            self._flusher.start()
+
+    def _flush_loop(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.interval)
+            self._wake.clear()
+            self.flush()
+
+    def _write(self) -> None:
+        """Write what is buffered (the caller holds the handler's lock)."""
+        lines, self._lines = self._lines, []
+        if not lines:
+            return
+        try:
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+            self.stream.flush()
+        except Exception:  # a closed or broken stream must not break the logging caller
+            if logging.raiseExceptions:
+                sys.stderr.write("--- Logging error: could not write buffered log lines ---\n")
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            if self._lines:
+                self._write()
+            elif self.stream and hasattr(self.stream, "flush"):
+                with contextlib.suppress(ValueError, OSError):  # closed stream: nothing to do
+                    self.stream.flush()
+        finally:
+            self.release()
+
+    def setStream(self, stream: TextIO) -> TextIO | None:
+        self.flush()
+        return super().setStream(stream)
+
+
+def setup_logging(
+    component: str, level: str = "INFO", fmt: str = "text", flush_interval: float = FLUSH_INTERVAL
+) -> None:
     """Configure the root logger for one component process (idempotent)."""
-    handler = logging.StreamHandler(sys.stderr)
+    # None of these is in the formats: do not pay for them on every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no caller lookup (file, line)
+    handler = BatchingStreamHandler(sys.stderr, flush_interval)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(component))
     else:
@@ -57,5 +164,9 @@ def setup_logging(component: str, level: str = "INFO", fmt: str = "text") -> Non
             OneLineFormatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
         )
     root = logging.getLogger()
+    old = list(root.handlers)
     root.handlers[:] = [handler]
+    for previous in old:
+        if isinstance(previous, BatchingStreamHandler):
+            previous.flush()
     root.setLevel(level.upper())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import random
 import socket
 import sys
 import time
@@ -22,7 +23,7 @@ from wsgate.stack import (
     duplicate_ports,
     port_in_use,
 )
-from wsgate.supervise import BACKOFF_MAX, Child, next_backoff, prefixed
+from wsgate.supervise import BACKOFF_MAX, Child, LineRelay, next_backoff, prefixed
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -38,6 +39,24 @@ def test_backoff_doubles_from_one_second_up_to_thirty() -> None:
 def test_output_lines_are_prefixed_with_the_child_name() -> None:
     assert prefixed("router", 8, b"hello\r\n") == b"router   | hello\n"
     assert prefixed("adapter", 7, b"x") == b"adapter | x\n"
+
+
+def test_output_read_in_any_chunks_comes_out_as_the_same_prefixed_lines() -> None:
+    text = b"one\r\ntwo\n\nthree has | bars\n" + b"x" * 50 + b"\nlast without newline"
+    want = b"".join(prefixed("router", 8, line) for line in text.splitlines(keepends=True))
+    rng = random.Random(11)
+    for _ in range(200):
+        relay, out, rest = LineRelay("router", 8), b"", text
+        while rest:
+            size = rng.randint(1, 12)
+            out += relay.feed(rest[:size])
+            rest = rest[size:]
+        assert out + relay.end() == want
+    # a line longer than the limit is cut rather than held forever
+    relay = LineRelay("r", 1, limit=10)
+    assert relay.feed(b"a" * 25) == b"r | " + b"a" * 25 + b"\n"
+    assert relay.feed(b"ok\n" + b"b" * 12) == b"r | ok\nr | " + b"b" * 12 + b"\n"
+    assert relay.end() == b""
 
 
 def test_flags_override_env_which_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

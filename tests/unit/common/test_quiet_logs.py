@@ -8,13 +8,14 @@ import logging
 import os
 import subprocess
 import sys
+import time
 
 import grpc
 import grpc.aio
 
 from tests.procs import free_port
 from wsgate_common import grpc_tls
-from wsgate_common.logs import setup_logging
+from wsgate_common.logs import BatchingStreamHandler, setup_logging
 from wsgate_proto import deploy_pb2, deploy_pb2_grpc
 
 
@@ -51,6 +52,7 @@ def test_text_log_messages_stay_on_one_line() -> None:
         assert isinstance(handler, logging.StreamHandler)
         handler.setStream(stream)
         logging.getLogger("alembic").info("Running upgrade, API model: tiers,\nkeys and more")
+        handler.flush()
     finally:
         root.handlers[:] = saved
         root.setLevel(level)
@@ -59,6 +61,37 @@ def test_text_log_messages_stay_on_one_line() -> None:
     assert lines[0].endswith(
         "adapter INFO alembic: Running upgrade, API model: tiers, keys and more"
     )
+
+
+def test_lines_are_written_in_batches_and_problems_at_once() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, interval=0.2)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.Logger("batched")
+    logger.addHandler(handler)
+    logger.info("one")
+    logger.info("two")
+    assert stream.getvalue() == ""  # held back for at most the interval
+    logger.warning("three")  # a problem is written at once, with what came before it
+    assert stream.getvalue().splitlines() == ["INFO one", "INFO two", "WARNING three"]
+    logger.info("four")
+    deadline = time.monotonic() + 5
+    while "four" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)  # the flusher thread writes it after the interval
+    assert stream.getvalue().splitlines()[-1] == "INFO four"
+    logger.info("five")
+    handler.flush()  # what logging.shutdown does at exit
+    assert stream.getvalue().splitlines()[-1] == "INFO five"
+
+
+def test_a_component_logs_its_last_lines_when_it_exits() -> None:
+    code = (
+        "import logging; from wsgate_common.logs import BatchingStreamHandler, setup_logging; setup_logging('x'); "
+        "[logging.getLogger('t').info('line %d', n) for n in range(1000)]"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1000 and lines[-1].endswith("x INFO t: line 999"), out.stderr[-500:]
 
 
 def test_components_turn_c_core_logging_off_unless_asked() -> None:
