@@ -86,7 +86,7 @@ def test_lines_are_written_in_batches_and_problems_at_once() -> None:
 
 def test_a_component_logs_its_last_lines_when_it_exits() -> None:
     code = (
-        "import logging; from wsgate_common.logs import BatchingStreamHandler, setup_logging; setup_logging('x'); "
+        "import logging; from wsgate_common.logs import setup_logging; setup_logging('x'); "
         "[logging.getLogger('t').info('line %d', n) for n in range(1000)]"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
