@@ -41,8 +41,10 @@ class BackendUrl:
         return host if self.port == default else f"{host}:{self.port}"
 
 
+@lru_cache(maxsize=1024)
 def parse_backend_url(url: str, client_query: str = "") -> BackendUrl:
-    """Split ``ws[s]://host[:port]/path?q``; the client's query string is appended.
+    """Split ``ws[s]://host[:port]/path?q``; the client's query string is appended (cached:
+    the same few backend URLs come with every handshake).
 
     Raises:
         ValueError: not a ws/wss URL or no host.

@@ -10,6 +10,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -91,18 +92,27 @@ class HeadReader:
         return head, rest
 
 
+# One header line: a token, a colon, the value (checked for CR, LF and NUL separately).
+_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)\Z", re.DOTALL)
+# A request target: visible ASCII only.
+_TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
+
+
 def _parse_headers(lines: list[bytes]) -> Headers:
     if len(lines) > MAX_HEADERS:
         raise HttpError(431, f"More than {MAX_HEADERS} request headers.")
     headers: Headers = {}
+    match = _HEADER_LINE.match
     for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or not _TOKEN_CHARS.issuperset(name):
+        found = match(line)
+        if found is None:
             raise HttpError(400, "Malformed header line.")
-        key = name.decode("ascii").lower()
-        text = value.strip(b" \t").decode("latin-1")
-        if any(c in text for c in "\r\n\x00"):
+        name, value = found.groups()
+        value = value.strip(b" \t")
+        if b"\r" in value or b"\n" in value or b"\x00" in value:
             raise HttpError(400, "Invalid character in a header value.")
+        key = name.decode("ascii").lower()
+        text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers
 
@@ -128,7 +138,7 @@ def parse_request_head(head: bytes) -> Request:
         if version.startswith(b"HTTP/"):
             raise HttpError(505, "Only HTTP/1.1 is supported.")
         raise HttpError(400, "Malformed HTTP version.")
-    if not target_b.startswith(b"/") or any(c <= 0x20 or c >= 0x7F for c in target_b):
+    if _TARGET.match(target_b) is None:
         raise HttpError(400, "The request target must be an absolute path.")
     target = target_b.decode("ascii")
     path, _, query = target.partition("?")
@@ -253,18 +263,18 @@ def without_extension(offer: str, name: str) -> str:
     return ", ".join(kept)
 
 
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+
+
 def switching_protocols(accept: str, protocol: str = "", extensions: str = "") -> bytes:
-    """The 101 answer to the client, echoing what the backend chose."""
-    headers = [
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Accept", accept),
-    ]
+    """The 101 answer to the client, echoing what the backend chose (its fixed part built
+    once)."""
+    head = _SWITCHING + b"Sec-WebSocket-Accept: " + accept.encode("latin-1") + b"\r\n"
     if protocol:
-        headers.append(("Sec-WebSocket-Protocol", protocol))
+        head += b"Sec-WebSocket-Protocol: " + protocol.encode("latin-1") + b"\r\n"
     if extensions:
-        headers.append(("Sec-WebSocket-Extensions", extensions))
-    return _head(101, headers)
+        head += b"Sec-WebSocket-Extensions: " + extensions.encode("latin-1") + b"\r\n"
+    return head + b"\r\n"
 
 
 def response(

@@ -96,6 +96,10 @@ class RouterMetrics:
             registry=r,
         )
         r.register(Traffic(traffic))
+        # labels() looks its child up under a lock with checks, per call: keep the children
+        # of the few label values seen (status codes, close codes) at hand instead
+        self._handshake_children: dict[tuple[bool, int], Counter] = {}
+        self._close_children: dict[tuple[int | None, str], Counter] = {}
         self.closes = Counter(
             "wsgate_router_connection_closes",
             "Closed connections by close code and by who closed them",
@@ -151,12 +155,20 @@ class RouterMetrics:
 
     def handshake(self, allowed: bool, status: int, seconds: float) -> None:
         """One upgrade request answered (101 or an error)."""
-        self.handshakes.labels("allowed" if allowed else "denied", str(status)).inc()
+        child = self._handshake_children.get((allowed, status))
+        if child is None:
+            child = self.handshakes.labels("allowed" if allowed else "denied", str(status))
+            self._handshake_children[(allowed, status)] = child
+        child.inc()
         self.handshake_seconds.observe(seconds)
 
     def connection_closed(self, code: int | None, by: str, cause: str, reason: str) -> None:
         """One relayed connection ended."""
-        self.closes.labels(str(code) if code is not None else "none", by or "unknown").inc()
+        child = self._close_children.get((code, by))
+        if child is None:
+            child = self.closes.labels(str(code) if code is not None else "none", by or "unknown")
+            self._close_children[(code, by)] = child
+        child.inc()
         if cause in RULE_CAUSES:
             self.rule_closes.labels(reason or cause).inc()
 

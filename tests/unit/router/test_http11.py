@@ -180,3 +180,103 @@ def test_extension_offers_without_permessage_deflate() -> None:
     )
     assert http11.without_extension("", "permessage-deflate") == ""
     assert http11.without_extension("x-foo", "permessage-deflate") == "x-foo"
+
+
+def _reference_parse(head: bytes) -> object:
+    """The request head parser as it was before it was made faster (issue 11): the new one
+    must agree with it on every input, errors included."""
+    token = frozenset(
+        b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    )
+    lines = head.split(b"\r\n")
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        return (400, "Empty request.")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3:
+        return (400, "Malformed request line.")
+    method_b, target_b, version = parts
+    if not method_b or not token.issuperset(method_b):
+        return (400, "Malformed request method.")
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return (505 if version.startswith(b"HTTP/") else 400, "version")
+    if not target_b.startswith(b"/") or any(c <= 0x20 or c >= 0x7F for c in target_b):
+        return (400, "The request target must be an absolute path.")
+    if any(line[:1] in (b" ", b"\t") for line in lines[1:]):
+        return (400, "Folded header lines are not allowed.")
+    if len(lines) - 1 > http11.MAX_HEADERS:
+        return (431, "too many")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or not token.issuperset(name):
+            return (400, "Malformed header line.")
+        key = name.decode("ascii").lower()
+        text = value.strip(b" \t").decode("latin-1")
+        if any(c in text for c in "\r\n\x00"):
+            return (400, "Invalid character in a header value.")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    target = target_b.decode("ascii")
+    path, _, query = target.partition("?")
+    return (method_b.decode(), target, path, query, headers)
+
+
+def test_the_faster_head_parser_agrees_with_the_reference_on_random_heads() -> None:
+    import random
+
+    rng = random.Random(7)
+    pieces = [
+        b"GET",
+        b"POST",
+        b" ",
+        b"/",
+        b"/a?b=c",
+        b"HTTP/1.1",
+        b"HTTP/2",
+        b"\r\n",
+        b"Host: x",
+        b"X-A:  v \t",
+        b"Bad Name: v",
+        b": v",
+        b"a\x00b",
+        b"\n",
+        b"\r",
+        b"\x7f",
+        b"\xe9",
+        b"\t",
+        b"Upgrade: websocket",
+        b"x-a: second",
+        b":",
+        b"~!#$%&'*+-.^_`|: ok",
+    ]
+    for _ in range(20_000):
+        if rng.random() < 0.5:
+            head = b"GET /p?q=1 HTTP/1.1\r\n"
+        else:
+            head = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 6))) + b"\r\n"
+        head += b"".join(
+            b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 4))) + b"\r\n"
+            for _ in range(rng.randint(0, 4))
+        )
+        head += b"\r\n"
+        want = _reference_parse(head)
+        try:
+            got = http11.parse_request_head(head)
+        except http11.HttpError as exc:
+            assert isinstance(want, tuple) and len(want) == 2, (head, want, exc.description)
+            assert want[0] == exc.status, (head, want, exc.description)
+            if want[1] not in ("version", "too many"):
+                assert want[1] == exc.description, (head, want, exc.description)
+            continue
+        assert want == (got.method, got.target, got.path, got.query, got.headers), head
+
+
+def test_the_101_answer_is_built_as_before() -> None:
+    answer = http11.switching_protocols("acc=", "chat", "permessage-deflate")
+    assert answer == (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: acc=\r\nSec-WebSocket-Protocol: chat\r\n"
+        b"Sec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+    )
+    assert http11.switching_protocols("a").endswith(b"Sec-WebSocket-Accept: a\r\n\r\n")
