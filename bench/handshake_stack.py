@@ -34,7 +34,18 @@ TICK = os.sysconf("SC_CLK_TCK")
 PROFILE_HOOK = """
 import atexit, os, sys
 _want = os.environ.get("WSGATE_BENCH_PROFILE", "")
-if _want and sys.argv[-1:] == [_want] or (_want and _want in sys.argv[1:3]):
+if _want and os.environ.get("WSGATE_BENCH_PROFILER") == "cprofile" and _want in sys.argv[1:4]:
+    import cProfile, pstats, io
+    _c = cProfile.Profile()
+    _c.enable()
+    def _cdump():
+        _c.disable()
+        out = io.StringIO()
+        pstats.Stats(_c, stream=out).sort_stats("tottime").print_stats(45)
+        with open(os.environ["WSGATE_BENCH_PROFILE_OUT"], "w") as f:
+            f.write(out.getvalue())
+    atexit.register(_cdump)
+elif _want and _want in sys.argv[1:4]:
     from pyinstrument import Profiler
     _p = Profiler(interval=0.0005, async_mode="disabled")
     _p.start()
@@ -85,7 +96,9 @@ def children(parent: int) -> dict[str, int]:
 
 
 class Stack:
-    def __init__(self, env: dict[str, str], data_dir: Path, profile: str, profile_out: str):
+    def __init__(
+        self, env: dict[str, str], data_dir: Path, profile: str, profile_out: str, profiler: str
+    ):
         self.ports = free_ports()
         self.data_dir = data_dir
         argv = [PY, "-m", "wsgate", "up", "--data-dir", str(data_dir)]
@@ -108,6 +121,7 @@ class Stack:
             full_env["PYTHONPATH"] = f"{hook}:{full_env.get('PYTHONPATH', '')}"
             full_env["WSGATE_BENCH_PROFILE"] = profile
             full_env["WSGATE_BENCH_PROFILE_OUT"] = profile_out
+            full_env["WSGATE_BENCH_PROFILER"] = profiler
         # stdout goes to a file the way a terminal takes it: the supervisor writes to it
         self.out_path = data_dir / "up.out"
         self.out = open(self.out_path, "wb")
@@ -256,6 +270,53 @@ def run_load(url: str, token: str, seconds: float, workers: int) -> dict[str, fl
     return result
 
 
+def start_nginx(workdir: Path, backend_port: int) -> tuple[subprocess.Popen[bytes], int, list[int]]:
+    """nginx (bench/nginx.conf.tmpl, no auth) in front of the same picows backend."""
+    import shutil
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conf_dir = workdir / "nginx"
+    conf_dir.mkdir()
+    conf = (REPO / "bench" / "nginx.conf.tmpl").read_text()
+    conf = conf.format(dir=conf_dir, port=port, backend_port=backend_port, extra="")
+    (conf_dir / "nginx.conf").write_text(conf)
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    proc = subprocess.Popen(
+        [nginx, "-c", str(conf_dir / "nginx.conf"), "-p", str(conf_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(100):
+        time.sleep(0.05)
+        try:
+            with socket.create_connection(("127.0.0.1", port), 0.2):
+                break
+        except OSError:
+            continue
+    kids = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    return proc, port, [proc.pid, *map(int, kids)]
+
+
+def report(name: str, result: dict[str, float], cost: dict[str, float], lines: float) -> None:
+    print(
+        f"{name}: {result['rate']:.0f} handshakes/s "
+        f"(done {result['done']:.0f}, errors {result['errors']:.0f}), "
+        f"connect p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms"
+        + (f", {lines:.1f} output lines per handshake" if lines >= 0 else "")
+    )
+    print(
+        "  cpu µs/handshake: "
+        + ", ".join(f"{k} {v:.0f}" for k, v in cost.items() if v >= 1)
+        + " (cpu %: "
+        + ", ".join(f"{k} {v * result['rate'] / 1e4:.0f}" for k, v in cost.items() if v >= 1)
+        + ")",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -266,6 +327,7 @@ def main() -> int:
         "--profile", default="", help="router or enforcer: run it under pyinstrument"
     )
     parser.add_argument("--profile-out", default="/tmp/wsgate-profile.txt")
+    parser.add_argument("--profiler", choices=["pyinstrument", "cprofile"], default="pyinstrument")
     parser.add_argument(
         "--backend",
         choices=["picows", "wsgate-echo"],
@@ -273,11 +335,16 @@ def main() -> int:
         help="picows: an API copy on bench/echo_server.py (as the nginx comparison uses); "
         "wsgate-echo: the sample chat API on `wsgate up`'s own echo backend",
     )
+    parser.add_argument(
+        "--nginx",
+        action="store_true",
+        help="also nginx (no auth) with the same client, interleaved",
+    )
     parser.add_argument("--tail", type=int, default=0, help="print the stack's last N lines")
     args = parser.parse_args()
     env = dict(item.split("=", 1) for item in args.env)
     with tempfile.TemporaryDirectory(prefix="wsgate-hs-") as tmp:
-        stack = Stack(env, Path(tmp), args.profile, args.profile_out)
+        stack = Stack(env, Path(tmp), args.profile, args.profile_out, args.profiler)
         try:
             stack.wait_up()
             pids = {"supervisor": stack.proc.pid, **children(stack.proc.pid)}
@@ -293,6 +360,9 @@ def main() -> int:
                 path, token = "/chat/1.0.0/rooms/lobby", stack.token()
             url = f"ws://127.0.0.1:{stack.ports['router']}{path}"
             print(f"stack up, measuring {url}", flush=True)
+            nginx_port, nginx_pids = 0, []
+            if args.nginx and args.backend == "picows":
+                nginx, nginx_port, nginx_pids = start_nginx(Path(tmp), port)
             for n in range(args.rounds):
                 before = {k: cpu_seconds(p) for k, p in pids.items()}
                 lines0 = stack.text().count("\n")
@@ -303,28 +373,26 @@ def main() -> int:
                 }
                 cost["loadgen"] = result["loadgen_cpu"] * 1e6 / max(result["done"], 1)
                 lines = (stack.text().count("\n") - lines0) / max(result["done"], 1)
-                print(
-                    f"round {n + 1}: {result['rate']:.0f} handshakes/s "
-                    f"(done {result['done']:.0f}, errors {result['errors']:.0f}), "
-                    f"connect p50 {result['p50_ms']:.1f} ms p99 {result['p99_ms']:.1f} ms, "
-                    f"{lines:.1f} output lines per handshake"
-                )
-                print(
-                    "  cpu µs/handshake: "
-                    + ", ".join(f"{k} {v:.0f}" for k, v in cost.items() if v >= 1)
-                    + " (cpu %: "
-                    + ", ".join(
-                        f"{k} {v * result['rate'] / 1e4:.0f}" for k, v in cost.items() if v >= 1
-                    )
-                    + ")",
-                    flush=True,
-                )
+                report(f"round {n + 1} wsgate", result, cost, lines)
+                if nginx_port:
+                    watched = {"nginx": nginx_pids, "picows-echo": [pids["picows-echo"]]}
+                    before = {k: sum(map(cpu_seconds, v)) for k, v in watched.items()}
+                    ref = f"ws://127.0.0.1:{nginx_port}{path}"
+                    result = run_load(ref, token, args.seconds, args.workers)
+                    cost = {
+                        k: (sum(map(cpu_seconds, v)) - before[k]) * 1e6 / max(result["done"], 1)
+                        for k, v in watched.items()
+                    }
+                    cost["loadgen"] = result["loadgen_cpu"] * 1e6 / max(result["done"], 1)
+                    report(f"round {n + 1} nginx ", result, cost, -1)
         finally:
             if args.tail:
                 print("\n".join(stack.text().splitlines()[-args.tail :]))
             stack.stop()
             if args.backend == "picows":
                 echo.terminate()
+            if nginx_port:
+                nginx.terminate()
     return 0
 
 
