@@ -225,8 +225,9 @@ class Router:
         if up:
             self.decisions.stream_opened()
             return
+        was_up = self.decisions.stream_up  # not each failed retry while the enforcer is away
         dropped = self.decisions.stream_lost()
-        if self.decisions.enabled:
+        if was_up and self.decisions.enabled:
             log.info(
                 "decision cache off until the rules stream is back (%d dropped; hits %d, "
                 "misses %d so far)",

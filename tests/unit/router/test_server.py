@@ -66,6 +66,7 @@ class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
 
     def __init__(self) -> None:
         self.requests: list[enforcer_pb2.HandshakeRequest] = []
+        self.data_version = ""  # what a real enforcer stamps its answers with
 
     async def Check(
         self, request: enforcer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
@@ -79,9 +80,15 @@ class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
                 message="The access token does not allow you to access the requested resource",
                 description="User is NOT authorized to access the Resource: /. "
                 "Scope validation failed.",
+                data_version=self.data_version,
             )
         key_type = "SANDBOX" if request.authorization == "Bearer sandbox" else "PRODUCTION"
-        return enforcer_pb2.HandshakeResponse(allowed=True, key_type=key_type)
+        return enforcer_pb2.HandshakeResponse(
+            allowed=True,
+            key_type=key_type,
+            token_id=request.authorization.removeprefix("Bearer "),
+            data_version=self.data_version,
+        )
 
 
 @dataclass
