@@ -3,6 +3,7 @@ C-core logging off unless the environment asks for it."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
@@ -69,11 +70,13 @@ def test_lines_are_written_in_batches_and_problems_at_once() -> None:
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     logger = logging.Logger("batched")
     logger.addHandler(handler)
+    logger.info("zero")
+    assert stream.getvalue() == "INFO zero\n"  # after a quiet spell: at once
     logger.info("one")
     logger.info("two")
-    assert stream.getvalue() == ""  # held back for at most the interval
+    assert stream.getvalue() == "INFO zero\n"  # close behind it: held back for the interval
     logger.warning("three")  # a problem is written at once, with what came before it
-    assert stream.getvalue().splitlines() == ["INFO one", "INFO two", "WARNING three"]
+    assert stream.getvalue().splitlines() == ["INFO zero", "INFO one", "INFO two", "WARNING three"]
     logger.info("four")
     deadline = time.monotonic() + 5
     while "four" not in stream.getvalue() and time.monotonic() < deadline:
@@ -82,6 +85,21 @@ def test_lines_are_written_in_batches_and_problems_at_once() -> None:
     logger.info("five")
     handler.flush()  # what logging.shutdown does at exit
     assert stream.getvalue().splitlines()[-1] == "INFO five"
+
+
+async def test_on_an_event_loop_lines_are_written_once_the_current_callbacks_are_done() -> None:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream, interval=60)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.Logger("looped")
+    logger.addHandler(handler)
+    logger.info("a")
+    logger.info("b")
+    logger.info("c")
+    assert stream.getvalue() == "a\n"  # the first at once, the next ones batched
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert stream.getvalue() == "a\nb\nc\n"  # one write, not a minute later
 
 
 def test_a_component_logs_its_last_lines_when_it_exits() -> None:
