@@ -3,7 +3,6 @@ C-core logging off unless the environment asks for it."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 import os
@@ -85,21 +84,6 @@ def test_lines_are_written_in_batches_and_problems_at_once() -> None:
     logger.info("five")
     handler.flush()  # what logging.shutdown does at exit
     assert stream.getvalue().splitlines()[-1] == "INFO five"
-
-
-async def test_on_an_event_loop_lines_are_written_once_the_current_callbacks_are_done() -> None:
-    stream = io.StringIO()
-    handler = BatchingStreamHandler(stream, interval=60)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.Logger("looped")
-    logger.addHandler(handler)
-    logger.info("a")
-    logger.info("b")
-    logger.info("c")
-    assert stream.getvalue() == "a\n"  # the first at once, the next ones batched
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert stream.getvalue() == "a\nb\nc\n"  # one write, not a minute later
 
 
 def test_a_component_logs_its_last_lines_when_it_exits() -> None:
