@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
-import os
 import socket
 import ssl
 import time
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 from router.http11 import HeadReader, HttpError, Response, check_backend_response
 from router.http11 import parse_response_head as parse_head
+from wsgate_common.request_ids import RANDOM
 
 
 class BackendError(Exception):
@@ -225,7 +225,7 @@ async def connect(
         BackendError: 504 on timeout, 502 for refused/DNS/TLS/non-101/bad accept key.
     """
     loop = asyncio.get_running_loop()
-    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    key = base64.b64encode(RANDOM.take(16)).decode("ascii")
     transport: asyncio.Transport | None = None
     try:
         async with asyncio.timeout(timeout):

@@ -20,3 +20,9 @@ def test_safe_ids_are_kept(value: str) -> None:
 def test_anything_else_gets_a_new_id(value: str | None) -> None:
     minted = safe_request_id(value)
     assert minted != value and re.fullmatch(r"[0-9a-f]{32}", minted)
+
+
+def test_minted_ids_do_not_repeat_across_pool_refills() -> None:
+    ids = {safe_request_id(None) for _ in range(1000)}  # 16 KB: several 4 KiB refills
+    assert len(ids) == 1000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", minted) for minted in ids)
