@@ -84,6 +84,7 @@ class RouterConfig:
     max_connections: int = 10_000  # relayed + upgrading; beyond -> 503; 0 disables
     analytics_interval: float = 1.0  # seconds between analytics flushes
     analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
+    relay: str = "auto"  # native (router._core), python (router/relay.py), auto = native if built
 
 
 class Handshake(Exception):

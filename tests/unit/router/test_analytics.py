@@ -195,9 +195,9 @@ def test_metrics_count_what_the_router_reports() -> None:
 # -- a real router -------------------------------------------------------------------------
 
 
-async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path) -> None:
+async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path, relay_path: str) -> None:
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink], analytics_interval=0.1) as env:
+    async with open_env(tmp_path, relay=relay_path, sinks=[sink], analytics_interval=0.1) as env:
         async with connect(env.url(), compression=None) as ws:
             for _ in range(3):
                 await ws.send("abc")
@@ -237,8 +237,8 @@ async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path) -> Non
     assert total.bytes_up == 5 * (6 + 3) + 6 + 2  # masked 3-byte texts + masked close 1000
 
 
-async def test_metrics_page_on_the_router_ports(tmp_path: Path) -> None:
-    async with open_env(tmp_path) as env:
+async def test_metrics_page_on_the_router_ports(tmp_path: Path, relay_path: str) -> None:
+    async with open_env(tmp_path, relay=relay_path) as env:
         async with connect(env.url(), compression=None) as ws:
             await ws.send("hello")
             await ws.recv()
@@ -264,9 +264,9 @@ async def test_metrics_page_on_the_router_ports(tmp_path: Path) -> None:
         assert got["wsgate_router_handshake_seconds_count"] == 2
 
 
-async def test_rule_close_is_reported_with_its_cause(tmp_path: Path) -> None:
+async def test_rule_close_is_reported_with_its_cause(tmp_path: Path, relay_path: str) -> None:
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink]) as env:
+    async with open_env(tmp_path, relay=relay_path, sinks=[sink]) as env:
         async with connect(env.url()) as ws:
             await ws.send("x")
             await ws.recv()
@@ -282,11 +282,15 @@ async def test_rule_close_is_reported_with_its_cause(tmp_path: Path) -> None:
     assert got['wsgate_router_connection_closes_total{by="router",code="1008"}'] == 1
 
 
-async def test_metrics_are_exact_when_the_analytics_queue_drops(tmp_path: Path) -> None:
+async def test_metrics_are_exact_when_the_analytics_queue_drops(
+    tmp_path: Path, relay_path: str
+) -> None:
     """A queue of one event, flushed every minute: analytics drops nearly everything, and
     /metrics still counts every handshake, message, frame, byte and close."""
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink], analytics_queue=1, analytics_interval=60) as env:
+    async with open_env(
+        tmp_path, relay=relay_path, sinks=[sink], analytics_queue=1, analytics_interval=60
+    ) as env:
         sent = 0
         for i in range(6):
             async with connect(env.url(), compression=None) as ws:
