@@ -16,6 +16,7 @@ import functools
 import importlib
 import re
 
+import httpx
 import pytest
 
 from tests.procs import unavailable
@@ -72,3 +73,10 @@ def check_reported(metrics_text: str, path: str) -> None:
         assert found == "native", f"asked for the native relay, /metrics reports {found!r}"
     else:
         assert found in (path, None), f"asked for the {path} relay, /metrics reports {found!r}"
+
+
+def check_router(port: int, path: str) -> None:
+    """:func:`check_reported` on the /metrics page of the router process listening on ``port``."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+    assert answer.status_code == 200, answer.text[:300]
+    check_reported(answer.text, path)
