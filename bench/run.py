@@ -355,7 +355,7 @@ def start_default_stack(stack: Stack, routers: dict[str, dict[str, str]]) -> UpS
     )
 
 
-def provision(up: UpStack) -> str:
+def provision(up: UpStack, tier: str = BENCH_TIER) -> str:
     """Through the control plane, as a publisher and a developer would: a subscription tier of
     10^9 messages a minute, the BenchWS API on the picows backend, the sample application
     subscribed to it; returns one of that application's access tokens (a JWT), once every
@@ -380,8 +380,9 @@ def provision(up: UpStack) -> str:
             )
             if made.status_code not in (201, 409):
                 raise RuntimeError(f"policy: {made.status_code} {made.text[:300]}")
-        api_id, _ = await sample_api.ensure_published(cp_url, auth, dict(BENCH_API), verify)
-        keys = await sample_api.ensure_application(cp_url, auth, api_id, BENCH_TIER, verify)
+        body = {**BENCH_API, "policies": [tier]}
+        api_id, _ = await sample_api.ensure_published(cp_url, auth, body, verify)
+        keys = await sample_api.ensure_application(cp_url, auth, api_id, tier, verify)
         token = await sample_api.application_token(cp_url, keys, verify)
 
         async def same() -> str:
@@ -525,6 +526,12 @@ def main() -> int:
     parser.add_argument("--idle-conns", type=int, default=5000)
     parser.add_argument("--handshake-seconds", type=float, default=4.0)
     parser.add_argument("--handshake-workers", type=int, default=50)
+    parser.add_argument(
+        "--tier",
+        default=BENCH_TIER,
+        help=f"subscription tier of the bench API ({BENCH_TIER}: 10^9 messages a minute, "
+        "checked per message; AsyncUnlimited: no quota at all, to see what the quota costs)",
+    )
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -549,7 +556,7 @@ def main() -> int:
         if native:
             routers["native"] = {"WSGATE_RELAY": "native"}
         up = start_default_stack(stack, routers)
-        token = provision(up)
+        token = provision(up, args.tier)
         targets = {name: wsgate_target(up, name, token) for name in routers}
         relays = [targets["python"]] + ([targets["native"]] if native else [])
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
@@ -562,6 +569,7 @@ def main() -> int:
             print(f"# native relay: NOT BUILT ({why}); msgs rows for the python path only")
         for t in targets.values():
             print(f"# router {t.name}: port {t.port}, relay path reported: {t.relay}")
+        print(f"# bench API subscription tier: {args.tier}")
         print(f"# {args.rounds} interleaved rounds of {args.seconds:g} s, medians", flush=True)
 
         for case in cases:
