@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.procs import unavailable
+from wsgate_common.metrics import parse_samples
 
 RELAY_PATHS = ("python", "native")
 RELAY_INFO = re.compile(
@@ -80,3 +81,9 @@ def check_router(port: int, path: str) -> None:
     answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
     assert answer.status_code == 200, answer.text[:300]
     check_reported(answer.text, path)
+
+
+def active_connections(metrics_text: str) -> float:
+    """``wsgate_router_connections_active`` from a /metrics page: the relayed connections, on
+    either path (a test reading the Python relay's own set would pass vacuously on the core)."""
+    return parse_samples(metrics_text).get("wsgate_router_connections_active", 0.0)

@@ -27,6 +27,7 @@ from router.analytics import (
 )
 from router.metrics import RouterMetrics
 from tests.unit.router.test_server import (
+    active,
     event_loop_policy,
     open_env,
     raw_request,
@@ -251,7 +252,7 @@ async def test_metrics_page_on_the_router_ports(tmp_path: Path, relay_path: str)
             # /metrics flushes first: the live connection's counters are already in.
             assert got['wsgate_router_messages_total{direction="up"}'] == 1
         await raw_request(env.port, upgrade("/echo/1.0.0", "Authorization: Bearer deny"))
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         status, _, body = await raw_request(env.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 200
         got = parse_samples(body.decode())
@@ -272,7 +273,7 @@ async def test_rule_close_is_reported_with_its_cause(tmp_path: Path, relay_path:
             await ws.recv()
             rule = enforcer_pb2.ConnectionRule(api_id="echo", close_code=1008, reason="API blocked")
             assert env.router.apply_rule(rule) == 1
-            await wait_until(lambda: not env.router.relays)
+            await wait_until(lambda: active(env.router) == 0)
         got = parse_samples(env.router.metrics_text().decode())
     final = [e for e in sink.events if isinstance(e, ConnectionEvent) and e.final]
     assert len(final) == 1
@@ -302,9 +303,9 @@ async def test_metrics_are_exact_when_the_analytics_queue_drops(
             await live.send("abcd")
             await live.recv()
             sent += 1
-            await wait_until(lambda: len(env.router.relays) == 1)
+            await wait_until(lambda: active(env.router) == 1)
             got = parse_samples(env.router.metrics_text().decode())
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         after = parse_samples(env.router.metrics_text().decode())
     assert env.router.analytics.dropped > 0  # the analytics did lose events
     assert got['wsgate_router_messages_total{direction="up"}'] == sent

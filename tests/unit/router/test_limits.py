@@ -20,6 +20,7 @@ from router.relay import HIGH_WATER
 from tests.unit.router.test_server import (
     FLOOD_TOTAL,
     Env,
+    active,
     event_loop_policy,
     open_env,
     packed,
@@ -91,7 +92,7 @@ async def test_connection_limit_is_503_and_spares_established_ones(
                 await ws.send("alive")
                 assert await ws.recv() == "alive"
             assert len(env.enforcer.requests) == 2  # the refused one was not even checked
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         async with connect(env.url()) as again:  # room again once they are gone
             await again.send("y")
             assert await again.recv() == "y"

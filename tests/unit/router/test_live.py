@@ -30,7 +30,7 @@ from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
 from tests.procs import PROMPT
 from tests.relay_paths import check_reported
-from tests.unit.router.test_server import event_loop_policy, packed
+from tests.unit.router.test_server import active, event_loop_policy, packed
 from wsgate_common.metrics import parse_samples
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
@@ -258,7 +258,7 @@ async def test_quota_reached_closes_with_1008_throttled_out(env: Env) -> None:
     await wait_until(lambda: len(env.backend.closes) == 1)
     assert env.backend.received == [f"m{i}" for i in range(5)]  # the 6th never reached it
     assert env.backend.closes[0][0] == 1001  # the backend is told the client went away
-    await wait_until(lambda: not env.router.relays and not len(env.router.live))
+    await wait_until(lambda: active(env.router) == 0 and not len(env.router.live))
 
 
 async def test_drop_mode_drops_silently_and_keeps_the_connection(env: Env) -> None:
@@ -518,7 +518,7 @@ async def test_rule_during_the_backend_handshake_closes_right_after_it(env: Env)
         env.client("t", "/echo/1.0.0/slow").__aenter__()
     )
     await wait_until(lambda: len(env.router.live) == 1)  # allowed, backend still connecting
-    assert not env.router.relays
+    assert active(env.router) == 0
     assert env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="gone")) == 0
     ws = await asyncio.wait_for(pending, 3)
     try:
@@ -553,7 +553,7 @@ async def test_a_frame_that_never_ends_drops_the_connection_after_a_second(env: 
             await asyncio.wait_for(ws.recv(), 3)
         assert info.value.rcvd is None  # no close frame could be injected mid-frame
         assert 0.9 < time.monotonic() - started < 2.0
-    await wait_until(lambda: not env.router.relays)
+    await wait_until(lambda: active(env.router) == 0)
 
 
 # -- token expiry ----------------------------------------------------------------------------
