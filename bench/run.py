@@ -563,6 +563,8 @@ def main() -> int:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"# {stamp} on {os.uname().nodename}, {os.cpu_count()} cores, load {load}")
         print(f"# workdir {workdir} (every process's log)")
+        if os.getloadavg()[0] > 1.0:
+            print("# WARNING: other work shares this machine (load above): ratios are noisy")
         if native:
             print("# native relay: built (router._core imports); msgs rows for both paths")
         else:
