@@ -535,7 +535,7 @@ def main() -> int:
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    began = time.monotonic()
+    began, load_before = time.monotonic(), os.getloadavg()[0]  # before our own stack starts
     cases = args.cases.split(",")
 
     workdir = Path(tempfile.mkdtemp(prefix="wsgate-bench-"))
@@ -563,8 +563,11 @@ def main() -> int:
         load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
         print(f"# {stamp} on {os.uname().nodename}, {os.cpu_count()} cores, load {load}")
         print(f"# workdir {workdir} (every process's log)")
-        if os.getloadavg()[0] > 1.0:
-            print("# WARNING: other work shares this machine (load above): ratios are noisy")
+        if load_before > 1.0:
+            print(
+                f"# WARNING: load average {load_before:.2f} before the stack started: other work "
+                "shares this machine, ratios are noisy"
+            )
         if native:
             print("# native relay: built (router._core imports); msgs rows for both paths")
         else:
