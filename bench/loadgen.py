@@ -2,6 +2,10 @@
 
 Prints one JSON object: messages/s, round-trip percentiles, errors. picows + uvloop, so that
 on this 2-core machine the generator costs far less CPU than the proxy it measures.
+
+``--handshakes``: instead, N workers each connect -> send one message -> read the echo ->
+close, again and again; prints handshakes/s and the connect latency percentiles (time from
+opening the TCP connection to the 101).
 """
 
 from __future__ import annotations
@@ -85,6 +89,66 @@ async def run(url: str, conns: int, size: int, seconds: float, headers: dict[str
     }
 
 
+class OneEcho(WSListener):
+    """Resolves ``echoed`` when the first data message comes back."""
+
+    def __init__(self) -> None:
+        self.echoed = asyncio.get_running_loop().create_future()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type in (WSMsgType.BINARY, WSMsgType.TEXT) and not self.echoed.done():
+            self.echoed.set_result(None)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.echoed.done():
+            self.echoed.set_exception(ConnectionError("closed before the echo"))
+
+
+async def handshakes(url: str, workers: int, seconds: float, headers: dict[str, str]) -> dict:
+    payload = b"x" * 64
+    connect_times: list[float] = []
+    errors: dict[str, int] = {}
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            try:
+                transport, listener = await ws_connect(OneEcho, url, extra_headers=headers)
+                connect_times.append(time.perf_counter() - started)
+                transport.send(WSMsgType.BINARY, payload)
+                await asyncio.wait_for(listener.echoed, 10)  # type: ignore[attr-defined]
+                transport.send_close()
+                transport.disconnect()
+                done += 1
+            except Exception as exc:  # counted and shown: a refused handshake is a result too
+                name = type(exc).__name__ + ": " + str(exc)[:80]
+                errors[name] = errors.get(name, 0) + 1
+                await asyncio.sleep(0.01)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(workers)))
+    elapsed = time.perf_counter() - start
+    connect_times.sort()
+
+    def pct(p: float) -> float:
+        if not connect_times:
+            return 0.0
+        return connect_times[min(len(connect_times) - 1, int(p * len(connect_times)))] * 1000
+
+    return {
+        "handshakes": done,
+        "seconds": elapsed,
+        "handshakes_per_s": done / elapsed,
+        "connect_p50_ms": pct(0.50),
+        "connect_p99_ms": pct(0.99),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("url")
@@ -92,10 +156,15 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--header", action="append", default=[], help="Name: value")
+    parser.add_argument("--handshakes", action="store_true", help="connect/echo/close loop")
+    parser.add_argument("--workers", type=int, default=50, help="with --handshakes")
     args = parser.parse_args()
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
-    result = uvloop.run(run(args.url, args.conns, args.size, args.seconds, headers))
+    if args.handshakes:
+        result = uvloop.run(handshakes(args.url, args.workers, args.seconds, headers))
+    else:
+        result = uvloop.run(run(args.url, args.conns, args.size, args.seconds, headers))
     print(json.dumps(result))
 
 

@@ -87,6 +87,7 @@ class RouterConfig:
     analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
     decision_cache_ttl: float = 30.0  # seconds an allow is reused at most; 0 disables
     decision_cache_size: int = 10_000
+    relay: str = "auto"  # native (router._core), python (router/relay.py), auto = native if built
 
 
 class Handshake(Exception):

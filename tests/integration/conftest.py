@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
 from tests.procs import REPO, WSCAT, Proc, http_ok, running
+from tests.relay_paths import check_router, relay_env
 from wsgate.stack import Ports, component_env, components
 from wsgate_common.pki import ensure_pki
 
@@ -334,6 +335,17 @@ def start_stack(base: Path, extra_env: dict[str, str] | None = None) -> Iterator
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with start_stack(tmp_path_factory.mktemp("stack")) as result:
+        yield result
+
+
+@pytest.fixture(scope="module")
+def relay_stack(tmp_path_factory: pytest.TempPathFactory, relay_path: str) -> Iterator[Stack]:
+    """The whole stack with its router on ``relay_path`` (a module whose tests exercise the
+    relay overrides ``stack`` with this one, so they run on both paths)."""
+    with start_stack(
+        tmp_path_factory.mktemp(f"stack-{relay_path}"), relay_env(relay_path)
+    ) as result:
+        check_router(result.ports.router, relay_path)
         yield result
 
 

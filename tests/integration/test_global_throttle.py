@@ -38,6 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.backends import ThreadedBackend
 from tests.procs import Proc, free_port, http_ok, own_redis, running, wait_for
+from tests.relay_paths import check_router, relay_env
 from wsgate_common.grpc_tls import from_pki_dir
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
@@ -119,8 +120,10 @@ class Plane:
         return answer.text.strip()
 
     @contextlib.contextmanager
-    def routers(self, redis_env: list[dict[str, str]]) -> Iterator[list[tuple[Proc, int]]]:
-        """One router per environment, all ready; yields (process, ws port)."""
+    def routers(
+        self, redis_env: list[dict[str, str]], relay: str
+    ) -> Iterator[list[tuple[Proc, int]]]:
+        """One router per environment, all ready, on the ``relay`` path; yields (process, port)."""
         with contextlib.ExitStack() as stack:
             started = []
             for i, extra in enumerate(redis_env):
@@ -135,6 +138,7 @@ class Plane:
                     "WSGATE_ENFORCER_HTTP_URL": f"http://127.0.0.1:{self.enforcer_http}",
                     "WSGATE_RATELIMIT_EXPECTED_ROUTERS": "3",
                     "PYTHONUNBUFFERED": "1",
+                    **relay_env(relay),
                     **extra,
                 }
                 name = f"router-{uuid.uuid4().hex[:6]}-{i}"
@@ -147,6 +151,7 @@ class Plane:
                         ready=functools.partial(http_ok, f"http://127.0.0.1:{port}/ready"),
                     )
                 )
+                check_router(port, relay)
                 started.append((proc, port))
             yield started
 
@@ -259,7 +264,9 @@ def worst_window(times: list[float], window: float) -> int:
     return max((bisect.bisect_left(times, t + window) - k for k, t in enumerate(times)), default=0)
 
 
-def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane) -> None:
+def test_global_limit_holds_within_one_percent_across_three_routers(
+    plane: Plane, relay_path: str
+) -> None:
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"  # a redis-server of this test's own, like the others
     prefix = f"wsgate-it:{uuid.uuid4().hex}:"
@@ -268,7 +275,7 @@ def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane
     token = plane.token()
     with own_redis(port):
         assert redis_up(url)
-        with plane.routers([env, env, env]) as routers:
+        with plane.routers([env, env, env], relay_path) as routers:
             echoes = asyncio.run(
                 offer([p for _, p in routers], token, RATE, SECONDS, [], plane.backend)
             )
@@ -291,7 +298,7 @@ def test_global_limit_holds_within_one_percent_across_three_routers(plane: Plane
         assert "unreachable" not in log
 
 
-def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane) -> None:
+def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane, relay_path: str) -> None:
     """300 msgs / 3 s. Redis up 0-4 s, killed 4-9 s, back (empty) 9-12 s. Routers 0 and 1
     fail open (local cap 300 / 3 = 100 per window each), router 2 fails closed."""
     limit, window = 300, 3
@@ -313,7 +320,7 @@ def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane) -> None
 
     with own_redis(port) as first, restarted:
         holder["redis"] = first
-        with plane.routers([open_env, open_env, closed_env]) as routers:
+        with plane.routers([open_env, open_env, closed_env], relay_path) as routers:
             echoes = asyncio.run(
                 offer(
                     [p for _, p in routers],

@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from tests.backends import ThreadedBackend
 from tests.integration.conftest import Stack, distinct_free_ports
 from tests.procs import REPO, http_ok, running, wait_for
+from tests.relay_paths import check_router, relay_env
 from wsgate.stack import component_env, components
 from wsgate_common.metrics import parse_samples
 from wsgate_common.pki import ensure_pki
@@ -85,7 +86,8 @@ class Limited:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
+def limited(tmp_path_factory: pytest.TempPathFactory, relay_path: str) -> Iterator[Limited]:
+    """Adapter, enforcer and a router on ``relay_path`` with tight limits (both relay paths)."""
     base = tmp_path_factory.mktemp("limits")
     backend = Backend()
     backend.start()
@@ -102,6 +104,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
         "WSGATE_ROUTER_MAX_CONNECTIONS": "3",
         "WSGATE_ROUTER_ANALYTICS_FILE": "analytics.jsonl",
         "PYTHONPATH": str(REPO),
+        **relay_env(relay_path),
     }
     stack = Stack(ports, data_dir, cli_home, work, {**os.environ, **env})
     try:
@@ -119,6 +122,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Limited]:
                             timeout=60,
                         )
                     )
+            check_router(ports.router, relay_path)
             stack.login()
             echo = stack.project_copy(endpoint=f"ws://localhost:{backend.port}/echo")
             stack.mg_ok("deploy", "api", "-f", str(echo), "-e", "dev", "-k", "--override")

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 OPEN = "rules stream to enforcer"
 
 
-def test_rules_stream_survives_an_enforcer_restart(tmp_path: Path) -> None:
+def test_rules_stream_survives_an_enforcer_restart(tmp_path: Path, relay_path: str) -> None:
     data_dir = tmp_path / "data"
     grpc_port, http_port, xds_port = free_port(), free_port(), free_port()
     enforcer_env = {
@@ -31,7 +31,7 @@ def test_rules_stream_survives_an_enforcer_restart(tmp_path: Path) -> None:
     }
     enforcer_args = ["enforcer", "--host", "127.0.0.1", "--grpc-port", str(grpc_port)]
     enforcer_args += ["--http-port", str(http_port)]
-    env, port, _ = router_env(data_dir, xds_port)
+    env, port, _ = router_env(data_dir, xds_port, relay_path)
     env["WSGATE_ENFORCER_ADDRESS"] = f"127.0.0.1:{grpc_port}"
 
     def enforcer(log_dir: Path) -> AbstractContextManager[Proc]:

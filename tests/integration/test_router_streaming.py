@@ -33,6 +33,7 @@ from enforcer.testkey import public_jwk
 from tests.backends import ThreadedBackend
 from tests.integration.adapter_enforcer import AdapterEnforcer, adapter_and_enforcer
 from tests.procs import free_port, http_ok, running, wait_for
+from tests.relay_paths import check_router, relay_env
 from wsgate_common.metrics import parse_samples
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
@@ -79,6 +80,7 @@ class Plane:
     backend: Backend
     key: rsa.RSAPrivateKey
     routers: dict[str, int] = field(default_factory=dict)  # name -> ws port
+    data_dir: Path = field(default_factory=Path)  # the adapter's and enforcer's (and CA)
 
     def token(self) -> str:
         now = int(time.time())
@@ -181,14 +183,14 @@ ROUTERS = {
 
 
 @pytest.fixture(scope="module")
-def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
+    """Adapter, enforcer, backend and the three APIs, shared by both relay paths' routers."""
     data_dir: Path = tmp_path_factory.mktemp("streaming")
     backend = Backend()
     backend.start()
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     try:
-        with adapter_and_enforcer(data_dir) as pair, contextlib.ExitStack() as procs:
-            plane = Plane(pair, backend, key)
+        with adapter_and_enforcer(data_dir) as pair:
             base = f"ws://127.0.0.1:{backend.port}"
             with pair.tls.channel(pair.deploy_address) as channel:
                 stub = deploy_pb2_grpc.DeploymentServiceStub(channel)
@@ -199,37 +201,49 @@ def plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plane]:
                 ):
                     stub.Deploy(deploy_pb2.DeployRequest(api=definition), timeout=10)
                 stub.PutSubscriptionData(subscription_data(key), timeout=10)
-            for name, extra in ROUTERS.items():
-                port = free_port()
-                env = {
-                    "WSGATE_DATA_DIR": str(data_dir),
-                    "WSGATE_LABEL": "Default",
-                    "WSGATE_ROUTER_HOST": "127.0.0.1",
-                    "WSGATE_ROUTER_PORT": str(port),
-                    "WSGATE_ROUTER_TLS_PORT": str(free_port()),
-                    "WSGATE_XDS_ADDRESS": pair.xds_address,
-                    "WSGATE_ENFORCER_ADDRESS": pair.enforcer_address,
-                    "WSGATE_ENFORCER_HTTP_URL": pair.enforcer_http,
-                    "PYTHONUNBUFFERED": "1",
-                    **extra,
-                }
-                ready = f"http://127.0.0.1:{port}/ready"
-                procs.enter_context(
-                    running(
-                        f"router-{name}",
-                        ["router"],
-                        env,
-                        data_dir,
-                        lambda ready=ready: http_ok(ready),  # type: ignore[misc]
-                        timeout=60,
-                    )
-                )
-                plane.routers[name] = port
-            for name in ROUTERS:
-                wait_for(lambda name=name: _echoes(plane, name), 30, f"router {name} to relay")
-            yield plane
+            yield Plane(pair, backend, key, data_dir=data_dir)
     finally:
         backend.close()
+
+
+@pytest.fixture(scope="module")
+def plane(deployed: Plane, relay_path: str) -> Iterator[Plane]:
+    """The ROUTERS, each on ``relay_path``, in front of the deployed APIs."""
+    pair = deployed.pair
+    data_dir = deployed.data_dir
+    plane = Plane(pair, deployed.backend, deployed.key, data_dir=data_dir)
+    with contextlib.ExitStack() as procs:
+        for name, extra in ROUTERS.items():
+            port = free_port()
+            env = {
+                "WSGATE_DATA_DIR": str(data_dir),
+                "WSGATE_LABEL": "Default",
+                "WSGATE_ROUTER_HOST": "127.0.0.1",
+                "WSGATE_ROUTER_PORT": str(port),
+                "WSGATE_ROUTER_TLS_PORT": str(free_port()),
+                "WSGATE_XDS_ADDRESS": pair.xds_address,
+                "WSGATE_ENFORCER_ADDRESS": pair.enforcer_address,
+                "WSGATE_ENFORCER_HTTP_URL": pair.enforcer_http,
+                "PYTHONUNBUFFERED": "1",
+                **relay_env(relay_path),
+                **extra,
+            }
+            ready = f"http://127.0.0.1:{port}/ready"
+            procs.enter_context(
+                running(
+                    f"router-{name}-{relay_path}",
+                    ["router"],
+                    env,
+                    data_dir,
+                    lambda ready=ready: http_ok(ready),  # type: ignore[misc]
+                    timeout=60,
+                )
+            )
+            check_router(port, relay_path)
+            plane.routers[name] = port
+        for name in ROUTERS:
+            wait_for(lambda name=name: _echoes(plane, name), 30, f"router {name} to relay")
+        yield plane
 
 
 def _echoes(plane: Plane, router: str) -> bool:

@@ -21,6 +21,12 @@ POLICY = "Topic6PerMin"
 
 
 @pytest.fixture(scope="module")
+def stack(relay_stack: Stack) -> Stack:
+    """The stack with its router on each relay path (tests/relay_paths.py)."""
+    return relay_stack
+
+
+@pytest.fixture(scope="module")
 def am(stack: Stack) -> Iterator[Apim]:
     with apim(stack) as session:
         yield session

@@ -27,6 +27,7 @@ from router.analytics import (
 )
 from router.metrics import RouterMetrics
 from tests.unit.router.test_server import (
+    active,
     event_loop_policy,
     open_env,
     raw_request,
@@ -195,9 +196,9 @@ def test_metrics_count_what_the_router_reports() -> None:
 # -- a real router -------------------------------------------------------------------------
 
 
-async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path) -> None:
+async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path, relay_path: str) -> None:
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink], analytics_interval=0.1) as env:
+    async with open_env(tmp_path, relay=relay_path, sinks=[sink], analytics_interval=0.1) as env:
         async with connect(env.url(), compression=None) as ws:
             for _ in range(3):
                 await ws.send("abc")
@@ -237,8 +238,8 @@ async def test_router_reports_handshakes_deltas_and_close(tmp_path: Path) -> Non
     assert total.bytes_up == 5 * (6 + 3) + 6 + 2  # masked 3-byte texts + masked close 1000
 
 
-async def test_metrics_page_on_the_router_ports(tmp_path: Path) -> None:
-    async with open_env(tmp_path) as env:
+async def test_metrics_page_on_the_router_ports(tmp_path: Path, relay_path: str) -> None:
+    async with open_env(tmp_path, relay=relay_path) as env:
         async with connect(env.url(), compression=None) as ws:
             await ws.send("hello")
             await ws.recv()
@@ -251,7 +252,7 @@ async def test_metrics_page_on_the_router_ports(tmp_path: Path) -> None:
             # /metrics flushes first: the live connection's counters are already in.
             assert got['wsgate_router_messages_total{direction="up"}'] == 1
         await raw_request(env.port, upgrade("/echo/1.0.0", "Authorization: Bearer deny"))
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         status, _, body = await raw_request(env.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         assert status == 200
         got = parse_samples(body.decode())
@@ -264,15 +265,15 @@ async def test_metrics_page_on_the_router_ports(tmp_path: Path) -> None:
         assert got["wsgate_router_handshake_seconds_count"] == 2
 
 
-async def test_rule_close_is_reported_with_its_cause(tmp_path: Path) -> None:
+async def test_rule_close_is_reported_with_its_cause(tmp_path: Path, relay_path: str) -> None:
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink]) as env:
+    async with open_env(tmp_path, relay=relay_path, sinks=[sink]) as env:
         async with connect(env.url()) as ws:
             await ws.send("x")
             await ws.recv()
             rule = enforcer_pb2.ConnectionRule(api_id="echo", close_code=1008, reason="API blocked")
             assert env.router.apply_rule(rule) == 1
-            await wait_until(lambda: not env.router.relays)
+            await wait_until(lambda: active(env.router) == 0)
         got = parse_samples(env.router.metrics_text().decode())
     final = [e for e in sink.events if isinstance(e, ConnectionEvent) and e.final]
     assert len(final) == 1
@@ -282,11 +283,15 @@ async def test_rule_close_is_reported_with_its_cause(tmp_path: Path) -> None:
     assert got['wsgate_router_connection_closes_total{by="router",code="1008"}'] == 1
 
 
-async def test_metrics_are_exact_when_the_analytics_queue_drops(tmp_path: Path) -> None:
+async def test_metrics_are_exact_when_the_analytics_queue_drops(
+    tmp_path: Path, relay_path: str
+) -> None:
     """A queue of one event, flushed every minute: analytics drops nearly everything, and
     /metrics still counts every handshake, message, frame, byte and close."""
     sink = ListSink()
-    async with open_env(tmp_path, sinks=[sink], analytics_queue=1, analytics_interval=60) as env:
+    async with open_env(
+        tmp_path, relay=relay_path, sinks=[sink], analytics_queue=1, analytics_interval=60
+    ) as env:
         sent = 0
         for i in range(6):
             async with connect(env.url(), compression=None) as ws:
@@ -298,9 +303,9 @@ async def test_metrics_are_exact_when_the_analytics_queue_drops(tmp_path: Path) 
             await live.send("abcd")
             await live.recv()
             sent += 1
-            await wait_until(lambda: len(env.router.relays) == 1)
+            await wait_until(lambda: active(env.router) == 1)
             got = parse_samples(env.router.metrics_text().decode())
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         after = parse_samples(env.router.metrics_text().decode())
     assert env.router.analytics.dropped > 0  # the analytics did lose events
     assert got['wsgate_router_messages_total{direction="up"}'] == sent

@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
 from router.server import Router, RouterConfig, strips_compression
+from tests.relay_paths import check_reported
 from tests.unit.router.test_live import Enforcer
 from tests.unit.router.test_server import event_loop_policy, packed
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
@@ -48,7 +49,7 @@ def test_a_quota_that_drops_messages_strips_compression() -> None:
 
 
 @contextlib.asynccontextmanager
-async def router_with(default: str) -> AsyncIterator[tuple[int, list[str]]]:
+async def router_with(default: str, relay: str) -> AsyncIterator[tuple[int, list[str]]]:
     """A router (gateway-wide ``default``) with three APIs: /unset, /strip, /passthrough;
     yields its port and the Sec-WebSocket-Extensions each backend connection was offered."""
     offered: list[str] = []
@@ -81,8 +82,11 @@ async def router_with(default: str) -> AsyncIterator[tuple[int, list[str]]]:
     store = RouteStore()
     store.apply("v1", packed(routes))
     router = Router(
-        RouterConfig(compression=default), store, EnforcerClient(f"127.0.0.1:{grpc_port}")
+        RouterConfig(compression=default, relay=relay),
+        store,
+        EnforcerClient(f"127.0.0.1:{grpc_port}"),
     )
+    check_reported(router.metrics_text().decode(), relay)
     port = await router.listen("127.0.0.1", 0)
     try:
         yield port, offered
@@ -107,27 +111,27 @@ async def big_message(port: int, api: str) -> tuple[str, object]:
             return negotiated, (exc.rcvd.code, exc.rcvd.reason)
 
 
-async def test_passthrough_limit_sees_compressed_bytes() -> None:
-    async with router_with("passthrough") as (port, offered):
+async def test_passthrough_limit_sees_compressed_bytes(relay_path: str) -> None:
+    async with router_with("passthrough", relay_path) as (port, offered):
         negotiated, outcome = await big_message(port, "unset")
     assert "permessage-deflate" in negotiated and "permessage-deflate" in offered[0]
     assert outcome == len(BIG)  # today's behaviour: 2 MiB passed the 1 MiB limit
 
 
-async def test_strip_gateway_wide_refuses_with_1009() -> None:
-    async with router_with("strip") as (port, offered):
+async def test_strip_gateway_wide_refuses_with_1009(relay_path: str) -> None:
+    async with router_with("strip", relay_path) as (port, offered):
         negotiated, outcome = await big_message(port, "unset")
     assert negotiated == "" and offered == [""]
     assert isinstance(outcome, tuple) and outcome[0] == 1009
     assert "exceeds 1048576" in str(outcome[1])
 
 
-async def test_strip_per_api_and_passthrough_per_api() -> None:
-    async with router_with("passthrough") as (port, offered):
+async def test_strip_per_api_and_passthrough_per_api(relay_path: str) -> None:
+    async with router_with("passthrough", relay_path) as (port, offered):
         stripped = await big_message(port, "strip")
     assert stripped[0] == "" and offered == [""]
     assert isinstance(stripped[1], tuple) and stripped[1][0] == 1009
-    async with router_with("strip") as (port, offered):
+    async with router_with("strip", relay_path) as (port, offered):
         passed = await big_message(port, "passthrough")
     assert "permessage-deflate" in passed[0] and "permessage-deflate" in offered[0]
     assert passed[1] == len(BIG)

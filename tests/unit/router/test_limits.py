@@ -20,6 +20,7 @@ from router.relay import HIGH_WATER
 from tests.unit.router.test_server import (
     FLOOD_TOTAL,
     Env,
+    active,
     event_loop_policy,
     open_env,
     packed,
@@ -27,6 +28,7 @@ from tests.unit.router.test_server import (
     upgrade,
     wait_until,
 )
+from wsgate_common.metrics import parse_samples
 from wsgate_proto import config_pb2
 
 __all__ = ["event_loop_policy"]  # every test here runs on uvloop and on the stock loop
@@ -37,8 +39,8 @@ pytestmark = pytest.mark.filterwarnings('ignore:Overriding the "event_loop_polic
 # -- idle timeout --------------------------------------------------------------------------
 
 
-async def test_idle_connection_is_closed_1001_both_ways(tmp_path: Path) -> None:
-    async with open_env(tmp_path, idle_timeout=1.0) as env:
+async def test_idle_connection_is_closed_1001_both_ways(tmp_path: Path, relay_path: str) -> None:
+    async with open_env(tmp_path, relay=relay_path, idle_timeout=1.0) as env:
         async with connect(env.url(), ping_interval=None) as ws:
             await ws.send("x")
             assert await ws.recv() == "x"
@@ -55,8 +57,8 @@ async def test_idle_connection_is_closed_1001_both_ways(tmp_path: Path) -> None:
         assert env.router.idle_closed == 1
 
 
-async def test_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
-    async with open_env(tmp_path, idle_timeout=1.5) as env:
+async def test_pings_keep_an_idle_connection_open(tmp_path: Path, relay_path: str) -> None:
+    async with open_env(tmp_path, relay=relay_path, idle_timeout=1.5) as env:
         # websockets pings every 0.2 s and the backend answers pongs: no data message at all.
         async with connect(env.url(), ping_interval=0.2, ping_timeout=10) as ws:
             await asyncio.sleep(4.5)  # three idle timeouts
@@ -66,8 +68,8 @@ async def test_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
         assert env.backend.closes and env.backend.closes[0][0] == 1000
 
 
-async def test_idle_timeout_zero_disables_the_sweep(tmp_path: Path) -> None:
-    async with open_env(tmp_path, idle_timeout=0) as env:
+async def test_idle_timeout_zero_disables_the_sweep(tmp_path: Path, relay_path: str) -> None:
+    async with open_env(tmp_path, relay=relay_path, idle_timeout=0) as env:
         assert env.router._sweeper is None
         async with connect(env.url(), ping_interval=None) as ws:
             await ws.send("x")
@@ -77,8 +79,10 @@ async def test_idle_timeout_zero_disables_the_sweep(tmp_path: Path) -> None:
 # -- connection limit ----------------------------------------------------------------------
 
 
-async def test_connection_limit_is_503_and_spares_established_ones(tmp_path: Path) -> None:
-    async with open_env(tmp_path, max_connections=2) as env:
+async def test_connection_limit_is_503_and_spares_established_ones(
+    tmp_path: Path, relay_path: str
+) -> None:
+    async with open_env(tmp_path, relay=relay_path, max_connections=2) as env:
         async with connect(env.url()) as first, connect(env.url()) as second:
             status, headers, body = await raw_request(env.port, upgrade("/echo/1.0.0"))
             assert status == 503 and headers["content-type"] == "application/json"
@@ -88,7 +92,7 @@ async def test_connection_limit_is_503_and_spares_established_ones(tmp_path: Pat
                 await ws.send("alive")
                 assert await ws.recv() == "alive"
             assert len(env.enforcer.requests) == 2  # the refused one was not even checked
-        await wait_until(lambda: not env.router.relays)
+        await wait_until(lambda: active(env.router) == 0)
         async with connect(env.url()) as again:  # room again once they are gone
             await again.send("y")
             assert await again.recv() == "y"
@@ -133,15 +137,21 @@ async def test_backend_that_never_answers_is_504(tmp_path: Path) -> None:
 # -- slow reader ---------------------------------------------------------------------------
 
 
-async def test_slow_reader_keeps_router_buffers_bounded(tmp_path: Path) -> None:
+async def test_slow_reader_keeps_router_buffers_bounded(tmp_path: Path, relay_path: str) -> None:
     """The client stops reading while the backend floods 50 MB: the router stops reading from
-    the backend once the client's write buffer passes 64 KiB, so it never holds more than
-    about that (plus one read) and the backend is held back by TCP flow control."""
-    async with open_env(tmp_path) as env:
-        await _slow_reader(env)
+    the backend once the client's side is backed up, so it never holds more than about that
+    (plus one read) and the backend is held back by TCP flow control. What the router relayed
+    is read from /metrics on both paths; the Python relay's own buffers are checked too."""
+    async with open_env(tmp_path, relay=relay_path) as env:
+        await _slow_reader(env, relay_path)
 
 
-async def _slow_reader(env: Env) -> None:
+def _sample(env: Env, name: str) -> float:
+    return parse_samples(env.router.metrics_text().decode()).get(name, 0.0)
+
+
+async def _slow_reader(env: Env, relay_path: str) -> None:
+    down = 'wsgate_router_bytes_total{direction="down"}'
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.setblocking(False)
@@ -153,15 +163,16 @@ async def _slow_reader(env: Env) -> None:
         head += await asyncio.wait_for(loop.sock_recv(sock, 1), 5)  # the 101 head, no more
     assert head.startswith(b"HTTP/1.1 101 ")
     try:
-        await wait_until(lambda: len(env.router.relays) == 1, within=5)
-        relay = next(iter(env.router.relays))
+        await wait_until(lambda: _sample(env, "wsgate_router_connections_active") == 1, within=5)
+        relay = next(iter(env.router.relays)) if relay_path == "python" else None
         largest = 0
-        previous, stable_since = -1, time.monotonic()
+        previous, stable_since = -1.0, time.monotonic()
         deadline = time.monotonic() + 30
         # Wait until the flood has stalled: the router received nothing more for 1 s.
         while time.monotonic() < deadline:
-            largest = max(largest, relay.client.transport.get_write_buffer_size())
-            received = relay.backend.scanner.bytes
+            if relay is not None:
+                largest = max(largest, relay.client.transport.get_write_buffer_size())
+            received = _sample(env, down)
             if received != previous:
                 previous, stable_since = received, time.monotonic()
             elif time.monotonic() - stable_since > 1.0:
@@ -169,13 +180,14 @@ async def _slow_reader(env: Env) -> None:
             await asyncio.sleep(0.01)
         else:
             raise AssertionError(f"the flood never stalled ({previous} bytes relayed)")
-        pending = relay.client.transport.get_write_buffer_size()
-        # One read of at most 256 KiB may land on top of the high-water mark.
-        assert pending <= HIGH_WATER + 256 * 1024, pending
-        assert largest <= HIGH_WATER + 256 * 1024, largest
-        assert not relay.backend.transport.is_reading()
+        if relay is not None:
+            pending = relay.client.transport.get_write_buffer_size()
+            # One read of at most 256 KiB may land on top of the high-water mark.
+            assert pending <= HIGH_WATER + 256 * 1024, pending
+            assert largest <= HIGH_WATER + 256 * 1024, largest
+            assert not relay.backend.transport.is_reading()
         assert env.backend.flooded < FLOOD_TOTAL  # the backend is blocked, not done
-        assert relay.backend.scanner.bytes < FLOOD_TOTAL / 2
+        assert _sample(env, down) < FLOOD_TOTAL / 2
     finally:
         sock.close()
-    await wait_until(lambda: not env.router.relays, within=5)
+    await wait_until(lambda: _sample(env, "wsgate_router_connections_active") == 0, within=5)

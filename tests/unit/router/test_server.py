@@ -31,6 +31,7 @@ from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
 from router.server import Router, RouterConfig, server_ssl_context
 from tests.procs import PROMPT, free_port
+from tests.relay_paths import active_connections, check_reported, python_relay_only
 from wsgate_common.pki import ensure_pki
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
@@ -179,7 +180,8 @@ def select_graphql(conn: ServerConnection, offered: Sequence[str]) -> Any:
 async def open_env(
     tmp_path: Path, sinks: Sequence[Sink] = (), **overrides: Any
 ) -> AsyncIterator[Env]:
-    """Backend, enforcer double and a router on free ports; ``overrides`` go to RouterConfig."""
+    """Backend, enforcer double and a router on free ports; ``overrides`` go to RouterConfig
+    (``relay="python"|"native"``: the router must report that relay path on /metrics)."""
     log = BackendLog()
     backend = await serve(
         lambda ws: backend_handler(ws, log),
@@ -207,6 +209,8 @@ async def open_env(
     router = Router(
         RouterConfig(**settings), store, EnforcerClient(f"127.0.0.1:{grpc_port}"), sinks=sinks
     )
+    if "relay" in overrides:
+        check_reported(router.metrics_text().decode(), str(overrides["relay"]))
     port = await router.listen("127.0.0.1", 0)
     pki = ensure_pki(tmp_path / "pki")
     tls_port = await router.listen("127.0.0.1", 0, server_ssl_context(str(pki.cert), str(pki.key)))
@@ -219,8 +223,9 @@ async def open_env(
 
 
 @pytest.fixture
-async def env(tmp_path: Path) -> AsyncIterator[Env]:
-    async with open_env(tmp_path) as opened:
+async def env(tmp_path: Path, relay_path: str) -> AsyncIterator[Env]:
+    """A router on each relay path (tests that only handshake are marked python_relay_only)."""
+    async with open_env(tmp_path, relay=relay_path) as opened:
         yield opened
 
 
@@ -295,6 +300,7 @@ async def test_echo_text_and_binary(env: Env) -> None:
     assert env.backend.paths[-1] == "/echo"
 
 
+@python_relay_only
 async def test_credentials_never_reach_the_backend(env: Env) -> None:
     url = env.url() + "?x=1&access_token=tok-q&apikey=key-q&y=2"
     headers = {"Authorization": "Bearer tok-h", "apikey": "key-h", "Referer": "https://r.example/"}
@@ -321,6 +327,7 @@ async def test_credentials_never_reach_the_backend(env: Env) -> None:
     assert not any(secret in str(seen) for secret in ("tok-", "key-"))
 
 
+@python_relay_only
 async def test_marker_is_selected_when_the_backend_chooses_none(env: Env) -> None:
     for offer in (["choreo-oauth2-key", "tok-s"], ["x-chat", "choreo-oauth2-key", "tok-s"]):
         async with connect(
@@ -400,7 +407,7 @@ async def test_client_drop_closes_backend_within_a_second(env: Env) -> None:
     took = env.backend.closed_at[0] - dropped
     print(f"\nclient dropped -> backend closed: {took * 1000:.0f} ms")
     assert took < PROMPT
-    await wait_until(lambda: not env.router.relays)
+    await wait_until(lambda: active(env.router) == 0)
 
 
 async def test_wss_listener(env: Env) -> None:
@@ -424,6 +431,7 @@ async def test_shutdown_closes_relays_with_1001(env: Env) -> None:
 # -- handshake failures --------------------------------------------------------------------
 
 
+@python_relay_only
 async def test_dribbling_client_is_cut_off_while_others_connect(env: Env) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
     started = time.monotonic()
@@ -441,6 +449,7 @@ async def test_dribbling_client_is_cut_off_while_others_connect(env: Env) -> Non
     writer.close()
 
 
+@python_relay_only
 async def test_no_route_is_404(env: Env) -> None:
     status, headers, body = await raw_request(env.port, upgrade("/nope/1.0.0"))
     assert status == 404 and headers["content-type"] == "application/json"
@@ -452,6 +461,7 @@ async def test_no_route_is_404(env: Env) -> None:
     assert env.enforcer.requests == []  # not asked: nothing matched
 
 
+@python_relay_only
 async def test_enforcer_deny_status_and_body(env: Env) -> None:
     status, _, body = await raw_request(
         env.port, upgrade("/echo/1.0.0", "Authorization: Bearer deny")
@@ -463,12 +473,14 @@ async def test_enforcer_deny_status_and_body(env: Env) -> None:
     assert env.backend.paths == []  # the backend was never contacted
 
 
+@python_relay_only
 async def test_backend_unreachable_is_502(env: Env) -> None:
     status, _, body = await raw_request(env.port, upgrade("/echo/1.0.0/dead"))
     assert status == 502
     assert json.loads(body)["code"] == 101503
 
 
+@python_relay_only
 async def test_sandbox_key_selects_sandbox_url_or_401(env: Env) -> None:
     async with connect(
         env.url("/echo/1.0.0/sandboxed"), additional_headers={"Authorization": "Bearer sandbox"}
@@ -485,6 +497,7 @@ async def test_sandbox_key_selects_sandbox_url_or_401(env: Env) -> None:
     )
 
 
+@python_relay_only
 async def test_bad_version_is_426(env: Env) -> None:
     status, headers, _ = await raw_request(
         env.port, upgrade("/echo/1.0.0").replace(b"Version: 13", b"Version: 8")
@@ -492,21 +505,25 @@ async def test_bad_version_is_426(env: Env) -> None:
     assert status == 426 and headers["sec-websocket-version"] == "13"
 
 
+@python_relay_only
 async def test_dot_dot_path_is_400(env: Env) -> None:
     status, _, _ = await raw_request(env.port, upgrade("/echo/1.0.0/../x"))
     assert status == 400
 
 
+@python_relay_only
 async def test_plain_get_is_404_json(env: Env) -> None:
     status, _, body = await raw_request(env.port, b"GET /echo/1.0.0 HTTP/1.1\r\n\r\n")
     assert status == 404 and json.loads(body)["code"] == 404
 
 
+@python_relay_only
 async def test_oversized_head_is_431(env: Env) -> None:
     status, _, _ = await raw_request(env.port, b"GET / HTTP/1.1\r\nX: " + b"a" * 20000)
     assert status == 431
 
 
+@python_relay_only
 async def test_enforcer_unreachable_is_503(env: Env) -> None:
     router = Router(RouterConfig(), env.store, EnforcerClient(f"127.0.0.1:{free_port()}", 1.0))
     port = await router.listen("127.0.0.1", 0)
@@ -520,6 +537,7 @@ async def test_enforcer_unreachable_is_503(env: Env) -> None:
 # -- health, ready, testkey ----------------------------------------------------------------
 
 
+@python_relay_only
 async def test_health_and_ready(env: Env) -> None:
     status, _, body = await raw_request(env.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     assert (status, json.loads(body)) == (200, {"status": "healthy"})
@@ -537,6 +555,7 @@ async def test_health_and_ready(env: Env) -> None:
         await fresh.shutdown(drain=0)
 
 
+@python_relay_only
 async def test_testkey_is_forwarded(env: Env) -> None:
     body = b"scopes=read"
     status, headers, answer = await raw_request(
@@ -556,6 +575,11 @@ async def test_testkey_is_forwarded(env: Env) -> None:
         "forwarded": "127.0.0.1",
         "body": "scopes=read",
     }
+
+
+def active(router: Router) -> float:
+    """Relayed connections as /metrics reports them, the same on both relay paths."""
+    return active_connections(router.metrics_text().decode())
 
 
 async def wait_until(check: Callable[[], bool], within: float = 3.0) -> None:
