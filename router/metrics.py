@@ -78,6 +78,8 @@ class RouterMetrics:
         xds_version: Callable[[], str],
         dropped: Callable[[], float],
         traffic: Callable[[], Counts],
+        relay: Callable[[], dict[tuple[str, ...], float]] | None = None,
+        relay_path: str = "python",
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -116,6 +118,20 @@ class RouterMetrics:
             lambda: {(xds_version(),): 1.0},
             labels=("version",),
         )
+        if relay is not None:
+            callbacks.gauge(
+                "wsgate_router_relay_info",
+                "Relay path of plaintext connections: native (the compiled core) or python "
+                "(the value is always 1; wss always uses the python path)",
+                lambda: {(relay_path,): 1.0},
+                labels=("path",),
+            )
+            callbacks.gauge(
+                "wsgate_router_connections_by_relay",
+                "WebSocket connections being relayed, by relay path",
+                relay,
+                labels=("path",),
+            )
         callbacks.counter(
             "wsgate_router_analytics_dropped",
             "Analytics events dropped because the queue was full (metrics are not affected)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import cast
 
 import httpx
 
-from router import backend, credentials, http11
+from router import backend, credentials, http11, native
 from router.analytics import (
     ZERO,
     ConnectionEvent,
@@ -37,6 +38,7 @@ from router.http11 import HeadReader, HttpError, Request
 from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
 from router.metrics import RouterMetrics
+from router.native import NativeHub, NativeRelay
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
@@ -84,6 +86,9 @@ class RouterConfig:
     max_connections: int = 10_000  # relayed + upgrading; beyond -> 503; 0 disables
     analytics_interval: float = 1.0  # seconds between analytics flushes
     analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
+    # Relay path of plaintext connections: "native" (the compiled core, router._core),
+    # "python" (router.relay, the reference) or "auto" (native when built). wss: always python.
+    relay: str = "auto"
 
 
 class Handshake(Exception):
@@ -111,7 +116,10 @@ class Router:
         self.counters: CounterStore = counters or InProcessCounterStore()
         self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.relays: set[Relay] = set()
+        self.relay_path = native.choose(config.relay)  # raises when native is missing
+        self.native: NativeHub | None = None  # made by start(): it needs the running loop
+        self.relays: set[Relay | NativeRelay] = set()
+        self._told_redis = False
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
@@ -121,6 +129,8 @@ class Router:
             xds_version=lambda: self.routes.version,
             dropped=lambda: self.analytics.dropped,
             traffic=self.traffic,
+            relay=self._relay_counts,
+            relay_path=self.relay_path,
         )
         self.analytics = Pipeline(
             list(sinks),
@@ -133,6 +143,9 @@ class Router:
 
     def start(self) -> None:
         """Start the analytics flusher and the idle sweep (idempotent; listen() calls it)."""
+        if self.relay_path == "native" and self.native is None:
+            self.native = NativeHub()
+            self.native.start(asyncio.get_running_loop())
         self.analytics.start()
         if self._sweeper is None and self.config.idle_timeout > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
@@ -141,6 +154,7 @@ class Router:
         while True:
             timeout = self.config.idle_timeout
             await asyncio.sleep(sweep_interval(timeout))
+            self.refresh()
             for relay in idle_connections(self.relays, time.monotonic(), timeout):
                 if relay.terminate(
                     CloseCode.GOING_AWAY, IDLE_REASON, cause=IDLE_REASON, backend_reason=IDLE_REASON
@@ -158,6 +172,7 @@ class Router:
         """Analytics flush: one event per connection whose counters moved since its last one."""
         events = []
         mono = time.monotonic()
+        self.refresh()
         for relay in self.relays:
             reported = relay.reported
             if relay.total_bytes == reported.bytes_up + reported.bytes_down:
@@ -172,16 +187,27 @@ class Router:
     def traffic(self) -> Counts:
         """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
         fu, fd, mu, md, bu, bd, th = self.finished
+        self.refresh()
         for relay in self.relays:
-            up, down = relay.client.scanner, relay.backend.scanner
-            fu += up.frames
-            fd += down.frames
-            mu += up.messages
-            md += down.messages
-            bu += up.bytes
-            bd += down.bytes
-            th += up.dropped + down.dropped
+            c = relay.counts()
+            fu += c.frames_up
+            fd += c.frames_down
+            mu += c.messages_up
+            md += c.messages_down
+            bu += c.bytes_up
+            bd += c.bytes_down
+            th += c.throttled
         return Counts(fu, fd, mu, md, bu, bd, th)
+
+    def refresh(self) -> None:
+        """Bring the native relays' counters up to date: one snapshot of the core."""
+        if self.native is not None and self.native.relays:
+            self.native.refresh()
+
+    def _relay_counts(self) -> dict[tuple[str, ...], float]:
+        """Live connections by relay path (/metrics)."""
+        on_core = len(self.native.relays) if self.native is not None else 0
+        return {("native",): float(on_core), ("python",): float(len(self.relays) - on_core)}
 
     def metrics_text(self) -> bytes:
         """``/metrics``: exact at any moment, whatever the analytics queue dropped."""
@@ -207,7 +233,7 @@ class Router:
         """A WatchConnections rule: close the live connections it selects."""
         return self.live.apply_rule(rule)
 
-    def relay_done(self, relay: Relay, live: Live) -> None:
+    def relay_done(self, relay: Relay | NativeRelay, live: Live) -> None:
         self.relays.discard(relay)
         self.live.end(live)
         counts = relay.counts()
@@ -242,8 +268,11 @@ class Router:
         while self.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded poll
             await asyncio.sleep(0.05)
         for relay in list(self.relays):
-            for side in (relay.client, relay.backend):
-                side.transport.abort()
+            relay.drop()
+        if self.native is not None:
+            await asyncio.sleep(0.05)  # the core's last close reports
+            self.native.close()
+            self.native = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -647,10 +676,12 @@ class Connection(asyncio.Protocol):
         chosen = conn.response.headers
         extensions = chosen.get("sec-websocket-extensions", "")
         protocol = credentials.selected_subprotocol(found, chosen.get("sec-websocket-protocol", ""))
-        self.transport.write(
-            http11.switching_protocols(http11.accept_key(key), protocol, extensions)
-        )
+        answer = http11.switching_protocols(http11.accept_key(key), protocol, extensions)
         router = self.router
+        if self._native_ok(conn, verdict):
+            self._start_native(answer, conn, info, live, verdict, bool(extensions))
+            return
+        self.transport.write(answer)
         throttle = None
         if verdict.quotas:
             throttle = connection_throttle(verdict.quotas, router.counters, time.monotonic())
@@ -668,5 +699,67 @@ class Connection(asyncio.Protocol):
         router.pending.discard(self)
         self.transport = None  # the relay owns it now
         relay.start(bytes(self.early), conn.rest, conn.handshake.lost)
+        self.early = bytearray()
+        router.live.attach(live, relay, verdict.token_expires_at)
+
+    def _native_ok(
+        self, conn: backend.BackendConnection, verdict: enforcer_pb2.HandshakeResponse
+    ) -> bool:
+        """Whether this connection goes to the core: plaintext both ways, the backend still
+        there, and quotas (if any) counted in this process (not leased from Redis)."""
+        router = self.router
+        assert self.transport is not None
+        if router.native is None or conn.handshake.lost:
+            return False
+        if not (native.is_plain(self.transport) and native.is_plain(conn.transport)):
+            return False
+        if verdict.quotas and not isinstance(router.counters, InProcessCounterStore):
+            if not router._told_redis:
+                router._told_redis = True
+                log.info(
+                    "connections with quotas use the Python relay: their counters are shared "
+                    "through Redis, which the native relay core does not consume yet"
+                )
+            return False
+        return True
+
+    def _start_native(
+        self,
+        answer: bytes,
+        conn: backend.BackendConnection,
+        info: RelayInfo,
+        live: Live,
+        verdict: enforcer_pb2.HandshakeResponse,
+        allow_rsv: bool,
+    ) -> None:
+        """Hand both sockets to the core; the 101 is sent by the core, before anything else."""
+        router = self.router
+        hub = router.native
+        assert hub is not None and self.transport is not None
+        throttle = None
+        if verdict.quotas:
+            throttle = hub.throttle(verdict.quotas, time.monotonic())
+            live.throttle = throttle
+        relay = NativeRelay(
+            hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
+        )
+        client_fd = native.hand_over(self.transport)
+        try:
+            backend_fd = native.hand_over(conn.transport)
+        except BaseException:
+            os.close(client_fd)
+            raise
+        router.relays.add(relay)
+        router.pending.discard(self)
+        self.transport = None
+        relay.start(
+            client_fd,
+            backend_fd,
+            answer,
+            bytes(self.early),
+            conn.rest,
+            max_message=router.config.max_message,
+            allow_rsv=allow_rsv,
+        )
         self.early = bytearray()
         router.live.attach(live, relay, verdict.token_expires_at)

@@ -160,8 +160,9 @@ async def _slow_reader(env: Env) -> None:
         deadline = time.monotonic() + 30
         # Wait until the flood has stalled: the router received nothing more for 1 s.
         while time.monotonic() < deadline:
-            largest = max(largest, relay.client.transport.get_write_buffer_size())
-            received = relay.backend.scanner.bytes
+            largest = max(largest, relay.flow().to_client)
+            env.router.refresh()
+            received = relay.counts().bytes_down
             if received != previous:
                 previous, stable_since = received, time.monotonic()
             elif time.monotonic() - stable_since > 1.0:
@@ -169,13 +170,14 @@ async def _slow_reader(env: Env) -> None:
             await asyncio.sleep(0.01)
         else:
             raise AssertionError(f"the flood never stalled ({previous} bytes relayed)")
-        pending = relay.client.transport.get_write_buffer_size()
+        pending = relay.flow().to_client
         # One read of at most 256 KiB may land on top of the high-water mark.
         assert pending <= HIGH_WATER + 256 * 1024, pending
         assert largest <= HIGH_WATER + 256 * 1024, largest
-        assert not relay.backend.transport.is_reading()
+        assert not relay.flow().reading_backend
         assert env.backend.flooded < FLOOD_TOTAL  # the backend is blocked, not done
-        assert relay.backend.scanner.bytes < FLOOD_TOTAL / 2
+        env.router.refresh()
+        assert relay.counts().bytes_down < FLOOD_TOTAL / 2
     finally:
         sock.close()
     await wait_until(lambda: not env.router.relays, within=5)
