@@ -9,8 +9,8 @@ then on with the same framing rules, quotas and closing logic as :class:`router.
 Python keeps control: :class:`NativeRelay` has the surface the server, the live-connection
 registry and the idle sweep use of a Relay; commands (terminate, shutdown, abort) go to the
 core, and the core's reports (closed, throttled, stream error, abort) arrive through an eventfd
-the asyncio loop watches. Counters are read in one snapshot per analytics flush or /metrics
-scrape (:meth:`NativeHub.refresh`), never per frame.
+the asyncio loop watches. Counters are read in one snapshot per analytics flush, /metrics
+scrape or idle sweep (``Router.snapshot``), never per frame.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from router.frames import CloseCode, truncate_utf8
 from router.relay import (
     THROTTLED_REASON,
     Flow,
+    ScanState,
     RelayInfo,
     close_outcome,
     log_closed,
@@ -113,6 +114,7 @@ class NativeHub:
             raise NativeUnavailable(IMPORT_ERROR)
         self.core = _core.Core()
         self.relays: dict[int, NativeRelay] = {}
+        self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -141,13 +143,6 @@ class NativeHub:
             handle = self.core.acquire(quota.key, quota.message_count, quota.window_seconds, now)
             limits.append(NativeLimit(quota.key, quota.policy, quota.stop_on_quota_reach, handle))
         return NativeThrottle(self.core, tuple(limits)) if limits else None
-
-    def refresh(self) -> None:
-        """One snapshot of every live connection's counters (analytics flush, /metrics)."""
-        for ident, counts in self.core.snapshot().items():
-            relay = self.relays.get(ident)
-            if relay is not None:
-                relay._counts = Counts(*counts)
 
     def drain(self) -> None:
         """The core's eventfd is readable: handle what it reported."""
@@ -209,7 +204,7 @@ class NativeRelay:
         self.reported = ZERO
         self.activity = 0
         self.idle_since = self.started
-        self._counts = ZERO  # as of the last NativeHub.refresh (final once closed)
+        self._counts = ZERO  # the final counters, once closed
         self._on_done = on_done
 
     def start(
@@ -237,16 +232,22 @@ class NativeRelay:
         self.hub.relays[self.ident] = self
 
     def counts(self) -> Counts:
+        """The core's counters now (or from the router's current snapshot; final once closed)."""
+        if self.close_code is None:
+            snap = self.hub.snap
+            got = snap.get(self.ident) if snap is not None else self.hub.core.counts(self.ident)
+            if got is not None:
+                return Counts(*got)
         return self._counts
 
     @property
     def total_bytes(self) -> int:
-        counts = self._counts
+        counts = self.counts()
         return counts.bytes_up + counts.bytes_down
 
     @property
     def throttled(self) -> int:
-        return self._counts.throttled
+        return self.counts().throttled
 
     def terminate(
         self, code: int, reason: str, *, cause: str = "", backend_reason: str = ""
@@ -271,6 +272,12 @@ class NativeRelay:
     def abort(self, why: str) -> None:
         if self.close_code is None:
             self.hub.core.abort(self.ident, why)
+
+    def scan_state(self) -> ScanState:
+        got = self.hub.core.scan_state(self.ident) if self.close_code is None else None
+        if got is None:
+            return ScanState(0, 0, True, True, self.throttle is not None)
+        return ScanState(*got)
 
     def flow(self) -> Flow:
         got = self.hub.core.flow(self.ident) if self.close_code is None else None

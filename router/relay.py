@@ -61,6 +61,16 @@ class Flow(NamedTuple):
     reading_backend: bool
 
 
+class ScanState(NamedTuple):
+    """Per-direction scanner state (for tests and diagnostics, not the hot path)."""
+
+    dropped_up: int  # data messages refused by a quota, client -> backend
+    dropped_down: int
+    at_boundary_up: bool  # the scanned stream is between frames
+    at_boundary_down: bool
+    gated: bool  # the connection has quotas (its messages may be refused)
+
+
 @dataclass(frozen=True, slots=True)
 class RelayInfo:
     """What the per-connection log line says about the connection besides its counters."""
@@ -506,6 +516,12 @@ class Relay:
             if side.peer.scanner.out_at_boundary and not side.peer.scanner.close_seen:
                 side.transport.write(close_frame(code, reason, mask=not side.is_client))
             _close(side.transport)
+
+    def scan_state(self) -> ScanState:
+        up, down = self.client.scanner, self.backend.scanner
+        return ScanState(
+            up.dropped, down.dropped, up.at_boundary, down.at_boundary, self.throttle is not None
+        )
 
     def flow(self) -> Flow:
         client, backend = self.client.transport, self.backend.transport

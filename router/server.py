@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -154,8 +154,9 @@ class Router:
         while True:
             timeout = self.config.idle_timeout
             await asyncio.sleep(sweep_interval(timeout))
-            self.refresh()
-            for relay in idle_connections(self.relays, time.monotonic(), timeout):
+            with self.snapshot():
+                idle = idle_connections(self.relays, time.monotonic(), timeout)
+            for relay in idle:
                 if relay.terminate(
                     CloseCode.GOING_AWAY, IDLE_REASON, cause=IDLE_REASON, backend_reason=IDLE_REASON
                 ):
@@ -172,37 +173,46 @@ class Router:
         """Analytics flush: one event per connection whose counters moved since its last one."""
         events = []
         mono = time.monotonic()
-        self.refresh()
-        for relay in self.relays:
-            reported = relay.reported
-            if relay.total_bytes == reported.bytes_up + reported.bytes_down:
-                continue  # no byte, so no frame either: nothing moved (the idle majority)
-            counts = relay.counts()
-            if counts != reported:
-                moved, age = delta(relay.reported, counts), mono - relay.started
-                events.append(ConnectionEvent(tags_of(relay.info), moved, age, now))
-                relay.reported = counts
+        with self.snapshot():
+            for relay in self.relays:
+                reported = relay.reported
+                if relay.total_bytes == reported.bytes_up + reported.bytes_down:
+                    continue  # no byte, so no frame either: nothing moved (the idle majority)
+                counts = relay.counts()
+                if counts != reported:
+                    moved, age = delta(relay.reported, counts), mono - relay.started
+                    events.append(ConnectionEvent(tags_of(relay.info), moved, age, now))
+                    relay.reported = counts
         return events
 
     def traffic(self) -> Counts:
         """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
         fu, fd, mu, md, bu, bd, th = self.finished
-        self.refresh()
-        for relay in self.relays:
-            c = relay.counts()
-            fu += c.frames_up
-            fd += c.frames_down
-            mu += c.messages_up
-            md += c.messages_down
-            bu += c.bytes_up
-            bd += c.bytes_down
-            th += c.throttled
+        with self.snapshot():
+            for relay in self.relays:
+                c = relay.counts()
+                fu += c.frames_up
+                fd += c.frames_down
+                mu += c.messages_up
+                md += c.messages_down
+                bu += c.bytes_up
+                bd += c.bytes_down
+                th += c.throttled
         return Counts(fu, fd, mu, md, bu, bd, th)
 
-    def refresh(self) -> None:
-        """Bring the native relays' counters up to date: one snapshot of the core."""
-        if self.native is not None and self.native.relays:
-            self.native.refresh()
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within: the native relays' counters come from one snapshot of the core (a walk over
+        every connection costs one call into the core, not one per connection)."""
+        hub = self.native
+        if hub is None or not hub.relays:
+            yield
+            return
+        hub.snap = hub.core.snapshot()
+        try:
+            yield
+        finally:
+            hub.snap = None
 
     def _relay_counts(self) -> dict[tuple[str, ...], float]:
         """Live connections by relay path (/metrics)."""

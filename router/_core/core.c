@@ -56,6 +56,7 @@ typedef struct side {
     int is_client;
     int mode;
     int closing, lost, doomed; /* doomed: queued to become lost (like connection_lost soon) */
+    int lingering;             /* flushed and FIN sent: waiting for the peer's FIN */
     uint32_t events;           /* registered with epoll */
     double deadline;           /* closing with output pending: abort then; 0 none */
     ws_scan scan;              /* what this side sends */
@@ -154,7 +155,9 @@ static void update_events(CoreObject *core, side *s) {
     if (s->lost || s->fd < 0)
         return;
     uint32_t want = 0;
-    if (!s->closing && !s->doomed && (s->peer->lost || !s->peer->pend_len))
+    if (s->lingering && !s->doomed)
+        want |= EPOLLIN;
+    else if (!s->closing && !s->doomed && (s->peer->lost || !s->peer->pend_len))
         want |= EPOLLIN;
     if (s->pend_len)
         want |= EPOLLOUT;
@@ -176,13 +179,29 @@ static void doom(CoreObject *core, side *s) {
     update_events(core, s);
 }
 
+/* All output is out: send our FIN and wait (at most CLOSE_GRACE) for the peer's before closing
+ * the socket. Closing with the peer still sending would answer it with an RST, which can make
+ * its TCP stack drop our close frame unread (uvloop closes at once; the core is fast enough to
+ * hit that race where the Python relay did not). */
+static void linger(CoreObject *core, side *s) {
+    if (s->lingering || s->lost || s->doomed)
+        return;
+    if (shutdown(s->fd, SHUT_WR) < 0) {
+        doom(core, s);
+        return;
+    }
+    s->lingering = 1;
+    set_deadline(core, &s->deadline, mono() + CLOSE_GRACE);
+    update_events(core, s);
+}
+
 /* transport.close(): flush, then end; abort after CLOSE_GRACE if the flush does not finish. */
 static void closing(CoreObject *core, side *s) {
     if (s->closing || s->lost)
         return;
     s->closing = 1;
     if (!s->pend_len) {
-        doom(core, s);
+        linger(core, s);
         return;
     }
     set_deadline(core, &s->deadline, mono() + CLOSE_GRACE);
@@ -254,7 +273,7 @@ static void flush(CoreObject *core, side *s) {
     update_events(core, s);
     update_events(core, s->peer);
     if (s->closing)
-        doom(core, s);
+        linger(core, s);
 }
 
 static void close_frame(CoreObject *core, side *to, int code, const uint8_t *reason, int rlen,
@@ -536,6 +555,11 @@ static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
 static void readable(CoreObject *core, side *s) {
     uint8_t *data = core->rbuf + WS_HEADROOM;
     ssize_t r = recv(s->fd, data, READ_SIZE, MSG_DONTWAIT);
+    if (s->lingering) { /* only the peer's FIN matters now */
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            doom(core, s);
+        return;
+    }
     if (r > 0) {
         received(core, s, data, (size_t)r);
         return;
@@ -951,6 +975,26 @@ static PyObject *Core_flow(CoreObject *self, PyObject *arg) {
     return r;
 }
 
+static PyObject *Core_scan_state(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    PyObject *r;
+    if (!c) {
+        r = Py_NewRef(Py_None);
+    } else {
+        r = Py_BuildValue("(KKOOO)", (unsigned long long)c->cl.scan.dropped,
+                          (unsigned long long)c->be.scan.dropped,
+                          ws_scan_at_boundary(&c->cl.scan) ? Py_True : Py_False,
+                          ws_scan_at_boundary(&c->be.scan) ? Py_True : Py_False,
+                          c->cl.scan.gated ? Py_True : Py_False);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
 static PyObject *Core_snapshot(CoreObject *self, PyObject *unused) {
     PyObject *d = PyDict_New();
     if (!d)
@@ -1089,6 +1133,9 @@ static PyMethodDef Core_methods[] = {
     {"flow", (PyCFunction)Core_flow, METH_O,
      "flow(id) -> (bytes waiting for the client, for the backend, reading the client, reading "
      "the backend) or None."},
+    {"scan_state", (PyCFunction)Core_scan_state, METH_O,
+     "scan_state(id) -> (dropped up, dropped down, up at a boundary, down at a boundary, "
+     "gated) or None."},
     {"snapshot", (PyCFunction)Core_snapshot, METH_NOARGS, "{id: 7 counters} of live ones."},
     {"events", (PyCFunction)Core_events, METH_NOARGS, "Drain the queued events."},
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS, "The eventfd that signals events."},

@@ -270,7 +270,7 @@ async def test_the_answer_can_be_the_message_over_the_quota(env: Env) -> None:
             await asyncio.wait_for(ws.recv(), 0.3)
         relay = env.relay_of("t")
         assert relay.throttled == 1
-        assert (relay.client.scanner.dropped, relay.backend.scanner.dropped) == (0, 1)
+        assert relay.scan_state()[:2] == (0, 1)
     assert env.backend.received == ["one", "two"]
 
 
@@ -366,11 +366,11 @@ async def test_pushed_messages_over_the_quota_are_dropped_in_drop_mode(env: Env)
         await ws.send("20")
         got = [await asyncio.wait_for(ws.recv(), 3) for _ in range(4)]
         relay = env.relay_of("t")
-        await wait_until(lambda: relay.backend.scanner.messages == 20)
+        await wait_until(lambda: relay.counts().messages_down == 20)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.3)
         assert got == [f"push {i}" for i in range(4)]
-        assert relay.throttled == 16 and relay.backend.scanner.dropped == 16
+        assert relay.throttled == 16 and relay.scan_state().dropped_down == 16
         pong = await ws.ping()  # still open; control frames pass
         await asyncio.wait_for(pong, 3)
 
@@ -381,7 +381,7 @@ async def test_no_quota_means_the_plain_relay(env: Env) -> None:
         for i in range(20):
             await echo(ws, str(i))
         relay = env.relay_of("t")
-        assert relay.throttle is None and type(relay.client).__name__ == "_Side"
+        assert relay.throttle is None and not relay.scan_state().gated
 
 
 # -- rules (WatchConnections) ----------------------------------------------------------------
@@ -513,8 +513,8 @@ async def test_close_waits_for_the_frame_in_flight(env: Env) -> None:
     async with env.client("t", "/echo/1.0.0/half") as ws:
         await ws.send("go")
         relay = env.relay_of("t")
-        await wait_until(lambda: relay.backend.scanner.bytes >= 504)
-        assert not relay.backend.scanner.at_boundary
+        await wait_until(lambda: relay.counts().bytes_down >= 504)
+        assert not relay.scan_state().at_boundary_down
         env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
         await asyncio.sleep(0.1)
         env.backend.finish_half.set()
@@ -527,7 +527,7 @@ async def test_a_frame_that_never_ends_drops_the_connection_after_a_second(env: 
     async with env.client("t", "/echo/1.0.0/half") as ws:
         await ws.send("go")
         relay = env.relay_of("t")
-        await wait_until(lambda: relay.backend.scanner.bytes >= 504)
+        await wait_until(lambda: relay.counts().bytes_down >= 504)
         started = time.monotonic()
         env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
         with pytest.raises(ConnectionClosed) as info:
