@@ -29,8 +29,8 @@ from router.frames import CloseCode, truncate_utf8
 from router.relay import (
     THROTTLED_REASON,
     Flow,
-    ScanState,
     RelayInfo,
+    ScanState,
     close_outcome,
     log_closed,
 )

@@ -50,6 +50,10 @@ class RouterSettings(CommonSettings):
     router_analytics_file: Path | None = None
     router_analytics_interval: float = 1.0
     router_analytics_queue: int = 10_000
+    # WSGATE_RELAY: who relays established plaintext connections. "native": the compiled core
+    # (router._core; the router refuses to start without it), "python": router/relay.py (the
+    # reference implementation), "auto": native when built. wss connections always use python.
+    relay: Literal["native", "python", "auto"] = "auto"
 
     @property
     def analytics_path(self) -> Path | None:
