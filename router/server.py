@@ -110,13 +110,13 @@ class Router:
         counters: CounterStore | None = None,
         sinks: Sequence[Sink] = (),
     ) -> None:
+        self.relay_path = native.choose(config.relay)  # raises when native is missing
         self.config = config
         self.routes = routes
         self.enforcer = enforcer
         self.counters: CounterStore = counters or InProcessCounterStore()
         self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.relay_path = native.choose(config.relay)  # raises when native is missing
         self.native: NativeHub | None = None  # made by start(): it needs the running loop
         self.relays: set[Relay | NativeRelay] = set()
         self._told_redis = False
