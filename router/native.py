@@ -204,7 +204,7 @@ class NativeRelay:
         self.reported = ZERO
         self.activity = 0
         self.idle_since = self.started
-        self._counts = ZERO  # the final counters, once closed
+        self._counts = ZERO  # the last counters read from the core (the final ones once closed)
         self._on_done = on_done
 
     def start(
@@ -236,8 +236,8 @@ class NativeRelay:
         if self.close_code is None:
             snap = self.hub.snap
             got = snap.get(self.ident) if snap is not None else self.hub.core.counts(self.ident)
-            if got is not None:
-                return Counts(*got)
+            if got is not None:  # (None: ended in the core, its report not read yet)
+                self._counts = Counts(*got)
         return self._counts
 
     @property

@@ -210,7 +210,7 @@ static void closing(CoreObject *core, side *s) {
 
 /* transport.write(): send now what the socket takes, keep the rest. */
 static void put(CoreObject *core, side *to, const uint8_t *p, size_t n) {
-    if (!n || to->lost || to->doomed)
+    if (!n || to->lost || to->doomed || to->lingering) /* lingering: our FIN is already out */
         return;
     if (!to->pend_len) {
         ssize_t r = send(to->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
