@@ -258,3 +258,28 @@ def test_settings_read_wsgate_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WSGATE_RELAY", "python")
     assert RouterSettings().relay == "python"
     assert os.environ["WSGATE_RELAY"] == "python"
+
+
+@pytest.mark.parametrize("relay", ["native", "python"])
+async def test_bad_framing_closes_both_ends_with_1002(tmp_path: Path, relay: str) -> None:
+    """A good frame, then an unmasked one in the same write: both ends get 1002 with the
+    scanner's reason (what passes before the bad frame: the differential scanner tests)."""
+    async with open_env(tmp_path, relay=relay) as env:
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        writer.write(upgrade("/echo/1.0.0"))
+        await reader.readuntil(b"\r\n\r\n")
+        client = Peer(reader, writer)
+        writer.write(encode_frame(Opcode.TEXT, b"fine", mask=True))
+        await client.until(1)
+        assert client.got == [(Opcode.TEXT, b"fine")]
+        writer.write(encode_frame(Opcode.TEXT, b"ok", mask=True) + encode_frame(Opcode.TEXT, b"x"))
+        await client.until(2)
+        assert client.got[1][0] == Opcode.CLOSE
+        code, reason = int.from_bytes(client.got[1][1][:2], "big"), client.got[1][1][2:]
+        assert (code, reason) == (1002, b"unmasked frame from the client")
+        for _ in range(100):
+            if env.backend.closes:
+                break
+            await asyncio.sleep(0.05)
+        assert env.backend.closes == [(1002, "unmasked frame from the client")]
+        writer.close()
