@@ -106,6 +106,50 @@ class NativeThrottle:
         return tuple((limit.handle, limit.stop) for limit in self.limits)
 
 
+class CoreCounter:
+    """One quota key's counter in the core's table, held by a Python-relay connection (wss):
+    a :class:`router.throttle.Counter` whose hold is given back when it is collected."""
+
+    __slots__ = ("core", "handle", "limit", "window")
+
+    def __init__(self, core: Any, handle: int, limit: int, window: float) -> None:
+        self.core, self.handle, self.limit, self.window = core, handle, limit, window
+
+    def available(self, now: float) -> bool:
+        return bool(self.core.available(self.handle, now))
+
+    def take(self, now: float) -> None:
+        self.core.take(self.handle, now)
+
+    def idle(self, now: float) -> bool:
+        return bool(self.core.idle(self.handle, now))
+
+    def __del__(self) -> None:
+        self.core.unref(self.handle)
+
+
+class CoreCounterStore:
+    """The router's CounterStore while the core runs: the Python relay's connections (wss)
+    count in the same native table as the core's, so a key has one counter for both paths."""
+
+    def __init__(self, core: Any) -> None:
+        self.core = core
+
+    def __len__(self) -> int:
+        return int(self.core.stats()["quota_counters"])
+
+    def acquire(self, key: str, limit: int, window: float, now: float) -> CoreCounter:
+        return CoreCounter(self.core, self.core.acquire(key, limit, window, now), limit, window)
+
+    def release(self, key: str, now: float) -> None:
+        self.core.release(key, None, now)
+
+    def admit_all(self, counters: tuple[Any, ...]) -> Callable[[float], int]:
+        """ConnectionThrottle's admit in one locked step (the relay thread shares the table)."""
+        handles, core = tuple(c.handle for c in counters), self.core
+        return lambda now: int(core.admit(handles, now))
+
+
 class NativeHub:
     """One core (one relay thread) per Router, and its live NativeRelays by id."""
 
@@ -113,6 +157,7 @@ class NativeHub:
         if _core is None:
             raise NativeUnavailable(IMPORT_ERROR)
         self.core = _core.Core()
+        self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -114,10 +114,15 @@ class Router:
         self.config = config
         self.routes = routes
         self.enforcer = enforcer
-        self.counters: CounterStore = counters or InProcessCounterStore()
+        # The core's relay thread starts here; the loop watches its reports from start().
+        self.native: NativeHub | None = NativeHub() if self.relay_path == "native" else None
+        # Quota counters: the core's table when it runs (shared by both relay paths), else
+        # this process's, or the given store (Redis: the Python relay only, see _native_ok).
+        self.counters: CounterStore = counters or (
+            self.native.store if self.native is not None else InProcessCounterStore()
+        )
         self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.native: NativeHub | None = None  # made by start(): it needs the running loop
         self.relays: set[Relay | NativeRelay] = set()
         self._told_redis = False
         self.pending: set[Connection] = set()
@@ -143,8 +148,7 @@ class Router:
 
     def start(self) -> None:
         """Start the analytics flusher and the idle sweep (idempotent; listen() calls it)."""
-        if self.relay_path == "native" and self.native is None:
-            self.native = NativeHub()
+        if self.native is not None:
             self.native.start(asyncio.get_running_loop())
         self.analytics.start()
         if self._sweeper is None and self.config.idle_timeout > 0:
@@ -723,7 +727,7 @@ class Connection(asyncio.Protocol):
             return False
         if not (native.is_plain(self.transport) and native.is_plain(conn.transport)):
             return False
-        if verdict.quotas and not isinstance(router.counters, InProcessCounterStore):
+        if verdict.quotas and router.counters is not router.native.store:
             if not router._told_redis:
                 router._told_redis = True
                 log.info(

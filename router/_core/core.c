@@ -1102,11 +1102,84 @@ static PyObject *Core_release(CoreObject *self, PyObject *args) {
     double now;
     if (!PyArg_ParseTuple(args, "sOd", &key, &handle, &now))
         return NULL;
-    void *c = PyLong_AsVoidPtr(handle);
-    if (!c)
+    void *c = NULL;
+    if (handle != Py_None && !(c = PyLong_AsVoidPtr(handle)))
         return NULL;
     lock(self);
     wq_release(&self->quotas, key, c, now);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+/* The shared table, for the Python relay's connections (wss) counting against the same keys:
+ * router.native.CoreCounterStore. */
+static int handle_arg(PyObject *args, wq_counter **c, double *now) {
+    PyObject *handle;
+    if (!PyArg_ParseTuple(args, "Od", &handle, now))
+        return -1;
+    *c = PyLong_AsVoidPtr(handle);
+    return *c ? 0 : -1;
+}
+
+static PyObject *Core_admit(CoreObject *self, PyObject *args) {
+    PyObject *handles;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!d", &PyTuple_Type, &handles, &now))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(handles);
+    if (n > MAX_QUOTAS) {
+        PyErr_SetString(PyExc_ValueError, "too many quotas for one connection");
+        return NULL;
+    }
+    wq_counter *cs[MAX_QUOTAS];
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(cs[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(handles, i))))
+            return NULL;
+    lock(self);
+    int r = wq_admit(cs, (int)n, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLong(r);
+}
+
+static PyObject *Core_available(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    int r = wq_available(c, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Core_take(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    wq_take(c, now);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_idle(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    int r = wq_idle(c, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Core_unref(CoreObject *self, PyObject *arg) {
+    wq_counter *c = PyLong_AsVoidPtr(arg);
+    if (!c)
+        return NULL;
+    lock(self);
+    wq_counter_unref(c);
     pthread_mutex_unlock(&self->lock);
     Py_RETURN_NONE;
 }
@@ -1141,7 +1214,14 @@ static PyMethodDef Core_methods[] = {
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS, "The eventfd that signals events."},
     {"acquire", (PyCFunction)Core_acquire, METH_VARARGS,
      "acquire(key, limit, window, now) -> counter handle (shared quota table)."},
-    {"release", (PyCFunction)Core_release, METH_VARARGS, "release(key, handle, now)."},
+    {"release", (PyCFunction)Core_release, METH_VARARGS,
+     "release(key, handle, now): a connection using key ended (handle None: keep the hold)."},
+    {"admit", (PyCFunction)Core_admit, METH_VARARGS,
+     "admit(handles, now) -> -1 when the message passes (counted), else the first full one."},
+    {"available", (PyCFunction)Core_available, METH_VARARGS, "available(handle, now)."},
+    {"take", (PyCFunction)Core_take, METH_VARARGS, "take(handle, now)."},
+    {"idle", (PyCFunction)Core_idle, METH_VARARGS, "idle(handle, now)."},
+    {"unref", (PyCFunction)Core_unref, METH_O, "unref(handle): drop a hold from acquire()."},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS, "{live, closed, quota_counters}."},
     {"close", (PyCFunction)Core_close, METH_NOARGS, "Stop the thread; close every socket."},
     {NULL}};

@@ -283,3 +283,32 @@ async def test_bad_framing_closes_both_ends_with_1002(tmp_path: Path, relay: str
             await asyncio.sleep(0.05)
         assert env.backend.closes == [(1002, "unmasked frame from the client")]
         writer.close()
+
+
+def test_both_paths_share_one_counter_per_quota_key() -> None:
+    """While the core runs, the Python relay's connections (wss) count in the core's table:
+    a key has one counter whichever path its connections take."""
+    from router.native import NativeHub
+    from router.throttle import connection_throttle
+    from wsgate_proto import enforcer_pb2
+
+    hub = NativeHub()
+    try:
+        quotas = [enforcer_pb2.Quota(key="sub:a:b", message_count=3, window_seconds=60.0)]
+        python_side = connection_throttle(quotas, hub.store, 0.0)  # a wss connection
+        native_side = hub.throttle(quotas, 0.0)  # a ws connection, relayed by the core
+        assert python_side is not None and native_side is not None
+        handles = tuple(limit.handle for limit in native_side.limits)
+        assert python_side.admit(1.0) is None and python_side.admit(1.0) is None
+        assert hub.core.admit(handles, 1.0) == -1  # the third message, on the other path
+        assert hub.core.admit(handles, 1.0) == 0
+        refused = python_side.admit(1.0)
+        assert refused is not None and refused.key == "sub:a:b"
+        assert len(hub.store) == 1
+        python_side.release(2.0)
+        native_side.release(2.0)
+        assert len(hub.store) == 1  # kept until idle: reconnecting does not reset the quota
+        hub.store.acquire("api:x", 1, 1.0, 100.0)  # a sweep is due
+        assert len(hub.store) == 1
+    finally:
+        hub.close()
