@@ -24,11 +24,13 @@ from websockets.exceptions import ConnectionClosed
 
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
+from router.native import NativeRelay
 from router.registry import Identity
 from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
-from tests.procs import PROMPT
+from router.throttle import InProcessCounterStore
+from tests.procs import PROMPT, import_or_unavailable
 from tests.unit.router.test_server import event_loop_policy, packed
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
@@ -112,7 +114,7 @@ class Env:
     def client(self, token: str, path: str = "/echo/1.0.0") -> connect:
         return connect(self.url(path), additional_headers={"Authorization": f"Bearer {token}"})
 
-    def relay_of(self, token: str) -> Relay:
+    def relay_of(self, token: str) -> Relay | NativeRelay:
         for live in self.router.live.registry.match(token_id="jti-" + token):
             if live.relay is not None:
                 return live.relay
@@ -552,3 +554,26 @@ async def test_token_expiry_closes_with_1008(env: Env) -> None:
         assert expiry is not None
     await wait_until(lambda: not len(env.router.live))
     assert expiry.cancelled()  # the timer went with the connection
+
+
+async def test_quotas_counted_elsewhere_keep_the_python_relay(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a store the core does not consume (Redis leases), connections with quotas take
+    the Python relay (said once in the log); the others still go to the core."""
+    import_or_unavailable("router._core")
+    env.router.counters = InProcessCounterStore()  # stands for the Redis store here
+    env.allow("q", quota("sub:app:echo-id", 10))
+    env.allow("free")
+    with caplog.at_level(logging.INFO, logger="router.server"):
+        async with env.client("q") as limited, env.client("free") as free:
+            await echo(limited, "a")
+            await echo(free, "b")
+            assert type(env.relay_of("q")) is Relay
+            assert type(env.relay_of("free")) is NativeRelay
+        async with env.client("q") as again:
+            await echo(again, "c")
+    said = [
+        r for r in caplog.records if "do not consume" in r.getMessage() or "Redis" in r.getMessage()
+    ]
+    assert len(said) == 1
