@@ -727,6 +727,8 @@ class Connection(asyncio.Protocol):
             return False
         if not (native.is_plain(self.transport) and native.is_plain(conn.transport)):
             return False
+        if self.transport.get_write_buffer_size() or conn.transport.get_write_buffer_size():
+            return False  # output still queued in a transport would be lost at the hand-over
         if verdict.quotas and router.counters is not router.native.store:
             if not router._told_redis:
                 router._told_redis = True
