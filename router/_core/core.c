@@ -640,16 +640,18 @@ static void *run(void *arg) {
             }
             settle(core);
         }
-        double now = mono();
-        if (core->next_deadline && core->next_deadline <= now) {
-            expire(core, now); /* a scan of every connection, only when a deadline is due */
-            core->next_deadline = next_deadline(core);
+        timeout = -1;
+        if (core->next_deadline) { /* only while connections are closing */
+            double now = mono();
+            if (core->next_deadline <= now) {
+                expire(core, now); /* a scan of every connection, only when one is due */
+                core->next_deadline = next_deadline(core);
+            }
+            double next = core->next_deadline;
+            if (next)
+                timeout = (int)((next - now) * 1000) + 1 < 1 ? 1 : (int)((next - now) * 1000) + 1;
         }
         free_dead(core); /* only here: an epoll batch may still point at a finished one */
-        double next = core->next_deadline;
-        timeout = next ? (int)((next - now) * 1000) + 1 : -1;
-        if (next && timeout < 1)
-            timeout = 1;
         pthread_mutex_unlock(&core->lock);
     }
     return NULL;
