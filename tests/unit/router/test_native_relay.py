@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -312,3 +313,58 @@ def test_both_paths_share_one_counter_per_quota_key() -> None:
         assert len(hub.store) == 1
     finally:
         hub.close()
+
+
+async def test_many_connections_ending_every_way_leave_nothing_behind(nenv: Env) -> None:
+    """Connections in parallel, each ending its own way (client close, client abort mid-frame,
+    bad framing, backend close, backend drop, router terminate, a message over the limit):
+    the core reports every one, the router keeps serving, nothing is left open."""
+    rng = random.Random(1234)
+    ends = ["close", "abort", "bad", "backend_close", "backend_drop", "terminate", "too_big"]
+
+    async def one(i: int, end: str) -> None:
+        path = {"backend_close": "/echo/1.0.0/close", "backend_drop": "/echo/1.0.0/drop"}.get(
+            end, "/echo/1.0.0"
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", nenv.port)
+        writer.write(upgrade(path))
+        await reader.readuntil(b"\r\n\r\n")
+        peer = Peer(reader, writer)
+        size = rng.choice([0, 10, 200, 70_000])
+        writer.write(encode_frame(Opcode.BINARY, bytes([i % 256]) * size, mask=True))
+        if end == "abort":
+            writer.write(encode_frame(Opcode.BINARY, b"y" * 5000, mask=True)[:3000])
+            await asyncio.sleep(rng.random() * 0.05)
+            writer.transport.abort()
+            return
+        await peer.until(1)
+        if end == "bad":
+            writer.write(encode_frame(Opcode.TEXT, b"unmasked"))
+        elif end == "too_big":
+            writer.write(
+                encode_frame(Opcode.BINARY, b"z" * (nenv.router.config.max_message + 1), mask=True)
+            )
+        elif end == "terminate":
+            relays = [r for r in nenv.router.relays if isinstance(r, NativeRelay)]
+            for relay in relays:
+                relay.terminate(1008, "rule", cause="rule")
+        elif end in ("close", "backend_close"):
+            writer.write(close_frame(1000, "bye", mask=True))
+        elif end == "backend_drop":
+            writer.write(encode_frame(Opcode.TEXT, b"now", mask=True))
+        await peer.until(10)  # until the router closes (EOF) or 5 s
+        writer.close()
+
+    tasks = [one(i, ends[i % len(ends)]) for i in range(70)]
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    failures = [r for r in results if isinstance(r, BaseException) and not isinstance(r, OSError)]
+    assert not failures, failures
+    for _ in range(200):
+        if not nenv.router.relays:
+            break
+        await asyncio.sleep(0.05)
+    assert not nenv.router.relays
+    assert nenv.router.native is not None and nenv.router.native.core.stats()["live"] == 0
+    async with connect(nenv.url()) as ws:  # still serving
+        await ws.send("alive")
+        assert await ws.recv() == "alive"
