@@ -9,6 +9,9 @@
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+# A C compiler for the relay core (router/_core, built by pip install); the runtime stays slim.
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 RUN pip install -q 'grpcio-tools>=1.70'
 COPY proto ./proto
@@ -18,7 +21,7 @@ RUN rm -rf .proto-out && mkdir -p .proto-out \
     && touch .proto-out/wsgate_proto/__init__.py .proto-out/wsgate_proto/py.typed \
         .proto-out/wsgate_proto/.generated \
     && rm -rf wsgate_proto && mv .proto-out/wsgate_proto wsgate_proto && rm -rf .proto-out
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY wsgate ./wsgate
 COPY wsgate_common ./wsgate_common
 COPY control_plane ./control_plane

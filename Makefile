@@ -9,7 +9,8 @@ INSTALLED := $(VENV)/.installed
 GENERATED := wsgate_proto/.generated
 WSCAT := node_modules/.bin/wscat
 
-.PHONY: run test install proto lint typecheck unit integration browser browser-deps bench clean
+.PHONY: run test install proto lint typecheck unit integration browser browser-deps bench clean \
+	sanitize sanitize-core core-check
 
 run: $(INSTALLED) $(GENERATED) $(WSCAT)
 	$(VENV)/bin/wsgate up
@@ -33,9 +34,46 @@ $(GENERATED): $(PROTOS) | $(VENV)/bin/python
 
 proto: $(GENERATED)
 
-$(INSTALLED): pyproject.toml $(GENERATED) | $(VENV)/bin/python
+# The editable install also compiles the relay core (setup.py: router._core, from router/_core).
+CORE_SOURCES := $(wildcard router/_core/*.c router/_core/*.h)
+$(INSTALLED): pyproject.toml setup.py $(CORE_SOURCES) $(GENERATED) | $(VENV)/bin/python
 	$(PIP) install -q -e '.[dev]'
+	$(MAKE) --no-print-directory core-check
 	touch $@
+
+# The compiled relay core must import: `auto` would silently fall back to the Python relay.
+core-check:
+	@$(PY) -c "import router._core" || { echo "router._core (the compiled relay core) did not build: \
+	is gcc installed? (pip install -e . compiles router/_core/*.c)" >&2; exit 1; }
+
+# The core's pure C parts (scan.c, quota.c): unit tests + a time-bounded random fuzz of the
+# scanner, under AddressSanitizer and UBSan. SANITIZE_SECONDS / SANITIZE_SEED to vary.
+SANITIZE_SECONDS ?= 15
+SANITIZE_SEED ?=
+build/test_core: router/_core/test_core.c router/_core/scan.c router/_core/quota.c \
+		router/_core/scan.h router/_core/quota.h
+	mkdir -p build
+	$(CC) -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
+		-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+		router/_core/test_core.c router/_core/scan.c router/_core/quota.c -lm -o $@
+
+sanitize: build/test_core
+	./build/test_core $(SANITIZE_SECONDS) $(SANITIZE_SEED)
+
+# The whole extension (the epoll relay too) under ASan + UBSan, driven by the native relay's
+# tests (about a minute; not part of `make test`).
+PY_INCLUDE = $(shell $(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])")
+sanitize-core: $(INSTALLED)
+	mkdir -p build/asan
+	$(CC) -shared -fPIC -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
+		-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
+		-I$(PY_INCLUDE) router/_core/module.c router/_core/core.c router/_core/scan.c \
+		router/_core/quota.c -lm -o build/asan/_core.so
+	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+		ASAN_OPTIONS=detect_leaks=0 $(PY) tests/asan_pytest.py build/asan/_core.so \
+		-q -p no:cacheprovider tests/unit/router/test_native_relay.py \
+		tests/unit/router/test_core_scanner.py tests/unit/router/test_core_quota.py \
+		tests/unit/router/test_live.py tests/unit/router/test_limits.py
 
 $(WSCAT): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -70,7 +108,7 @@ browser-deps:
 browser: $(INSTALLED) $(WSCAT) browser-deps
 	$(PY) -m pytest -q tests/browser
 
-test: $(INSTALLED) $(WSCAT) browser-deps
+test: $(INSTALLED) $(WSCAT) browser-deps sanitize
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy wsgate wsgate_common control_plane adapter router enforcer
 	$(PY) -m pytest -q -n 2 --dist loadfile tests

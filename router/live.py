@@ -19,6 +19,7 @@ import logging
 import time
 from collections import Counter, deque
 
+from router.native import NativeRelay, NativeThrottle
 from router.registry import ConnectionRegistry, Identity, selects
 from router.relay import Relay
 from router.rules import close_code_of, describe, reason_of
@@ -40,10 +41,10 @@ class Live:
         self.identity = identity
         self.subscription_id = subscription_id  # set when allowed under a subscription
         self.checked_at = checked_at  # monotonic time the Check was sent
-        self.relay: Relay | None = None
+        self.relay: Relay | NativeRelay | None = None
         self.doom: tuple[int, str, str] | None = None  # code, reason, cause: close once started
         self.expiry: asyncio.TimerHandle | None = None
-        self.throttle: ConnectionThrottle | None = None
+        self.throttle: ConnectionThrottle | NativeThrottle | None = None
 
 
 class LiveConnections:
@@ -68,7 +69,7 @@ class LiveConnections:
                 live.doom = (close_code_of(rule), reason_of(rule), "rule " + describe(rule))
         return live
 
-    def attach(self, live: Live, relay: Relay, token_expires_at: int) -> None:
+    def attach(self, live: Live, relay: Relay | NativeRelay, token_expires_at: int) -> None:
         """The relay started: close it now if doomed, else arm its expiry timer."""
         live.relay = relay
         if live not in self.registry:  # it already ended while starting

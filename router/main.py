@@ -14,6 +14,7 @@ import uvloop
 from router.analytics import JsonLinesFile, JsonLinesLog, Sink
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
+from router.native import NativeUnavailable
 from router.oslimits import raise_nofile_limit
 from router.redis_store import RedisCounterStore, build_store
 from router.rules import RuleWatcher
@@ -117,6 +118,7 @@ async def serve(settings: RouterSettings) -> None:
         analytics_queue=settings.router_analytics_queue,
         decision_cache_ttl=settings.router_decision_cache_ttl,
         decision_cache_size=settings.router_decision_cache_size,
+        relay=settings.relay,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)
@@ -130,9 +132,11 @@ async def serve(settings: RouterSettings) -> None:
         ctx = server_ssl_context(str(pki.cert), str(pki.key))
         await router.listen(settings.router_host, settings.router_tls_port, ctx)
     log.info(
-        "router listening on %s:%d (ws) and :%d (wss), label %s, xDS %s, enforcer %s",
+        "router listening on %s:%d (ws, %s relay) and :%d (wss, python relay), label %s, "
+        "xDS %s, enforcer %s",
         settings.router_host,
         settings.router_port,
+        router.relay_path,
         settings.router_tls_port,
         settings.label,
         settings.xds_address,
@@ -173,7 +177,7 @@ def main(argv: list[str]) -> int:
     setup_logging("router", settings.log_level, settings.log_format)
     try:
         uvloop.run(serve(settings))
-    except (OSError, ValueError) as exc:  # ValueError: unusable gRPC certificate files
+    except (OSError, ValueError, NativeUnavailable) as exc:  # ValueError: unusable gRPC certs
         log.error("cannot start: %s", exc)
         return 1
     return 0

@@ -80,6 +80,8 @@ class RouterMetrics:
         dropped: Callable[[], float],
         traffic: Callable[[], Counts],
         decisions: DecisionCache | None = None,
+        relay: Callable[[], dict[tuple[str, ...], float]] | None = None,
+        relay_path: str = "python",
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -122,6 +124,20 @@ class RouterMetrics:
             lambda: {(xds_version(),): 1.0},
             labels=("version",),
         )
+        if relay is not None:
+            callbacks.gauge(
+                "wsgate_router_relay_info",
+                "Relay path of plaintext connections: native (the compiled core) or python "
+                "(the value is always 1; wss always uses the python path)",
+                lambda: {(relay_path,): 1.0},
+                labels=("path",),
+            )
+            callbacks.gauge(
+                "wsgate_router_connections_by_relay",
+                "WebSocket connections being relayed, by relay path",
+                relay,
+                labels=("path",),
+            )
         callbacks.counter(
             "wsgate_router_analytics_dropped",
             "Analytics events dropped because the queue was full (metrics are not affected)",

@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from router.analytics import ZERO, Counts
 from router.frames import (
@@ -49,6 +50,25 @@ LOW_WATER = 16 * 1024
 CLOSE_GRACE = 1.0  # seconds a closing transport may spend flushing before it is aborted
 THROTTLED_REASON = "message throttled out"
 BACKEND_CLOSE_REASON = "client connection closed by the gateway"
+
+
+class Flow(NamedTuple):
+    """A connection's backpressure state (for tests and diagnostics, not the hot path)."""
+
+    to_client: int  # bytes accepted for the client and not yet sent
+    to_backend: int
+    reading_client: bool
+    reading_backend: bool
+
+
+class ScanState(NamedTuple):
+    """Per-direction scanner state (for tests and diagnostics, not the hot path)."""
+
+    dropped_up: int  # data messages refused by a quota, client -> backend
+    dropped_down: int
+    at_boundary_up: bool  # the scanned stream is between frames
+    at_boundary_down: bool
+    gated: bool  # the connection has quotas (its messages may be refused)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +91,72 @@ def _close(transport: asyncio.Transport) -> None:
     transport.close()
     if transport.get_write_buffer_size():
         asyncio.get_running_loop().call_later(CLOSE_GRACE, transport.abort)
+
+
+CloseSeen = tuple[bool, int, int | None]  # a scanner's close_seen, close_seq, close_code
+
+
+def close_outcome(
+    router_code: int | None, closed_by: str, terminating: bool, up: CloseSeen, down: CloseSeen
+) -> tuple[str, int | None, str]:
+    """How a connection ended: (who, for the log line; close code; who, for metrics and
+    analytics). Pure, shared by both relay paths (router.native reports the same inputs)."""
+    code: int | None
+    if router_code is not None:
+        by, code = f"router ({closed_by})", router_code
+    elif up[0] and (not down[0] or up[1] < down[1]):
+        by, code = "client", up[2]
+    elif down[0]:
+        by, code = "backend", down[2]
+    else:
+        by, code = closed_by or "unknown", CloseCode.ABNORMAL
+    if terminating:
+        close_by = "router"
+    elif router_code is not None:  # a stream error, a vanished backend, a shutdown
+        close_by = closed_by or "unknown"
+    else:
+        close_by = by
+    return by, code, close_by
+
+
+def log_closed(
+    info: RelayInfo,
+    by: str,
+    code: int | None,
+    router_reason: str,
+    elapsed: float,
+    counts: Counts,
+    throttled: bool,
+) -> None:
+    """The per-connection log line, the same for both relay paths."""
+    log.info(
+        "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "
+        "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes%s",
+        info.request_id,
+        info.api,
+        info.topic,
+        by,
+        explain(code),
+        f' reason="{router_reason}"' if router_reason else "",
+        elapsed,
+        counts.messages_up,
+        counts.frames_up,
+        counts.bytes_up,
+        counts.messages_down,
+        counts.frames_down,
+        counts.bytes_down,
+        f", throttled: {counts.throttled} msgs" if throttled else "",
+        extra={
+            "request_id": info.request_id,
+            "api": info.api,
+            "close_code": code,
+            "frames_up": counts.frames_up,
+            "bytes_up": counts.bytes_up,
+            "frames_down": counts.frames_down,
+            "bytes_down": counts.bytes_down,
+            "throttled": counts.throttled,
+        },
+    )
 
 
 class _Side(asyncio.Protocol):
@@ -431,55 +517,48 @@ class Relay:
                 side.transport.write(close_frame(code, reason, mask=not side.is_client))
             _close(side.transport)
 
+    def scan_state(self) -> ScanState:
+        up, down = self.client.scanner, self.backend.scanner
+        return ScanState(
+            up.dropped, down.dropped, up.at_boundary, down.at_boundary, self.throttle is not None
+        )
+
+    def flow(self) -> Flow:
+        client, backend = self.client.transport, self.backend.transport
+        return Flow(
+            client.get_write_buffer_size(),
+            backend.get_write_buffer_size(),
+            not client.is_closing() and client.is_reading(),
+            not backend.is_closing() and backend.is_reading(),
+        )
+
+    def drop(self) -> None:
+        """Drop both TCP connections silently (the router's drain time is over)."""
+        for side in (self.client, self.backend):
+            if not side.lost:
+                side.transport.abort()
+
     def _finish(self) -> None:
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None
         up, down = self.client.scanner, self.backend.scanner
-        code: int | None
-        if self.router_code is not None:
-            by, code = f"router ({self.closed_by})", self.router_code
-        elif up.close_seen and (not down.close_seen or up.close_seq < down.close_seq):
-            by, code = "client", up.close_code
-        elif down.close_seen:
-            by, code = "backend", down.close_code
-        else:
-            by, code = self.closed_by or "unknown", CloseCode.ABNORMAL
+        by, code, self.close_by = close_outcome(
+            self.router_code,
+            self.closed_by,
+            self.terminating,
+            (up.close_seen, up.close_seq, up.close_code),
+            (down.close_seen, down.close_seq, down.close_code),
+        )
         self.close_code = code
-        if self.terminating:
-            self.close_by = "router"
-        elif self.router_code is not None:  # a stream error, a vanished backend, a shutdown
-            self.close_by = self.closed_by or "unknown"
-        else:
-            self.close_by = by
-        elapsed = time.monotonic() - self.started
-        log.info(
-            "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "
-            "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes%s",
-            self.info.request_id,
-            self.info.api,
-            self.info.topic,
+        log_closed(
+            self.info,
             by,
-            explain(code),
-            f' reason="{self.router_reason}"' if self.router_reason else "",
-            elapsed,
-            up.messages,
-            up.frames,
-            up.bytes,
-            down.messages,
-            down.frames,
-            down.bytes,
-            f", throttled: {self.throttled} msgs" if self.throttle is not None else "",
-            extra={
-                "request_id": self.info.request_id,
-                "api": self.info.api,
-                "close_code": code,
-                "frames_up": up.frames,
-                "bytes_up": up.bytes,
-                "frames_down": down.frames,
-                "bytes_down": down.bytes,
-                "throttled": self.throttled,
-            },
+            code,
+            self.router_reason,
+            time.monotonic() - self.started,
+            self.counts(),
+            self.throttle is not None,
         )
         if self._on_done is not None:
             self._on_done(self)

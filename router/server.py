@@ -10,15 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import httpx
 
-from router import backend, credentials, http11
+from router import backend, credentials, http11, native
 from router.analytics import (
     ZERO,
     ConnectionEvent,
@@ -38,6 +39,7 @@ from router.http11 import HeadReader, HttpError, Request
 from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
 from router.metrics import RouterMetrics
+from router.native import NativeHub, NativeRelay
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
@@ -87,7 +89,9 @@ class RouterConfig:
     analytics_queue: int = 10_000  # events held between flushes (oldest dropped beyond)
     decision_cache_ttl: float = 30.0  # seconds an allow is reused at most; 0 disables
     decision_cache_size: int = 10_000
-    relay: str = "auto"  # native (router._core), python (router/relay.py), auto = native if built
+    # Relay path of plaintext connections: "native" (the compiled core, router._core),
+    # "python" (router.relay, the reference) or "auto" (native when built). wss: always python.
+    relay: str = "auto"
 
 
 class Handshake(Exception):
@@ -109,13 +113,21 @@ class Router:
         counters: CounterStore | None = None,
         sinks: Sequence[Sink] = (),
     ) -> None:
+        self.relay_path = native.choose(config.relay)  # raises when native is missing
         self.config = config
         self.routes = routes
         self.enforcer = enforcer
-        self.counters: CounterStore = counters or InProcessCounterStore()
+        # The core's relay thread starts here; the loop watches its reports from start().
+        self.native: NativeHub | None = NativeHub() if self.relay_path == "native" else None
+        # Quota counters: the core's table when it runs (shared by both relay paths), else
+        # this process's, or the given store (Redis: the Python relay only, see _native_ok).
+        self.counters: CounterStore = counters or (
+            self.native.store if self.native is not None else InProcessCounterStore()
+        )
         self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
-        self.relays: set[Relay] = set()
+        self.relays: set[Relay | NativeRelay] = set()
+        self._told_redis = False
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
@@ -127,6 +139,8 @@ class Router:
             dropped=lambda: self.analytics.dropped,
             traffic=self.traffic,
             decisions=self.decisions,
+            relay=self._relay_counts,
+            relay_path=self.relay_path,
         )
         self.analytics = Pipeline(
             list(sinks),
@@ -139,6 +153,8 @@ class Router:
 
     def start(self) -> None:
         """Start the analytics flusher and the idle sweep (idempotent; listen() calls it)."""
+        if self.native is not None:
+            self.native.start(asyncio.get_running_loop())
         self.analytics.start()
         if self._sweeper is None and self.config.idle_timeout > 0:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle())
@@ -147,7 +163,9 @@ class Router:
         while True:
             timeout = self.config.idle_timeout
             await asyncio.sleep(sweep_interval(timeout))
-            for relay in idle_connections(self.relays, time.monotonic(), timeout):
+            with self.snapshot():
+                idle = idle_connections(self.relays, time.monotonic(), timeout)
+            for relay in idle:
                 if relay.terminate(
                     CloseCode.GOING_AWAY, IDLE_REASON, cause=IDLE_REASON, backend_reason=IDLE_REASON
                 ):
@@ -164,30 +182,51 @@ class Router:
         """Analytics flush: one event per connection whose counters moved since its last one."""
         events = []
         mono = time.monotonic()
-        for relay in self.relays:
-            reported = relay.reported
-            if relay.total_bytes == reported.bytes_up + reported.bytes_down:
-                continue  # no byte, so no frame either: nothing moved (the idle majority)
-            counts = relay.counts()
-            if counts != reported:
-                moved, age = delta(relay.reported, counts), mono - relay.started
-                events.append(ConnectionEvent(tags_of(relay.info), moved, age, now))
-                relay.reported = counts
+        with self.snapshot():
+            for relay in self.relays:
+                reported = relay.reported
+                if relay.total_bytes == reported.bytes_up + reported.bytes_down:
+                    continue  # no byte, so no frame either: nothing moved (the idle majority)
+                counts = relay.counts()
+                if counts != reported:
+                    moved, age = delta(relay.reported, counts), mono - relay.started
+                    events.append(ConnectionEvent(tags_of(relay.info), moved, age, now))
+                    relay.reported = counts
         return events
 
     def traffic(self) -> Counts:
         """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
         fu, fd, mu, md, bu, bd, th = self.finished
-        for relay in self.relays:
-            up, down = relay.client.scanner, relay.backend.scanner
-            fu += up.frames
-            fd += down.frames
-            mu += up.messages
-            md += down.messages
-            bu += up.bytes
-            bd += down.bytes
-            th += up.dropped + down.dropped
+        with self.snapshot():
+            for relay in self.relays:
+                c = relay.counts()
+                fu += c.frames_up
+                fd += c.frames_down
+                mu += c.messages_up
+                md += c.messages_down
+                bu += c.bytes_up
+                bd += c.bytes_down
+                th += c.throttled
         return Counts(fu, fd, mu, md, bu, bd, th)
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Within: the native relays' counters come from one snapshot of the core (a walk over
+        every connection costs one call into the core, not one per connection)."""
+        hub = self.native
+        if hub is None or not hub.relays:
+            yield
+            return
+        hub.snap = hub.core.snapshot()
+        try:
+            yield
+        finally:
+            hub.snap = None
+
+    def _relay_counts(self) -> dict[tuple[str, ...], float]:
+        """Live connections by relay path (/metrics)."""
+        on_core = len(self.native.relays) if self.native is not None else 0
+        return {("native",): float(on_core), ("python",): float(len(self.relays) - on_core)}
 
     def metrics_text(self) -> bytes:
         """``/metrics``: exact at any moment, whatever the analytics queue dropped."""
@@ -237,7 +276,7 @@ class Router:
                 self.decisions.misses,
             )
 
-    def relay_done(self, relay: Relay, live: Live) -> None:
+    def relay_done(self, relay: Relay | NativeRelay, live: Live) -> None:
         self.relays.discard(relay)
         self.live.end(live)
         counts = relay.counts()
@@ -272,8 +311,11 @@ class Router:
         while self.relays and time.monotonic() < deadline:  # noqa: ASYNC110 - a bounded poll
             await asyncio.sleep(0.05)
         for relay in list(self.relays):
-            for side in (relay.client, relay.backend):
-                side.transport.abort()
+            relay.drop()
+        if self.native is not None:
+            await asyncio.sleep(0.05)  # the core's last close reports
+            self.native.close()
+            self.native = None
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -710,10 +752,12 @@ class Connection(asyncio.Protocol):
         chosen = conn.response.headers
         extensions = chosen.get("sec-websocket-extensions", "")
         protocol = credentials.selected_subprotocol(found, chosen.get("sec-websocket-protocol", ""))
-        self.transport.write(
-            http11.switching_protocols(http11.accept_key(key), protocol, extensions)
-        )
+        answer = http11.switching_protocols(http11.accept_key(key), protocol, extensions)
         router = self.router
+        if self._native_ok(conn, verdict):
+            self._start_native(answer, conn, info, live, verdict, bool(extensions))
+            return
+        self.transport.write(answer)
         throttle = None
         if verdict.quotas:
             throttle = connection_throttle(verdict.quotas, router.counters, time.monotonic())
@@ -731,5 +775,69 @@ class Connection(asyncio.Protocol):
         router.pending.discard(self)
         self.transport = None  # the relay owns it now
         relay.start(bytes(self.early), conn.rest, conn.handshake.lost)
+        self.early = bytearray()
+        router.live.attach(live, relay, verdict.token_expires_at)
+
+    def _native_ok(
+        self, conn: backend.BackendConnection, verdict: enforcer_pb2.HandshakeResponse
+    ) -> bool:
+        """Whether this connection goes to the core: plaintext both ways, the backend still
+        there, and quotas (if any) counted in this process (not leased from Redis)."""
+        router = self.router
+        assert self.transport is not None
+        if router.native is None or conn.handshake.lost:
+            return False
+        if not (native.is_plain(self.transport) and native.is_plain(conn.transport)):
+            return False
+        if self.transport.get_write_buffer_size() or conn.transport.get_write_buffer_size():
+            return False  # output still queued in a transport would be lost at the hand-over
+        if verdict.quotas and router.counters is not router.native.store:
+            if not router._told_redis:
+                router._told_redis = True
+                log.info(
+                    "connections with quotas use the Python relay: their counters are shared "
+                    "through Redis, which the native relay core does not consume yet"
+                )
+            return False
+        return True
+
+    def _start_native(
+        self,
+        answer: bytes,
+        conn: backend.BackendConnection,
+        info: RelayInfo,
+        live: Live,
+        verdict: enforcer_pb2.HandshakeResponse,
+        allow_rsv: bool,
+    ) -> None:
+        """Hand both sockets to the core; the 101 is sent by the core, before anything else."""
+        router = self.router
+        hub = router.native
+        assert hub is not None and self.transport is not None
+        throttle = None
+        if verdict.quotas:
+            throttle = hub.throttle(verdict.quotas, time.monotonic())
+            live.throttle = throttle
+        relay = NativeRelay(
+            hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
+        )
+        client_fd = native.hand_over(self.transport)
+        try:
+            backend_fd = native.hand_over(conn.transport)
+        except BaseException:
+            os.close(client_fd)
+            raise
+        router.relays.add(relay)
+        router.pending.discard(self)
+        self.transport = None
+        relay.start(
+            client_fd,
+            backend_fd,
+            answer,
+            bytes(self.early),
+            conn.rest,
+            max_message=router.config.max_message,
+            allow_rsv=allow_rsv,
+        )
         self.early = bytearray()
         router.live.attach(live, relay, verdict.token_expires_at)

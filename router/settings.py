@@ -55,6 +55,10 @@ class RouterSettings(CommonSettings):
     # down: router/decisions.py); 0 disables. At most this many are held.
     router_decision_cache_ttl: float = Field(default=30.0, ge=0)
     router_decision_cache_size: int = Field(default=10_000, ge=0)
+    # WSGATE_RELAY: who relays established plaintext connections. "native": the compiled core
+    # (router._core; the router refuses to start without it), "python": router/relay.py (the
+    # reference implementation), "auto": native when built. wss connections always use python.
+    relay: Literal["native", "python", "auto"] = "auto"
 
     @property
     def analytics_path(self) -> Path | None:

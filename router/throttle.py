@@ -201,15 +201,22 @@ class ConnectionThrottle:
     them (a refused message uses none of them up).
     """
 
-    __slots__ = ("counters", "limits", "store")
+    __slots__ = ("_admit_all", "counters", "limits", "store")
 
     def __init__(self, limits: tuple[Limit, ...], store: CounterStore) -> None:
         self.limits = limits
         self.counters = tuple(limit.counter for limit in limits)
         self.store = store
+        # A store whose counters live elsewhere (the native relay core's table, shared with
+        # another thread) answers for all of them in one step: router.native.CoreCounterStore.
+        admit_all = getattr(store, "admit_all", None)
+        self._admit_all = admit_all(self.counters) if admit_all is not None else None
 
     def admit(self, now: float) -> Limit | None:
         """None when the message may pass (and was counted), else the first quota reached."""
+        if self._admit_all is not None:
+            first = self._admit_all(now)
+            return None if first < 0 else self.limits[first]
         counters = self.counters
         for i, counter in enumerate(counters):
             if not counter.available(now):

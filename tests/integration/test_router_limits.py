@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.backends import ThreadedBackend
 from tests.integration.conftest import Stack, distinct_free_ports
-from tests.procs import REPO, http_ok, running, wait_for
+from tests.procs import REPO, http_ok, import_or_unavailable, running, wait_for
 from tests.relay_paths import check_router, relay_env
 from wsgate.stack import component_env, components
 from wsgate_common.metrics import parse_samples
@@ -281,3 +281,17 @@ def test_metrics_on_router_and_enforcer(limited: Limited) -> None:
     wait_for(lambda: any(e["event"] == "handshake" for e in analytics(limited)), 10, "handshakes")
     shakes = [e for e in analytics(limited) if e["event"] == "handshake"]
     assert all(e["client_ip"] == "127.0.0.1" for e in shakes)
+
+
+def test_the_router_process_reports_its_relay_path(limited: Limited) -> None:
+    """WSGATE_RELAY (default auto: the compiled core when built) shows in the startup log line
+    and in /metrics, and traffic went through that path."""
+    setting = limited.stack.env.get("WSGATE_RELAY", "auto")
+    path = "python" if setting == "python" else "native"
+    if path == "native":
+        import_or_unavailable("router._core")  # under CI=true a missing build fails here
+    got = limited.metrics(limited.stack.ports.router)
+    assert got[f'wsgate_router_relay_info{{path="{path}"}}'] == 1
+    assert _echoes(limited)
+    log = limited.stack.procs["router"].log()
+    assert f"(ws, {path} relay)" in log

@@ -151,7 +151,6 @@ def _sample(env: Env, name: str) -> float:
 
 
 async def _slow_reader(env: Env, relay_path: str) -> None:
-    down = 'wsgate_router_bytes_total{direction="down"}'
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
     sock.setblocking(False)
@@ -164,15 +163,14 @@ async def _slow_reader(env: Env, relay_path: str) -> None:
     assert head.startswith(b"HTTP/1.1 101 ")
     try:
         await wait_until(lambda: _sample(env, "wsgate_router_connections_active") == 1, within=5)
-        relay = next(iter(env.router.relays)) if relay_path == "python" else None
+        relay = next(iter(env.router.relays))
         largest = 0
         previous, stable_since = -1.0, time.monotonic()
         deadline = time.monotonic() + 30
         # Wait until the flood has stalled: the router received nothing more for 1 s.
         while time.monotonic() < deadline:
-            if relay is not None:
-                largest = max(largest, relay.client.transport.get_write_buffer_size())
-            received = _sample(env, down)
+            largest = max(largest, relay.flow().to_client)
+            received = relay.counts().bytes_down
             if received != previous:
                 previous, stable_since = received, time.monotonic()
             elif time.monotonic() - stable_since > 1.0:
@@ -180,14 +178,13 @@ async def _slow_reader(env: Env, relay_path: str) -> None:
             await asyncio.sleep(0.01)
         else:
             raise AssertionError(f"the flood never stalled ({previous} bytes relayed)")
-        if relay is not None:
-            pending = relay.client.transport.get_write_buffer_size()
-            # One read of at most 256 KiB may land on top of the high-water mark.
-            assert pending <= HIGH_WATER + 256 * 1024, pending
-            assert largest <= HIGH_WATER + 256 * 1024, largest
-            assert not relay.backend.transport.is_reading()
+        pending = relay.flow().to_client
+        # One read of at most 256 KiB may land on top of the high-water mark.
+        assert pending <= HIGH_WATER + 256 * 1024, pending
+        assert largest <= HIGH_WATER + 256 * 1024, largest
+        assert not relay.flow().reading_backend
         assert env.backend.flooded < FLOOD_TOTAL  # the backend is blocked, not done
-        assert _sample(env, down) < FLOOD_TOTAL / 2
+        assert relay.counts().bytes_down < FLOOD_TOTAL / 2
     finally:
         sock.close()
     await wait_until(lambda: _sample(env, "wsgate_router_connections_active") == 0, within=5)

@@ -24,11 +24,13 @@ from websockets.exceptions import ConnectionClosed
 
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
+from router.native import NativeRelay
 from router.registry import Identity
 from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
-from tests.procs import PROMPT
+from router.throttle import InProcessCounterStore
+from tests.procs import PROMPT, import_or_unavailable
 from tests.relay_paths import check_reported
 from tests.unit.router.test_server import active, event_loop_policy, packed
 from wsgate_common.metrics import parse_samples
@@ -127,7 +129,7 @@ class Env:
     def client(self, token: str, path: str = "/echo/1.0.0") -> connect:
         return connect(self.url(path), additional_headers={"Authorization": f"Bearer {token}"})
 
-    def relay_of(self, token: str) -> Relay:
+    def relay_of(self, token: str) -> Relay | NativeRelay:
         for live in self.router.live.registry.match(token_id="jti-" + token):
             if live.relay is not None:
                 return live.relay
@@ -285,9 +287,9 @@ async def test_the_answer_can_be_the_message_over_the_quota(env: Env) -> None:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.3)
         assert env.metric(THROTTLED) == 1
-        if env.python:
-            relay = env.relay_of("t")
-            assert (relay.client.scanner.dropped, relay.backend.scanner.dropped) == (0, 1)
+        relay = env.relay_of("t")
+        assert relay.throttled == 1
+        assert relay.scan_state()[:2] == (0, 1)
     assert env.backend.received == ["one", "two"]
 
 
@@ -382,13 +384,13 @@ async def test_pushed_messages_over_the_quota_are_dropped_in_drop_mode(env: Env)
     async with env.client("t", "/push/1.0.0") as ws:
         await ws.send("20")
         got = [await asyncio.wait_for(ws.recv(), 3) for _ in range(4)]
+        relay = env.relay_of("t")
         await wait_until(lambda: env.metric(THROTTLED) == 16)  # 20 pushed, 4 passed
+        await wait_until(lambda: relay.counts().messages_down == 20)
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(ws.recv(), 0.3)
         assert got == [f"push {i}" for i in range(4)]
-        if env.python:
-            relay = env.relay_of("t")
-            assert relay.backend.scanner.messages == 20 and relay.backend.scanner.dropped == 16
+        assert relay.throttled == 16 and relay.scan_state().dropped_down == 16
         pong = await ws.ping()  # still open; control frames pass
         await asyncio.wait_for(pong, 3)
 
@@ -399,9 +401,8 @@ async def test_no_quota_means_the_plain_relay(env: Env) -> None:
         for i in range(20):
             await echo(ws, str(i))
         assert env.metric(THROTTLED) == 0
-        if env.python:
-            relay = env.relay_of("t")
-            assert relay.throttle is None and type(relay.client).__name__ == "_Side"
+        relay = env.relay_of("t")
+        assert relay.throttle is None and not relay.scan_state().gated
 
 
 # -- rules (WatchConnections) ----------------------------------------------------------------
@@ -532,9 +533,9 @@ async def test_close_waits_for_the_frame_in_flight(env: Env) -> None:
     env.allow("t")
     async with env.client("t", "/echo/1.0.0/half") as ws:
         await ws.send("go")
-        await wait_until(lambda: env.metric(BYTES_DOWN) >= 504)
-        if env.python:
-            assert not env.relay_of("t").backend.scanner.at_boundary
+        relay = env.relay_of("t")
+        await wait_until(lambda: env.metric(BYTES_DOWN) >= 504 and relay.counts().bytes_down >= 504)
+        assert not relay.scan_state().at_boundary_down
         env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
         await asyncio.sleep(0.1)
         env.backend.finish_half.set()
@@ -546,7 +547,8 @@ async def test_a_frame_that_never_ends_drops_the_connection_after_a_second(env: 
     env.allow("t")
     async with env.client("t", "/echo/1.0.0/half") as ws:
         await ws.send("go")
-        await wait_until(lambda: env.metric(BYTES_DOWN) >= 504)
+        relay = env.relay_of("t")
+        await wait_until(lambda: relay.counts().bytes_down >= 504)
         started = time.monotonic()
         env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="jti-t", reason="blocked"))
         with pytest.raises(ConnectionClosed) as info:
@@ -571,3 +573,26 @@ async def test_token_expiry_closes_with_1008(env: Env) -> None:
         assert expiry is not None
     await wait_until(lambda: not len(env.router.live))
     assert expiry.cancelled()  # the timer went with the connection
+
+
+async def test_quotas_counted_elsewhere_keep_the_python_relay(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a store the core does not consume (Redis leases), connections with quotas take
+    the Python relay (said once in the log); the others still go to the core."""
+    import_or_unavailable("router._core")
+    env.router.counters = InProcessCounterStore()  # stands for the Redis store here
+    env.allow("q", quota("sub:app:echo-id", 10))
+    env.allow("free")
+    with caplog.at_level(logging.INFO, logger="router.server"):
+        async with env.client("q") as limited, env.client("free") as free:
+            await echo(limited, "a")
+            await echo(free, "b")
+            assert type(env.relay_of("q")) is Relay
+            assert type(env.relay_of("free")) is NativeRelay
+        async with env.client("q") as again:
+            await echo(again, "c")
+    said = [
+        r for r in caplog.records if "do not consume" in r.getMessage() or "Redis" in r.getMessage()
+    ]
+    assert len(said) == 1

@@ -1,0 +1,1246 @@
+/* The relay core: established plaintext WebSocket connections relayed on one epoll thread.
+ *
+ * Python does the handshake, then hands both sockets (dup'ed fds), the early bytes already read
+ * from each side and the 101 still to send to the client to Core.add(). From then on this
+ * thread reads into one shared buffer, scans the frames (scan.c, with the quota gate of
+ * quota.c), and send()s the kept bytes straight to the peer; only what the peer's socket does
+ * not take is copied into a per-direction pending buffer (allocated on demand, freed when
+ * drained), and while it exists the source is not read (backpressure).
+ *
+ * The closing logic is router/relay.py's Relay (terminate, close_client, side_lost,
+ * stream_error, shutdown, abort), statement by statement; uvloop's transport semantics are
+ * mirrored by closing(): "close after flushing, abort after CLOSE_GRACE", and by running the
+ * consequences of a socket ending (side_lost) after the operation that ended it, like
+ * connection_lost is called soon, not inside write().
+ *
+ * Locking: one mutex per Core. The relay thread holds it while it handles a batch of epoll
+ * events; Python's calls (add, terminate, shutdown, snapshot, ...) take it and act directly
+ * (then wake the thread when a deadline changed). The relay thread never touches a Python
+ * object nor the GIL. Events for Python (closed, throttled, stream error, abort) queue under the
+ * mutex and an eventfd tells the asyncio loop (loop.add_reader(core.fileno(), ...)).
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "quota.h"
+#include "scan.h"
+
+#define READ_SIZE (64 * 1024)
+#define CLOSE_GRACE 1.0
+#define MAX_QUOTAS 8
+#define MAX_EVENTS 256
+
+enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
+enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
+static const char *BY_NAMES[] = {"", "client", "backend", "router"};
+enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT };
+
+typedef struct conn conn;
+typedef struct side {
+    conn *c;
+    struct side *peer;
+    int fd;
+    int is_client;
+    int mode;
+    int closing, lost, doomed; /* doomed: queued to become lost (like connection_lost soon) */
+    int lingering;             /* flushed and FIN sent: waiting for the peer's FIN */
+    uint32_t events;           /* registered with epoll */
+    double deadline;           /* closing with output pending: abort then; 0 none */
+    ws_scan scan;              /* what this side sends */
+    uint8_t *pend;             /* output to this side the socket did not take yet */
+    size_t pend_len, pend_off;
+    struct side *next_doomed;
+} side;
+
+struct conn {
+    uint64_t id;
+    uint32_t slot;
+    side cl, be;
+    int terminating, stop_pending, tell_backend, finished;
+    int closed_by;
+    int router_code; /* -1: none */
+    uint8_t router_reason[124];
+    int router_reason_len;
+    uint8_t backend_reason[124];
+    int backend_reason_len;
+    double grace; /* the frame in flight to the client must end by then, 0 none */
+    int nq, stop_quota, first_drop; /* first_drop: 0 none yet, i+1 to report, -1 reported */
+    wq_counter *q[MAX_QUOTAS];
+    uint8_t stop[MAX_QUOTAS];
+    conn *next_dead;
+};
+
+typedef struct event {
+    int kind;
+    uint64_t id;
+    int a, b;       /* closed: router_code, closed_by; throttled: quota; error: is_client, code */
+    int terminating;
+    int close_seen[2], close_code[2];
+    uint64_t close_seq[2];
+    uint64_t counts[7];
+    char text[100];
+} event;
+
+typedef struct {
+    PyObject_HEAD pthread_mutex_t lock;
+    pthread_t thread;
+    int started, stopping;
+    int epfd, wakefd, evfd;
+    conn **slots;
+    uint32_t nslots, nlive;
+    uint32_t *free_slots;
+    uint32_t nfree;
+    uint64_t next_id;
+    side *doomed;
+    conn *dead;
+    event *events;
+    size_t nevents, capevents;
+    wq_table quotas;
+    uint8_t *rbuf; /* the one read buffer, WS_HEADROOM + READ_SIZE */
+    uint64_t closed_total;
+    double next_deadline; /* earliest grace/close deadline set (maybe cancelled since); 0 none */
+} CoreObject;
+
+static void set_deadline(CoreObject *core, double *at, double when) {
+    *at = when;
+    if (!core->next_deadline || when < core->next_deadline)
+        core->next_deadline = when;
+}
+
+static double mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- events to Python ---------------------------------------------------------------------- */
+
+static event *push_event(CoreObject *core, int kind, conn *c) {
+    if (core->nevents == core->capevents) {
+        size_t cap = core->capevents ? core->capevents * 2 : 64;
+        event *evs = realloc(core->events, cap * sizeof *evs);
+        if (!evs)
+            return NULL; /* lost a log line; the close event is retried by the caller */
+        core->events = evs;
+        core->capevents = cap;
+    }
+    event *e = &core->events[core->nevents++];
+    memset(e, 0, sizeof *e);
+    e->kind = kind;
+    e->id = c->id;
+    if (core->nevents == 1) {
+        uint64_t one = 1;
+        ssize_t r = write(core->evfd, &one, sizeof one);
+        (void)r;
+    }
+    return e;
+}
+
+/* ---- sockets ------------------------------------------------------------------------------- */
+
+static void update_events(CoreObject *core, side *s) {
+    if (s->lost || s->fd < 0)
+        return;
+    uint32_t want = 0;
+    if (s->lingering && !s->doomed)
+        want |= EPOLLIN;
+    else if (!s->closing && !s->doomed && (s->peer->lost || !s->peer->pend_len))
+        want |= EPOLLIN;
+    if (s->pend_len)
+        want |= EPOLLOUT;
+    if (want != s->events) {
+        struct epoll_event ev = {.events = want, .data.ptr = s};
+        epoll_ctl(core->epfd, EPOLL_CTL_MOD, s->fd, &ev);
+        s->events = want;
+    }
+}
+
+/* connection_lost, soon: the side's socket ends after the current operation. */
+static void doom(CoreObject *core, side *s) {
+    if (s->lost || s->doomed)
+        return;
+    s->doomed = 1;
+    s->closing = 1;
+    s->next_doomed = core->doomed;
+    core->doomed = s;
+    update_events(core, s);
+}
+
+/* All output is out: send our FIN and wait (at most CLOSE_GRACE) for the peer's before closing
+ * the socket. Closing with the peer still sending would answer it with an RST, which can make
+ * its TCP stack drop our close frame unread (uvloop closes at once; the core is fast enough to
+ * hit that race where the Python relay did not). */
+static void linger(CoreObject *core, side *s) {
+    if (s->lingering || s->lost || s->doomed)
+        return;
+    if (shutdown(s->fd, SHUT_WR) < 0) {
+        doom(core, s);
+        return;
+    }
+    s->lingering = 1;
+    set_deadline(core, &s->deadline, mono() + CLOSE_GRACE);
+    update_events(core, s);
+}
+
+/* transport.close(): flush, then end; abort after CLOSE_GRACE if the flush does not finish. */
+static void closing(CoreObject *core, side *s) {
+    if (s->closing || s->lost)
+        return;
+    s->closing = 1;
+    if (!s->pend_len) {
+        linger(core, s);
+        return;
+    }
+    set_deadline(core, &s->deadline, mono() + CLOSE_GRACE);
+    update_events(core, s);
+}
+
+/* transport.write(): send now what the socket takes, keep the rest. */
+static void put(CoreObject *core, side *to, const uint8_t *p, size_t n) {
+    if (!n || to->lost || to->doomed || to->lingering) /* lingering: our FIN is already out */
+        return;
+    if (!to->pend_len) {
+        ssize_t r = send(to->fd, p, n, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                doom(core, to); /* a fatal write error: the transport is aborted */
+                return;
+            }
+            r = 0;
+        }
+        if ((size_t)r == n)
+            return;
+        p += r;
+        n -= (size_t)r;
+        to->pend = malloc(n);
+        if (!to->pend) {
+            doom(core, to);
+            return;
+        }
+        memcpy(to->pend, p, n);
+        to->pend_len = n;
+        to->pend_off = 0;
+        update_events(core, to);
+        update_events(core, to->peer);
+        return;
+    }
+    size_t have = to->pend_len - to->pend_off;
+    uint8_t *buf = malloc(have + n);
+    if (!buf) {
+        doom(core, to);
+        return;
+    }
+    memcpy(buf, to->pend + to->pend_off, have);
+    memcpy(buf + have, p, n);
+    free(to->pend);
+    to->pend = buf;
+    to->pend_len = have + n;
+    to->pend_off = 0;
+}
+
+static void flush(CoreObject *core, side *s) {
+    while (s->pend_len) {
+        ssize_t r = send(s->fd, s->pend + s->pend_off, s->pend_len - s->pend_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                doom(core, s);
+            return;
+        }
+        s->pend_off += (size_t)r;
+        if (s->pend_off == s->pend_len) {
+            free(s->pend);
+            s->pend = NULL;
+            s->pend_len = s->pend_off = 0;
+        }
+    }
+    s->deadline = 0;
+    update_events(core, s);
+    update_events(core, s->peer);
+    if (s->closing)
+        linger(core, s);
+}
+
+static void close_frame(CoreObject *core, side *to, int code, const uint8_t *reason, int rlen,
+                        int mask) {
+    uint8_t f[2 + 4 + 125];
+    int n = 0;
+    if (rlen > 123)
+        rlen = 123;
+    f[n++] = 0x88;
+    f[n++] = (uint8_t)((mask ? 0x80 : 0) | (2 + rlen));
+    uint8_t key[4] = {0, 0, 0, 0};
+    if (mask) {
+        if (getrandom(key, 4, GRND_NONBLOCK) != 4) {
+            uint64_t t = (uint64_t)(mono() * 1e9);
+            memcpy(key, &t, 4);
+        }
+        memcpy(f + n, key, 4);
+        n += 4;
+    }
+    uint8_t payload[125];
+    payload[0] = (uint8_t)(code >> 8);
+    payload[1] = (uint8_t)code;
+    memcpy(payload + 2, reason, (size_t)rlen);
+    for (int i = 0; i < 2 + rlen; i++)
+        f[n + i] = payload[i] ^ key[i & 3];
+    put(core, to, f, (size_t)(n + 2 + rlen));
+}
+
+/* ---- Relay's closing logic ------------------------------------------------------------------ */
+
+static void finish(CoreObject *core, conn *c) {
+    if (c->finished)
+        return;
+    c->finished = 1;
+    event *e = push_event(core, EV_CLOSED, c);
+    if (e) {
+        e->a = c->router_code;
+        e->b = c->closed_by;
+        e->terminating = c->terminating;
+        side *sides[2] = {&c->cl, &c->be};
+        for (int i = 0; i < 2; i++) {
+            e->close_seen[i] = sides[i]->scan.close_seen;
+            e->close_seq[i] = sides[i]->scan.close_seq;
+            e->close_code[i] = sides[i]->scan.close_code;
+        }
+        ws_scan *up = &c->cl.scan, *down = &c->be.scan;
+        uint64_t counts[7] = {up->frames,  down->frames, up->messages,
+                              down->messages, up->bytes, down->bytes,
+                              up->dropped + down->dropped};
+        memcpy(e->counts, counts, sizeof counts);
+    }
+    core->slots[c->slot] = NULL;
+    core->free_slots[core->nfree++] = c->slot;
+    core->nlive--;
+    core->closed_total++;
+    c->next_dead = core->dead;
+    core->dead = c;
+}
+
+static void close_client(CoreObject *core, conn *c) {
+    side *cl = &c->cl, *be = &c->be;
+    c->grace = 0;
+    if (!be->lost)
+        be->mode = DISCARD;
+    int code = c->router_code >= 0 ? c->router_code : 1008;
+    if (!cl->lost && !cl->closing && !be->scan.close_seen)
+        close_frame(core, cl, code, c->router_reason, c->router_reason_len, 0);
+    if (c->tell_backend && !be->lost && !be->closing)
+        close_frame(core, be, 1001, c->backend_reason, c->backend_reason_len, 1);
+    if (!cl->lost)
+        closing(core, cl);
+    if (!be->lost)
+        closing(core, be);
+}
+
+static int terminate(CoreObject *core, conn *c, int code, const uint8_t *reason, int rlen,
+                     const uint8_t *breason, int brlen) {
+    side *cl = &c->cl, *be = &c->be;
+    if (c->terminating || (cl->lost && be->lost) || c->finished)
+        return 0;
+    c->terminating = 1;
+    if (c->closed_by == BY_NONE)
+        c->closed_by = BY_ROUTER;
+    c->router_code = code;
+    c->router_reason_len = rlen > 123 ? 123 : rlen;
+    memcpy(c->router_reason, reason, (size_t)c->router_reason_len);
+    if (brlen) {
+        c->backend_reason_len = brlen > 123 ? 123 : brlen;
+        memcpy(c->backend_reason, breason, (size_t)c->backend_reason_len);
+    }
+    if (!cl->lost)
+        cl->mode = DISCARD;
+    c->tell_backend = ws_scan_out_at_boundary(&cl->scan) && !cl->scan.close_seen;
+    if (be->lost || be->closing || ws_scan_out_at_boundary(&be->scan)) {
+        close_client(core, c);
+    } else {
+        be->mode = FINISH;
+        set_deadline(core, &c->grace, mono() + CLOSE_GRACE);
+    }
+    return 1;
+}
+
+static void abort_conn(CoreObject *core, conn *c, const char *why) {
+    c->grace = 0;
+    event *e = push_event(core, EV_ABORT, c);
+    if (e)
+        snprintf(e->text, sizeof e->text, "%s", why);
+    side *sides[2] = {&c->cl, &c->be};
+    for (int i = 0; i < 2; i++)
+        if (!sides[i]->lost) {
+            free(sides[i]->pend);
+            sides[i]->pend = NULL;
+            sides[i]->pend_len = sides[i]->pend_off = 0;
+            doom(core, sides[i]);
+        }
+}
+
+static void side_lost(CoreObject *core, side *s) {
+    conn *c = s->c;
+    side *peer = s->peer;
+    if (peer->lost) {
+        finish(core, c);
+        return;
+    }
+    if (c->closed_by == BY_NONE)
+        c->closed_by = s->is_client ? BY_CLIENT : BY_BACKEND;
+    if (!s->is_client && !s->scan.close_seen && ws_scan_out_at_boundary(&s->scan) &&
+        !peer->closing) {
+        static const char why[] = "backend connection closed unexpectedly";
+        c->router_code = 1011;
+        close_frame(core, peer, 1011, (const uint8_t *)why, (int)sizeof why - 1, 0);
+    }
+    closing(core, peer);
+}
+
+static void stream_error(CoreObject *core, side *s) {
+    conn *c = s->c;
+    side *peer = s->peer;
+    int code = s->scan.err_code;
+    c->closed_by = s->is_client ? BY_CLIENT : BY_BACKEND;
+    c->router_code = code;
+    event *e = push_event(core, EV_ERROR, c);
+    if (e) {
+        e->a = s->is_client;
+        e->b = code;
+        snprintf(e->text, sizeof e->text, "%s", s->scan.err_msg);
+    }
+    int to_side_ok = ws_scan_out_at_boundary(&peer->scan);
+    int to_peer_ok = s->scan.err_offset >= 0 || s->scan.fed_at_boundary;
+    int peer_code = s->is_client ? code : 1011;
+    const uint8_t *reason = (const uint8_t *)s->scan.err_msg;
+    int rlen = (int)strlen(s->scan.err_msg);
+    if (rlen > 100)
+        rlen = 100;
+    if (to_side_ok && !s->closing)
+        close_frame(core, s, code, reason, rlen, !s->is_client);
+    if (to_peer_ok && !peer->closing)
+        close_frame(core, peer, peer_code, reason, rlen, s->is_client);
+    closing(core, s);
+    closing(core, peer);
+}
+
+static void shutdown_conn(CoreObject *core, conn *c, int code, const uint8_t *reason, int rlen) {
+    if (c->finished)
+        return;
+    if (c->closed_by == BY_NONE)
+        c->closed_by = BY_ROUTER;
+    if (c->router_code <= 0)
+        c->router_code = code;
+    side *sides[2] = {&c->cl, &c->be};
+    int close_it[2] = {0, 0};
+    for (int i = 0; i < 2; i++) { /* the frames first: closing one side may end the other */
+        side *s = sides[i];
+        if (s->lost || s->closing)
+            continue;
+        if (ws_scan_out_at_boundary(&s->peer->scan) && !s->peer->scan.close_seen)
+            close_frame(core, s, code, reason, rlen, !s->is_client);
+        close_it[i] = 1;
+    }
+    for (int i = 0; i < 2; i++)
+        if (close_it[i])
+            closing(core, sides[i]);
+}
+
+/* The sockets that ended during an operation: close them and run side_lost, like
+ * connection_lost callbacks running after the callback that caused them. */
+static void settle(CoreObject *core) {
+    while (core->doomed) {
+        side *s = core->doomed;
+        core->doomed = s->next_doomed;
+        s->next_doomed = NULL;
+        if (s->lost)
+            continue;
+        s->lost = 1;
+        s->deadline = 0;
+        epoll_ctl(core->epfd, EPOLL_CTL_DEL, s->fd, NULL);
+        close(s->fd);
+        s->fd = -1;
+        free(s->pend);
+        s->pend = NULL;
+        s->pend_len = s->pend_off = 0;
+        update_events(core, s->peer);
+        side_lost(core, s);
+    }
+}
+
+static void free_dead(CoreObject *core) {
+    while (core->dead) {
+        conn *c = core->dead;
+        core->dead = c->next_dead;
+        for (int i = 0; i < c->nq; i++)
+            wq_counter_unref(c->q[i]); /* Python releases the keys (CounterTable refs) */
+        free(c->cl.pend);
+        free(c->be.pend);
+        free(c);
+    }
+}
+
+/* ---- the data path ---------------------------------------------------------------------- */
+
+static int conn_admit(void *ctx, int opcode) {
+    conn *c = ctx;
+    if (c->stop_pending || c->terminating || !c->nq)
+        return 0;
+    int i = wq_admit(c->q, c->nq, mono());
+    if (i < 0)
+        return 1;
+    if (c->stop[i]) {
+        c->stop_pending = 1;
+        c->stop_quota = i;
+    } else if (!(c->cl.scan.dropped + c->be.scan.dropped) && !c->first_drop) {
+        c->first_drop = i + 1; /* reported once, for the "throttling ..." log line */
+    }
+    return 0;
+}
+
+/* What the side read: data[0:n], with WS_HEADROOM writable bytes before it. */
+static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
+    conn *c = s->c;
+    if (s->mode == DISCARD)
+        return;
+    if (s->mode == FINISH) {
+        long used = ws_scan_to_boundary(&s->scan, data, n);
+        if (used < 0) {
+            abort_conn(core, c, "backend stream broke while closing");
+            return;
+        }
+        put(core, s->peer, data, (size_t)used);
+        if (ws_scan_out_at_boundary(&s->scan))
+            close_client(core, c);
+        return;
+    }
+    size_t w = ws_scan_feed(&s->scan, data, n, data - WS_HEADROOM);
+    if (c->first_drop > 0) {
+        event *e = push_event(core, EV_THROTTLED, c);
+        if (e) {
+            e->a = c->first_drop - 1;
+            e->b = 0;
+        }
+        c->first_drop = -1;
+    }
+    put(core, s->peer, data - WS_HEADROOM, w);
+    if (s->scan.err_code) {
+        stream_error(core, s);
+        return;
+    }
+    if (c->stop_pending) {
+        static const char why[] = "message throttled out";
+        if (terminate(core, c, 1008, (const uint8_t *)why, (int)sizeof why - 1, NULL, 0)) {
+            event *e = push_event(core, EV_THROTTLED, c);
+            if (e) {
+                e->a = c->stop_quota;
+                e->b = 1; /* stopped: the connection is being closed */
+            }
+        }
+    }
+}
+
+static void readable(CoreObject *core, side *s) {
+    uint8_t *data = core->rbuf + WS_HEADROOM;
+    ssize_t r = recv(s->fd, data, READ_SIZE, MSG_DONTWAIT);
+    if (s->lingering) { /* only the peer's FIN matters now */
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+            doom(core, s);
+        return;
+    }
+    if (r > 0) {
+        received(core, s, data, (size_t)r);
+        return;
+    }
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (r == 0)
+        closing(core, s); /* EOF: the transport closes itself once its output is flushed */
+    else
+        doom(core, s); /* a read error: the transport is aborted */
+}
+
+static void expire(CoreObject *core, double now) {
+    for (uint32_t i = 0; i < core->nslots; i++) {
+        conn *c = core->slots[i];
+        if (!c)
+            continue;
+        if (c->grace && c->grace <= now) {
+            c->grace = 0;
+            abort_conn(core, c, "backend frame in flight did not end in time");
+        }
+        side *sides[2] = {&c->cl, &c->be};
+        for (int k = 0; k < 2; k++)
+            if (sides[k]->deadline && sides[k]->deadline <= now && !sides[k]->lost) {
+                sides[k]->deadline = 0;
+                free(sides[k]->pend);
+                sides[k]->pend = NULL;
+                sides[k]->pend_len = sides[k]->pend_off = 0;
+                doom(core, sides[k]);
+            }
+        settle(core);
+    }
+}
+
+static double next_deadline(CoreObject *core) {
+    double next = 0;
+    for (uint32_t i = 0; i < core->nslots; i++) {
+        conn *c = core->slots[i];
+        if (!c)
+            continue;
+        double ds[3] = {c->grace, c->cl.deadline, c->be.deadline};
+        for (int k = 0; k < 3; k++)
+            if (ds[k] && (!next || ds[k] < next))
+                next = ds[k];
+    }
+    return next;
+}
+
+static void *run(void *arg) {
+    CoreObject *core = arg;
+    struct epoll_event evs[MAX_EVENTS];
+    int timeout = -1;
+    for (;;) {
+        int n = epoll_wait(core->epfd, evs, MAX_EVENTS, timeout);
+        pthread_mutex_lock(&core->lock);
+        if (core->stopping) {
+            pthread_mutex_unlock(&core->lock);
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == NULL) { /* the wakeup eventfd */
+                uint64_t v;
+                ssize_t r = read(core->wakefd, &v, sizeof v);
+                (void)r;
+                continue;
+            }
+            side *s = evs[i].data.ptr;
+            if (s->lost || s->c->finished)
+                continue;
+            uint32_t e = evs[i].events;
+            if (e & EPOLLOUT)
+                flush(core, s);
+            if ((e & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->lost && !s->doomed) {
+                if (s->events & EPOLLIN)
+                    readable(core, s);
+                else if (e & (EPOLLHUP | EPOLLERR))
+                    doom(core, s);
+            }
+            settle(core);
+        }
+        timeout = -1;
+        if (core->next_deadline) { /* only while connections are closing */
+            double now = mono();
+            if (core->next_deadline <= now) {
+                expire(core, now); /* a scan of every connection, only when one is due */
+                core->next_deadline = next_deadline(core);
+            }
+            double next = core->next_deadline;
+            if (next)
+                timeout = (int)((next - now) * 1000) + 1 < 1 ? 1 : (int)((next - now) * 1000) + 1;
+        }
+        free_dead(core); /* only here: an epoll batch may still point at a finished one */
+        pthread_mutex_unlock(&core->lock);
+    }
+    return NULL;
+}
+
+/* ---- Python API -------------------------------------------------------------------------- */
+
+static void lock(CoreObject *core) {
+    if (pthread_mutex_trylock(&core->lock) != 0) {
+        Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&core->lock);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+static void wake(CoreObject *core) {
+    uint64_t one = 1;
+    ssize_t r = write(core->wakefd, &one, sizeof one);
+    (void)r;
+}
+
+static conn *lookup(CoreObject *core, uint64_t id) {
+    uint32_t slot = (uint32_t)(id & 0xFFFFFFFF);
+    if (slot >= core->nslots)
+        return NULL;
+    conn *c = core->slots[slot];
+    return c && c->id == id ? c : NULL;
+}
+
+static int Core_init(CoreObject *self, PyObject *args, PyObject *kwds) {
+    if (!PyArg_ParseTuple(args, ""))
+        return -1;
+    if (self->started) {
+        PyErr_SetString(PyExc_RuntimeError, "Core already started");
+        return -1;
+    }
+    pthread_mutex_init(&self->lock, NULL);
+    self->epfd = epoll_create1(EPOLL_CLOEXEC);
+    self->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    self->rbuf = malloc(WS_HEADROOM + READ_SIZE);
+    if (self->epfd < 0 || self->wakefd < 0 || self->evfd < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    if (!self->rbuf || wq_table_init(&self->quotas) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->next_id = 1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->wakefd, &ev);
+    if (pthread_create(&self->thread, NULL, run, self) != 0) {
+        PyErr_SetString(PyExc_RuntimeError, "cannot start the relay thread");
+        return -1;
+    }
+    self->started = 1;
+    return 0;
+}
+
+static void stop_thread(CoreObject *self) {
+    if (!self->started)
+        return;
+    pthread_mutex_lock(&self->lock);
+    self->stopping = 1;
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    Py_BEGIN_ALLOW_THREADS pthread_join(self->thread, NULL);
+    Py_END_ALLOW_THREADS self->started = 0;
+    for (uint32_t i = 0; i < self->nslots; i++) {
+        conn *c = self->slots[i];
+        if (!c)
+            continue;
+        side *sides[2] = {&c->cl, &c->be};
+        for (int k = 0; k < 2; k++)
+            if (sides[k]->fd >= 0 && !sides[k]->lost)
+                close(sides[k]->fd);
+        self->slots[i] = NULL;
+        c->next_dead = self->dead;
+        self->dead = c;
+    }
+    self->nlive = 0;
+    free_dead(self);
+}
+
+static PyObject *Core_close(CoreObject *self, PyObject *unused) {
+    stop_thread(self);
+    Py_RETURN_NONE;
+}
+
+static void Core_dealloc(CoreObject *self) {
+    stop_thread(self);
+    if (self->epfd > 0)
+        close(self->epfd);
+    if (self->wakefd > 0)
+        close(self->wakefd);
+    if (self->evfd > 0)
+        close(self->evfd);
+    if (self->quotas.slots)
+        wq_table_free(&self->quotas);
+    free(self->slots);
+    free(self->free_slots);
+    free(self->events);
+    free(self->rbuf);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int grow_slots(CoreObject *core) {
+    uint32_t n = core->nslots ? core->nslots * 2 : 256;
+    conn **slots = realloc(core->slots, n * sizeof *slots);
+    if (!slots)
+        return -1;
+    core->slots = slots;
+    uint32_t *fs = realloc(core->free_slots, n * sizeof *fs);
+    if (!fs)
+        return -1;
+    core->free_slots = fs;
+    for (uint32_t i = n; i > core->nslots; i--) {
+        slots[i - 1] = NULL;
+        fs[core->nfree++] = i - 1;
+    }
+    core->nslots = n;
+    return 0;
+}
+
+static void init_side(side *s, conn *c, side *peer, int fd, int is_client) {
+    s->c = c;
+    s->peer = peer;
+    s->fd = fd;
+    s->is_client = is_client;
+    s->mode = RELAY;
+}
+
+static void feed_early(CoreObject *core, side *s, const uint8_t *p, size_t n) {
+    if (!n)
+        return;
+    uint8_t *buf = malloc(n + WS_HEADROOM);
+    if (!buf) {
+        abort_conn(core, s->c, "no memory for the early bytes");
+        return;
+    }
+    memcpy(buf + WS_HEADROOM, p, n);
+    received(core, s, buf + WS_HEADROOM, n);
+    free(buf);
+}
+
+static PyObject *Core_add(CoreObject *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"client_fd",   "backend_fd", "to_client", "client_early",
+                         "backend_early", "max_message", "allow_rsv", "quotas", NULL};
+    int cfd, bfd, allow_rsv;
+    Py_buffer to_client, client_early, backend_early;
+    unsigned long long max_message;
+    PyObject *quotas;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*y*y*KpO!", kw, &cfd, &bfd, &to_client,
+                                     &client_early, &backend_early, &max_message, &allow_rsv,
+                                     &PyTuple_Type, &quotas))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t nq = PyTuple_GET_SIZE(quotas);
+    wq_counter *qs[MAX_QUOTAS];
+    uint8_t stops[MAX_QUOTAS];
+    if (nq > MAX_QUOTAS) {
+        PyErr_SetString(PyExc_ValueError, "too many quotas for one connection");
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *item = PyTuple_GET_ITEM(quotas, i);
+        PyObject *handle;
+        int stop;
+        if (!PyArg_ParseTuple(item, "Op", &handle, &stop))
+            goto out;
+        qs[i] = PyLong_AsVoidPtr(handle);
+        if (!qs[i])
+            goto out;
+        stops[i] = (uint8_t)stop;
+    }
+    if (!self->started) {
+        PyErr_SetString(PyExc_RuntimeError, "Core is closed");
+        goto out;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    lock(self);
+    if (!self->nfree && grow_slots(self) < 0) {
+        pthread_mutex_unlock(&self->lock);
+        free(c);
+        PyErr_NoMemory();
+        goto out;
+    }
+    c->slot = self->free_slots[--self->nfree];
+    c->id = (self->next_id++ << 32) | c->slot;
+    c->router_code = -1;
+    static const char breason[] = "client connection closed by the gateway";
+    memcpy(c->backend_reason, breason, sizeof breason - 1);
+    c->backend_reason_len = (int)sizeof breason - 1;
+    c->nq = (int)nq;
+    for (int i = 0; i < c->nq; i++) {
+        c->q[i] = qs[i];
+        qs[i]->refs++; /* the connection's own hold, dropped when it is freed */
+        c->stop[i] = stops[i];
+    }
+    init_side(&c->cl, c, &c->be, cfd, 1);
+    init_side(&c->be, c, &c->cl, bfd, 0);
+    ws_scan_init(&c->cl.scan, 1, max_message, allow_rsv, nq > 0, conn_admit, c);
+    ws_scan_init(&c->be.scan, 0, max_message, allow_rsv, nq > 0, conn_admit, c);
+    self->slots[c->slot] = c;
+    self->nlive++;
+    side *sides[2] = {&c->cl, &c->be};
+    for (int k = 0; k < 2; k++) {
+        int fl = fcntl(sides[k]->fd, F_GETFL);
+        fcntl(sides[k]->fd, F_SETFL, fl | O_NONBLOCK);
+        sides[k]->events = EPOLLIN;
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = sides[k]};
+        if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, sides[k]->fd, &ev) < 0)
+            doom(self, sides[k]);
+    }
+    /* Relay.start: the 101 first, then what each side sent during the handshakes. */
+    put(self, &c->cl, to_client.buf, (size_t)to_client.len);
+    feed_early(self, &c->be, backend_early.buf, (size_t)backend_early.len);
+    if (!c->finished && !c->be.lost)
+        feed_early(self, &c->cl, client_early.buf, (size_t)client_early.len);
+    uint64_t id = c->id;
+    settle(self);
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    result = PyLong_FromUnsignedLongLong(id);
+out:
+    PyBuffer_Release(&to_client);
+    PyBuffer_Release(&client_early);
+    PyBuffer_Release(&backend_early);
+    return result;
+}
+
+static PyObject *Core_terminate(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    int code;
+    Py_buffer reason, breason;
+    if (!PyArg_ParseTuple(args, "Kiy*y*", &id, &code, &reason, &breason))
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    int done = c ? terminate(self, c, code, reason.buf, (int)reason.len, breason.buf,
+                             (int)breason.len)
+                 : 0;
+    settle(self);
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    PyBuffer_Release(&reason);
+    PyBuffer_Release(&breason);
+    return PyBool_FromLong(done);
+}
+
+static PyObject *Core_shutdown(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    int code;
+    Py_buffer reason;
+    if (!PyArg_ParseTuple(args, "Kiy*", &id, &code, &reason))
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    if (c)
+        shutdown_conn(self, c, code, reason.buf, (int)reason.len);
+    settle(self);
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    PyBuffer_Release(&reason);
+    return PyBool_FromLong(c != NULL);
+}
+
+static PyObject *Core_abort(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    const char *why = "aborted by the router";
+    if (!PyArg_ParseTuple(args, "K|s", &id, &why))
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    if (c)
+        abort_conn(self, c, why);
+    settle(self);
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    return PyBool_FromLong(c != NULL);
+}
+
+static PyObject *counts_tuple(conn *c) {
+    ws_scan *up = &c->cl.scan, *down = &c->be.scan;
+    return Py_BuildValue("(KKKKKKK)", (unsigned long long)up->frames,
+                         (unsigned long long)down->frames, (unsigned long long)up->messages,
+                         (unsigned long long)down->messages, (unsigned long long)up->bytes,
+                         (unsigned long long)down->bytes,
+                         (unsigned long long)(up->dropped + down->dropped));
+}
+
+static PyObject *Core_counts(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    PyObject *r = c ? counts_tuple(c) : (Py_INCREF(Py_None), Py_None);
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
+static PyObject *Core_flow(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    PyObject *r;
+    if (!c) {
+        r = Py_NewRef(Py_None);
+    } else {
+        r = Py_BuildValue("(nnOO)", (Py_ssize_t)(c->cl.pend_len - c->cl.pend_off),
+                          (Py_ssize_t)(c->be.pend_len - c->be.pend_off),
+                          (c->cl.events & EPOLLIN) ? Py_True : Py_False,
+                          (c->be.events & EPOLLIN) ? Py_True : Py_False);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
+static PyObject *Core_scan_state(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    conn *c = lookup(self, id);
+    PyObject *r;
+    if (!c) {
+        r = Py_NewRef(Py_None);
+    } else {
+        r = Py_BuildValue("(KKOOO)", (unsigned long long)c->cl.scan.dropped,
+                          (unsigned long long)c->be.scan.dropped,
+                          ws_scan_at_boundary(&c->cl.scan) ? Py_True : Py_False,
+                          ws_scan_at_boundary(&c->be.scan) ? Py_True : Py_False,
+                          c->cl.scan.gated ? Py_True : Py_False);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
+static PyObject *Core_snapshot(CoreObject *self, PyObject *unused) {
+    PyObject *d = PyDict_New();
+    if (!d)
+        return NULL;
+    lock(self);
+    for (uint32_t i = 0; i < self->nslots; i++) {
+        conn *c = self->slots[i];
+        if (!c)
+            continue;
+        PyObject *key = PyLong_FromUnsignedLongLong(c->id);
+        PyObject *val = counts_tuple(c);
+        if (!key || !val || PyDict_SetItem(d, key, val) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(val);
+            Py_DECREF(d);
+            pthread_mutex_unlock(&self->lock);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(val);
+    }
+    pthread_mutex_unlock(&self->lock);
+    return d;
+}
+
+static PyObject *close_state(event *e, int i) {
+    if (e->close_code[i] < 0)
+        return Py_BuildValue("(OKO)", e->close_seen[i] ? Py_True : Py_False,
+                             (unsigned long long)e->close_seq[i], Py_None);
+    return Py_BuildValue("(OKi)", e->close_seen[i] ? Py_True : Py_False,
+                         (unsigned long long)e->close_seq[i], e->close_code[i]);
+}
+
+static PyObject *Core_events(CoreObject *self, PyObject *unused) {
+    uint64_t v;
+    ssize_t r = read(self->evfd, &v, sizeof v);
+    (void)r;
+    lock(self);
+    event *evs = self->events;
+    size_t n = self->nevents;
+    self->events = NULL;
+    self->nevents = self->capevents = 0;
+    pthread_mutex_unlock(&self->lock);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        event *e = &evs[i];
+        PyObject *item = NULL;
+        unsigned long long id = (unsigned long long)e->id;
+        switch (e->kind) {
+        case EV_CLOSED: {
+            PyObject *up = close_state(e, 0), *down = close_state(e, 1);
+            item = Py_BuildValue(
+                "(iKOsONN(KKKKKKK))", EV_CLOSED, id,
+                e->a >= 0 ? PyLong_FromLong(e->a) : (Py_INCREF(Py_None), Py_None),
+                BY_NAMES[e->b], e->terminating ? Py_True : Py_False, up, down,
+                (unsigned long long)e->counts[0], (unsigned long long)e->counts[1],
+                (unsigned long long)e->counts[2], (unsigned long long)e->counts[3],
+                (unsigned long long)e->counts[4], (unsigned long long)e->counts[5],
+                (unsigned long long)e->counts[6]);
+            break;
+        }
+        case EV_THROTTLED:
+            item = Py_BuildValue("(iKiO)", EV_THROTTLED, id, e->a, e->b ? Py_True : Py_False);
+            break;
+        case EV_ERROR:
+            item = Py_BuildValue("(iKOis)", EV_ERROR, id, e->a ? Py_True : Py_False, e->b,
+                                 e->text);
+            break;
+        default:
+            item = Py_BuildValue("(iKs)", EV_ABORT, id, e->text);
+        }
+        if (!item) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    free(evs);
+    return list;
+}
+
+static PyObject *Core_fileno(CoreObject *self, PyObject *unused) {
+    return PyLong_FromLong(self->evfd);
+}
+
+static PyObject *Core_acquire(CoreObject *self, PyObject *args) {
+    const char *key;
+    long long limit;
+    double window, now;
+    if (!PyArg_ParseTuple(args, "sLdd", &key, &limit, &window, &now))
+        return NULL;
+    lock(self);
+    wq_counter *c = wq_acquire(&self->quotas, key, limit, window, now);
+    pthread_mutex_unlock(&self->lock);
+    if (!c) {
+        PyErr_SetString(PyExc_ValueError, "a quota needs limit >= 1 and window > 0");
+        return NULL;
+    }
+    return PyLong_FromVoidPtr(c);
+}
+
+static PyObject *Core_release(CoreObject *self, PyObject *args) {
+    const char *key;
+    PyObject *handle;
+    double now;
+    if (!PyArg_ParseTuple(args, "sOd", &key, &handle, &now))
+        return NULL;
+    void *c = NULL;
+    if (handle != Py_None && !(c = PyLong_AsVoidPtr(handle)))
+        return NULL;
+    lock(self);
+    wq_release(&self->quotas, key, c, now);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+/* The shared table, for the Python relay's connections (wss) counting against the same keys:
+ * router.native.CoreCounterStore. */
+static int handle_arg(PyObject *args, wq_counter **c, double *now) {
+    PyObject *handle;
+    if (!PyArg_ParseTuple(args, "Od", &handle, now))
+        return -1;
+    *c = PyLong_AsVoidPtr(handle);
+    return *c ? 0 : -1;
+}
+
+static PyObject *Core_admit(CoreObject *self, PyObject *args) {
+    PyObject *handles;
+    double now;
+    if (!PyArg_ParseTuple(args, "O!d", &PyTuple_Type, &handles, &now))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(handles);
+    if (n > MAX_QUOTAS) {
+        PyErr_SetString(PyExc_ValueError, "too many quotas for one connection");
+        return NULL;
+    }
+    wq_counter *cs[MAX_QUOTAS];
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!(cs[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(handles, i))))
+            return NULL;
+    lock(self);
+    int r = wq_admit(cs, (int)n, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLong(r);
+}
+
+static PyObject *Core_available(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    int r = wq_available(c, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Core_take(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    wq_take(c, now);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_idle(CoreObject *self, PyObject *args) {
+    wq_counter *c;
+    double now;
+    if (handle_arg(args, &c, &now) < 0)
+        return NULL;
+    lock(self);
+    int r = wq_idle(c, now);
+    pthread_mutex_unlock(&self->lock);
+    return PyBool_FromLong(r);
+}
+
+static PyObject *Core_unref(CoreObject *self, PyObject *arg) {
+    wq_counter *c = PyLong_AsVoidPtr(arg);
+    if (!c)
+        return NULL;
+    lock(self);
+    wq_counter_unref(c);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
+    lock(self);
+    PyObject *r = Py_BuildValue("{sIsKsn}", "live", self->nlive, "closed",
+                                (unsigned long long)self->closed_total, "quota_counters",
+                                (Py_ssize_t)self->quotas.count);
+    pthread_mutex_unlock(&self->lock);
+    return r;
+}
+
+static PyMethodDef Core_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))Core_add, METH_VARARGS | METH_KEYWORDS,
+     "add(client_fd, backend_fd, to_client, client_early, backend_early, max_message, "
+     "allow_rsv, quotas) -> id. Takes both fds over (it closes them)."},
+    {"terminate", (PyCFunction)Core_terminate, METH_VARARGS,
+     "terminate(id, code, reason, backend_reason) -> bool (Relay.terminate)."},
+    {"shutdown", (PyCFunction)Core_shutdown, METH_VARARGS,
+     "shutdown(id, code, reason) -> bool (Relay.shutdown)."},
+    {"abort", (PyCFunction)Core_abort, METH_VARARGS, "abort(id[, why]) -> bool."},
+    {"counts", (PyCFunction)Core_counts, METH_O, "counts(id) -> 7 counters or None."},
+    {"flow", (PyCFunction)Core_flow, METH_O,
+     "flow(id) -> (bytes waiting for the client, for the backend, reading the client, reading "
+     "the backend) or None."},
+    {"scan_state", (PyCFunction)Core_scan_state, METH_O,
+     "scan_state(id) -> (dropped up, dropped down, up at a boundary, down at a boundary, "
+     "gated) or None."},
+    {"snapshot", (PyCFunction)Core_snapshot, METH_NOARGS, "{id: 7 counters} of live ones."},
+    {"events", (PyCFunction)Core_events, METH_NOARGS, "Drain the queued events."},
+    {"fileno", (PyCFunction)Core_fileno, METH_NOARGS, "The eventfd that signals events."},
+    {"acquire", (PyCFunction)Core_acquire, METH_VARARGS,
+     "acquire(key, limit, window, now) -> counter handle (shared quota table)."},
+    {"release", (PyCFunction)Core_release, METH_VARARGS,
+     "release(key, handle, now): a connection using key ended (handle None: keep the hold)."},
+    {"admit", (PyCFunction)Core_admit, METH_VARARGS,
+     "admit(handles, now) -> -1 when the message passes (counted), else the first full one."},
+    {"available", (PyCFunction)Core_available, METH_VARARGS, "available(handle, now)."},
+    {"take", (PyCFunction)Core_take, METH_VARARGS, "take(handle, now)."},
+    {"idle", (PyCFunction)Core_idle, METH_VARARGS, "idle(handle, now)."},
+    {"unref", (PyCFunction)Core_unref, METH_O, "unref(handle): drop a hold from acquire()."},
+    {"stats", (PyCFunction)Core_stats, METH_NOARGS, "{live, closed, quota_counters}."},
+    {"close", (PyCFunction)Core_close, METH_NOARGS, "Stop the thread; close every socket."},
+    {NULL}};
+
+static PyTypeObject CoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "router._core.Core",
+    .tp_basicsize = sizeof(CoreObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "The relay core: one epoll thread relaying handed-over connections.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Core_init,
+    .tp_dealloc = (destructor)Core_dealloc,
+    .tp_methods = Core_methods,
+};
+
+int core_module_init(PyObject *module) {
+    if (PyType_Ready(&CoreType) < 0)
+        return -1;
+    return PyModule_AddObjectRef(module, "Core", (PyObject *)&CoreType);
+}

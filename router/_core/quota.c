@@ -1,0 +1,215 @@
+/* Quota counters: see quota.h. Mirrors router/throttle.py (SlidingWindow, TokenBucket,
+ * CounterTable, ConnectionThrottle.admit). */
+#include "quota.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+wq_counter *wq_counter_new(int64_t limit, double window) {
+    if (limit < 1 || !(window > 0))
+        return NULL;
+    wq_counter *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->refs = 1;
+    c->limit = limit;
+    c->window = window;
+    c->last = -INFINITY;
+    c->bucket = limit > WQ_EXACT_LIMIT;
+    if (c->bucket) {
+        c->rate = (double)limit / window;
+        c->tokens = (double)limit;
+        c->stamp = -INFINITY;
+    }
+    return c;
+}
+
+void wq_counter_unref(wq_counter *c) {
+    if (c && --c->refs == 0) {
+        free(c->ring);
+        free(c);
+    }
+}
+
+static void refill(wq_counter *c, double now) {
+    if (now > c->stamp) {
+        double tokens = c->tokens + (now - c->stamp) * c->rate;
+        c->tokens = tokens < (double)c->limit ? tokens : (double)c->limit;
+        c->stamp = now;
+    }
+}
+
+int wq_available(wq_counter *c, double now) {
+    if (c->bucket) {
+        refill(c, now);
+        return c->tokens >= 1.0;
+    }
+    return (int64_t)c->len < c->limit || c->ring[c->head] <= now - c->window;
+}
+
+void wq_take(wq_counter *c, double now) {
+    c->last = now;
+    if (c->bucket) {
+        if (now != c->stamp)
+            refill(c, now);
+        c->tokens -= 1.0;
+        return;
+    }
+    if ((int64_t)c->len < c->limit) {
+        if (c->len == c->cap) {
+            uint32_t cap = c->cap ? c->cap * 2 : 4;
+            if ((int64_t)cap > c->limit)
+                cap = (uint32_t)c->limit;
+            double *ring = realloc(c->ring, cap * sizeof *ring);
+            if (!ring) { /* no memory: the ring acts as full (stricter, never looser) */
+                c->limit = c->len ? c->len : 1;
+                if (!c->len)
+                    return;
+                c->ring[c->head] = now;
+                c->head = (c->head + 1) % c->len;
+                return;
+            }
+            c->ring = ring;
+            c->cap = cap;
+        }
+        c->ring[c->len++] = now;
+    } else {
+        c->ring[c->head] = now;
+        c->head = (uint32_t)((c->head + 1) % (uint64_t)c->limit);
+    }
+}
+
+int wq_idle(const wq_counter *c, double now) { return c->last <= now - c->window; }
+
+int wq_admit(wq_counter *const *counters, int n, double now) {
+    for (int i = 0; i < n; i++)
+        if (!wq_available(counters[i], now))
+            return i;
+    for (int i = 0; i < n; i++)
+        wq_take(counters[i], now);
+    return -1;
+}
+
+static size_t hash_key(const char *key) {
+    size_t h = 1469598103934665603ULL;
+    for (; *key; key++)
+        h = (h ^ (unsigned char)*key) * 1099511628211ULL;
+    return h;
+}
+
+int wq_table_init(wq_table *t) {
+    memset(t, 0, sizeof *t);
+    t->nslots = 64;
+    t->slots = calloc(t->nslots, sizeof *t->slots);
+    return t->slots ? 0 : -1;
+}
+
+void wq_table_free(wq_table *t) {
+    for (size_t i = 0; i < t->nslots; i++) {
+        wq_entry *e = t->slots[i];
+        while (e) {
+            wq_entry *next = e->next;
+            wq_counter_unref(e->counter);
+            free(e);
+            e = next;
+        }
+    }
+    free(t->slots);
+    t->slots = NULL;
+    t->nslots = t->count = 0;
+}
+
+static wq_entry **find(wq_table *t, const char *key) {
+    wq_entry **at = &t->slots[hash_key(key) & (t->nslots - 1)];
+    while (*at && strcmp((*at)->key, key) != 0)
+        at = &(*at)->next;
+    return at;
+}
+
+static void grow(wq_table *t) {
+    size_t nslots = t->nslots * 2;
+    wq_entry **slots = calloc(nslots, sizeof *slots);
+    if (!slots)
+        return; /* longer chains, still correct */
+    for (size_t i = 0; i < t->nslots; i++) {
+        wq_entry *e = t->slots[i];
+        while (e) {
+            wq_entry *next = e->next;
+            size_t j = hash_key(e->key) & (nslots - 1);
+            e->next = slots[j];
+            slots[j] = e;
+            e = next;
+        }
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->nslots = nslots;
+}
+
+static void drop(wq_table *t, wq_entry **at) {
+    wq_entry *e = *at;
+    *at = e->next;
+    wq_counter_unref(e->counter);
+    free(e);
+    t->count--;
+}
+
+wq_counter *wq_acquire(wq_table *t, const char *key, int64_t limit, double window, double now) {
+    if (now - t->swept > WQ_SWEEP_INTERVAL)
+        wq_sweep(t, now);
+    wq_entry **at = find(t, key);
+    wq_entry *e = *at;
+    if (!e || e->counter->limit != limit || e->counter->window != window) {
+        wq_counter *c = wq_counter_new(limit, window);
+        if (!c)
+            return NULL;
+        if (!e) {
+            size_t klen = strlen(key);
+            e = calloc(1, sizeof *e + klen + 1);
+            if (!e) {
+                wq_counter_unref(c);
+                return NULL;
+            }
+            memcpy(e->key, key, klen + 1);
+            *at = e;
+            t->count++;
+        } else {
+            wq_counter_unref(e->counter);
+        }
+        e->counter = c;
+    }
+    e->refs++;
+    e->counter->refs++;
+    if (t->count > t->nslots)
+        grow(t);
+    return e->counter;
+}
+
+void wq_release(wq_table *t, const char *key, wq_counter *held, double now) {
+    wq_entry **at = find(t, key);
+    wq_entry *e = *at;
+    if (e) {
+        if (e->refs > 1) {
+            e->refs--;
+        } else {
+            e->refs = 0;
+            if (wq_idle(e->counter, now))
+                drop(t, at);
+        }
+    }
+    wq_counter_unref(held);
+}
+
+void wq_sweep(wq_table *t, double now) {
+    t->swept = now;
+    for (size_t i = 0; i < t->nslots; i++) {
+        wq_entry **at = &t->slots[i];
+        while (*at) {
+            if (!(*at)->refs && wq_idle((*at)->counter, now))
+                drop(t, at);
+            else
+                at = &(*at)->next;
+        }
+    }
+}

@@ -1,0 +1,250 @@
+/* Unit tests and a time-bounded fuzz of scan.c and quota.c, built and run under
+ * AddressSanitizer + UBSan by `make sanitize` (no Python involved).
+ *
+ * The fuzz feeds random frame streams (valid and broken) split at random points to a plain and
+ * a gated scanner, in place (the relay's way: output written over the input's headroom) and
+ * into a separate buffer, and checks the invariants the relay relies on: chunking never changes
+ * counters, errors or (for a plain scanner) the bytes; a gated scanner admitting everything
+ * forwards what the plain one does, up to a held header; in-place equals out-of-place.
+ * usage: test_core [seconds] [seed]
+ */
+#include <assert.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "quota.h"
+#include "scan.h"
+
+static int failures;
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);               \
+            failures++;                                                                            \
+        }                                                                                          \
+    } while (0)
+
+static uint64_t rng_state;
+static uint32_t rnd(void) { /* xorshift64* */
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return (uint32_t)((rng_state * 2685821657736338717ULL) >> 32);
+}
+
+static size_t frame(uint8_t *out, int b0, int masked, const uint8_t *payload, size_t n) {
+    size_t i = 0;
+    out[i++] = (uint8_t)b0;
+    int m = masked ? 0x80 : 0;
+    if (n < 126) {
+        out[i++] = (uint8_t)(m | n);
+    } else if (n < 65536) {
+        out[i++] = (uint8_t)(m | 126);
+        out[i++] = (uint8_t)(n >> 8);
+        out[i++] = (uint8_t)n;
+    } else {
+        out[i++] = (uint8_t)(m | 127);
+        for (int k = 7; k >= 0; k--)
+            out[i++] = (uint8_t)((uint64_t)n >> (8 * k));
+    }
+    uint8_t key[4] = {0x12, 0x34, 0x56, 0x78};
+    if (masked) {
+        memcpy(out + i, key, 4);
+        i += 4;
+    }
+    for (size_t k = 0; k < n; k++)
+        out[i + k] = masked ? payload[k] ^ key[k & 3] : payload[k];
+    return i + n;
+}
+
+static int admit_all(void *ctx, int opcode) { return 1; }
+static int admit_alternate(void *ctx, int opcode) { return (*(int *)ctx)++ % 2 == 0; }
+
+/* Feed stream[0:n] in the given chunks, in place; returns the output length. */
+static size_t feed_chunks(ws_scan *s, const uint8_t *stream, size_t n, const size_t *cuts,
+                          int ncuts, uint8_t *out, int in_place) {
+    size_t pos = 0, w = 0;
+    uint8_t *buf = malloc(n + WS_HEADROOM + 1);
+    for (int c = 0; c <= ncuts && !s->err_code; c++) {
+        size_t end = c < ncuts ? cuts[c] : n;
+        if (end < pos)
+            continue;
+        size_t len = end - pos;
+        memcpy(buf + WS_HEADROOM, stream + pos, len);
+        size_t got;
+        if (in_place) {
+            got = ws_scan_feed(s, buf + WS_HEADROOM, len, buf);
+            memcpy(out + w, buf, got);
+        } else {
+            got = ws_scan_feed(s, buf + WS_HEADROOM, len, out + w);
+        }
+        CHECK(got <= len + WS_MAX_HEADER);
+        w += got;
+        pos = end;
+    }
+    free(buf);
+    return w;
+}
+
+static void unit_scan(void) {
+    uint8_t buf[256 + WS_HEADROOM], out[512], payload[200];
+    memset(payload, 'a', sizeof payload);
+    ws_scan s;
+    /* a whole masked text frame passes as is */
+    size_t n = frame(buf + WS_HEADROOM, 0x81, 1, payload, 5);
+    ws_scan_init(&s, 1, 1000, 0, 0, NULL, NULL);
+    CHECK(ws_scan_feed(&s, buf + WS_HEADROOM, n, buf) == n && s.frames == 1 && s.messages == 1);
+    /* unmasked from the client: 1002 at offset 0 */
+    n = frame(buf, 0x81, 0, payload, 5);
+    ws_scan_init(&s, 1, 1000, 0, 0, NULL, NULL);
+    CHECK(ws_scan_feed(&s, buf, n, out) == 0 && s.err_code == 1002 && s.err_offset == 0);
+    /* too big: 1009 */
+    n = frame(buf, 0x82, 0, payload, 200);
+    ws_scan_init(&s, 0, 100, 0, 0, NULL, NULL);
+    ws_scan_feed(&s, buf, n, out);
+    CHECK(s.err_code == 1009);
+    /* close frame code and reason, masked */
+    uint8_t close[] = {0x03, 0xE8, 'b', 'y', 'e'};
+    n = frame(buf, 0x88, 1, close, sizeof close);
+    ws_scan_init(&s, 1, 1000, 0, 0, NULL, NULL);
+    ws_scan_feed(&s, buf, 3, out);
+    ws_scan_feed(&s, buf + 3, n - 3, out);
+    CHECK(s.close_seen && s.close_code == 1000 && s.close_reason_len == 3 &&
+          memcmp(s.close_reason, "bye", 3) == 0);
+    /* a refused message is cut, a ping inside passes */
+    int turn = 1; /* odd: refuse first */
+    size_t m = frame(buf, 0x01, 0, payload, 3);
+    m += frame(buf + m, 0x89, 0, payload, 1);
+    size_t ping_at = m - 3;
+    m += frame(buf + m, 0x80, 0, payload, 3);
+    ws_scan_init(&s, 0, 1000, 0, 1, admit_alternate, &turn);
+    size_t w = ws_scan_feed(&s, buf, m, out);
+    CHECK(w == 3 && memcmp(out, buf + ping_at, 3) == 0 && s.dropped == 1 && s.messages == 1);
+    /* to_boundary stops at the end of the frame in flight */
+    n = frame(buf, 0x82, 0, payload, 100);
+    ws_scan_init(&s, 0, 1000, 0, 0, NULL, NULL);
+    ws_scan_feed(&s, buf, 10, out);
+    CHECK(!ws_scan_out_at_boundary(&s));
+    memcpy(buf + n, buf, n);
+    CHECK(ws_scan_to_boundary(&s, buf + 10, 2 * n - 10) == (long)(n - 10));
+    CHECK(ws_scan_out_at_boundary(&s));
+}
+
+static void unit_quota(void) {
+    wq_table t;
+    CHECK(wq_table_init(&t) == 0);
+    wq_counter *c = wq_acquire(&t, "api:a", 2, 1.0, 0.0);
+    CHECK(wq_admit(&c, 1, 0.0) == -1 && wq_admit(&c, 1, 0.0) == -1 && wq_admit(&c, 1, 0.5) == 0);
+    CHECK(wq_admit(&c, 1, 1.0) == -1);
+    wq_counter *b = wq_acquire(&t, "sub:a", WQ_EXACT_LIMIT + 1, 1.0, 0.0);
+    CHECK(b->bucket);
+    int passed = 0;
+    for (int i = 0; i < WQ_EXACT_LIMIT + 10; i++)
+        passed += wq_admit(&b, 1, 0.0) < 0;
+    CHECK(passed == WQ_EXACT_LIMIT + 1);
+    wq_counter *changed = wq_acquire(&t, "api:a", 5, 1.0, 0.0); /* policy changed: fresh */
+    CHECK(changed != c && t.count == 2);
+    wq_release(&t, "api:a", c, 0.5);
+    wq_release(&t, "api:a", changed, 0.5);
+    wq_release(&t, "sub:a", b, 0.5);
+    CHECK(t.count == 1); /* sub:a kept until idle; api:a's new counter never used */
+    wq_sweep(&t, 100.0);
+    CHECK(t.count == 0);
+    CHECK(wq_counter_new(0, 1.0) == NULL && wq_counter_new(1, 0.0) == NULL);
+    wq_table_free(&t);
+}
+
+static size_t random_stream(uint8_t *out, size_t cap, int masked) {
+    static const size_t sizes[] = {0, 1, 2, 64, 125, 126, 300, 4096, 5001, 65536};
+    static const int ops[] = {0, 1, 2, 8, 9, 10, 3, 0xB};
+    static uint8_t payload[65536 + 2];
+    size_t n = 0;
+    int frames = 1 + (int)(rnd() % 12);
+    for (int f = 0; f < frames; f++) {
+        int op = ops[rnd() % 8];
+        size_t size = sizes[rnd() % 10];
+        if (op >= 8 && rnd() % 6)
+            size = size > 125 ? 125 : size;
+        if (n + size + 14 > cap)
+            break;
+        for (size_t k = 0; k < size; k++)
+            payload[k] = (uint8_t)(k & 1 ? 0xE8 : 0x03);
+        int b0 = op | (rnd() % 4 ? 0x80 : 0);
+        if (rnd() % 20 == 0)
+            b0 |= 0x40;
+        size_t at = n;
+        n += frame(out + n, b0, (rnd() % 16) ? masked : !masked, payload, size);
+        if (rnd() % 40 == 0) /* a random corrupt header byte */
+            out[at + rnd() % 2] ^= (uint8_t)(1u << (rnd() % 8));
+    }
+    return n;
+}
+
+static void fuzz(double seconds) {
+    size_t cap = 1 << 20;
+    uint8_t *stream = malloc(cap), *a = malloc(2 * cap), *b = malloc(2 * cap), *c = malloc(2 * cap);
+    size_t cuts[32];
+    clock_t until = clock() + (clock_t)(seconds * CLOCKS_PER_SEC);
+    long rounds = 0;
+    while (clock() < until) {
+        int masked = (int)(rnd() % 2);
+        uint64_t limit = (rnd() % 2) ? 5000 : 0;
+        size_t n = random_stream(stream, cap, masked);
+        int ncuts = (int)(rnd() % 32);
+        for (int i = 0; i < ncuts; i++)
+            cuts[i] = n ? rnd() % (n + 1) : 0;
+        for (int i = 1; i < ncuts; i++) /* sort */
+            for (int j = i; j > 0 && cuts[j - 1] > cuts[j]; j--) {
+                size_t t = cuts[j];
+                cuts[j] = cuts[j - 1];
+                cuts[j - 1] = t;
+            }
+        ws_scan whole, plain, gated, refusing;
+        int turn = 0;
+        ws_scan_init(&whole, masked, limit, 0, 0, NULL, NULL);
+        ws_scan_init(&plain, masked, limit, 0, 0, NULL, NULL);
+        ws_scan_init(&gated, masked, limit, 0, 1, admit_all, NULL);
+        ws_scan_init(&refusing, masked, limit, 0, 1, admit_alternate, &turn);
+        size_t wn = feed_chunks(&whole, stream, n, NULL, 0, a, 0);
+        size_t pn = feed_chunks(&plain, stream, n, cuts, ncuts, b, 1);
+        size_t gn = feed_chunks(&gated, stream, n, cuts, ncuts, c, rnd() % 2);
+        feed_chunks(&refusing, stream, n, cuts, ncuts, c + cap, 1);
+        CHECK(whole.err_code == plain.err_code && whole.frames == plain.frames);
+        CHECK(whole.messages == plain.messages && whole.close_code == plain.close_code);
+        CHECK(gated.err_code == plain.err_code && gated.frames == plain.frames);
+        CHECK(refusing.err_code == plain.err_code && refusing.frames == plain.frames);
+        CHECK(gn <= pn && pn - gn < WS_MAX_HEADER && memcmp(b, c, gn) == 0);
+        if (!plain.err_code) {
+            CHECK(wn == n && pn == n && memcmp(a, stream, n) == 0 && memcmp(b, stream, n) == 0);
+        } else if (!whole.err_code || whole.err_offset < 0) {
+            CHECK(0);
+        }
+        if (failures) {
+            fprintf(stderr, "fuzz failed at round %ld (stream %zu bytes)\n", rounds, n);
+            break;
+        }
+        rounds++;
+    }
+    printf("fuzz: %ld random streams, %s\n", rounds, failures ? "FAILED" : "ok");
+    free(stream);
+    free(a);
+    free(b);
+    free(c);
+}
+
+int main(int argc, char **argv) {
+    double seconds = argc > 1 ? atof(argv[1]) : 15.0;
+    uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 0) : (uint64_t)time(NULL);
+    rng_state = seed ? seed : 1;
+    printf("test_core: seed %llu, fuzz %.0f s (rerun: test_core %.0f %llu)\n",
+           (unsigned long long)seed, seconds, seconds, (unsigned long long)seed);
+    unit_scan();
+    unit_quota();
+    printf("unit tests: %s\n", failures ? "FAILED" : "ok");
+    if (!failures)
+        fuzz(seconds);
+    return failures ? 1 : 0;
+}
