@@ -30,6 +30,9 @@ RELAY_INFO = re.compile(
 #: For tests of the handshake alone: the relay is never reached, so one path is enough.
 python_relay_only = pytest.mark.parametrize("relay_path", ["python"], indirect=True)
 
+#: For tests of the native path's own choices (which connections it takes).
+native_relay_only = pytest.mark.parametrize("relay_path", ["native"], indirect=True)
+
 
 @functools.cache
 def native_import_error() -> str | None:

@@ -30,6 +30,7 @@ from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
 from router.throttle import InProcessCounterStore
+from tests import relay_paths
 from tests.procs import PROMPT, import_or_unavailable
 from tests.relay_paths import check_reported
 from tests.unit.router.test_server import active, event_loop_policy, packed
@@ -575,6 +576,7 @@ async def test_token_expiry_closes_with_1008(env: Env) -> None:
     assert expiry.cancelled()  # the timer went with the connection
 
 
+@relay_paths.native_relay_only
 async def test_quotas_counted_elsewhere_keep_the_python_relay(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:

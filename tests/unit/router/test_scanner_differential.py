@@ -200,7 +200,11 @@ def test_every_message_refused_forwards_only_control_frames() -> None:
         out = b"".join(scanner.feed(chunk) for chunk in chunks)
         assert scanner.dropped == 4 and scanner.messages == 4
         check = FrameScanner(masked, on_frame=lambda op, fin, n: None)
-        seen = []
-        check.on_frame = lambda op, fin, n, seen=seen: seen.append((op, fin, n))
+        seen: list[tuple[int, bool, int]] = []
+
+        def record(op: int, fin: bool, n: int) -> None:
+            seen.append((op, fin, n))
+
+        check.on_frame = record
         check.feed(out)
         assert seen == [(Opcode.PING, True, 1), (Opcode.PONG, True, 0), (Opcode.CLOSE, True, 5)]
