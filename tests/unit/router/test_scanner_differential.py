@@ -7,7 +7,7 @@ the gated one may only hold back the start of a split header until it is complet
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
@@ -201,10 +201,15 @@ def test_every_message_refused_forwards_only_control_frames() -> None:
         assert scanner.dropped == 4 and scanner.messages == 4
         check = FrameScanner(masked, on_frame=lambda op, fin, n: None)
         seen: list[tuple[int, bool, int]] = []
-
-        def record(op: int, fin: bool, n: int) -> None:
-            seen.append((op, fin, n))
-
-        check.on_frame = record
+        check.on_frame = _recorder(seen)
         check.feed(out)
         assert seen == [(Opcode.PING, True, 1), (Opcode.PONG, True, 0), (Opcode.CLOSE, True, 5)]
+
+
+def _recorder(seen: list[tuple[int, bool, int]]) -> Callable[[int, bool, int], None]:
+    """An ``on_frame`` hook appending what it sees to ``seen``."""
+
+    def record(op: int, fin: bool, n: int) -> None:
+        seen.append((op, fin, n))
+
+    return record
