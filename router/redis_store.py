@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +128,9 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
         self._script = self._client.register_script(LEASE_SCRIPT)
         super().__init__()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called after each lease reply or failure (router.native.NativeHub: the core's pool
+        # for that key is topped up from it at once).
+        self.on_reply: Callable[[LeasedCounter], None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -176,8 +179,10 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
         except Exception as exc:  # any failure: Redis is not usable right now
             counter.failed(req)
             self._failed(exc)
-            return
-        counter.granted(req, reply, time.monotonic())
+        else:
+            counter.granted(req, reply, time.monotonic())
+        if self.on_reply is not None:
+            self.on_reply(counter)
 
     async def call_script(self, counter: LeasedCounter, req: LeaseRequest) -> LeaseReply:
         sub_us = round(counter.sub_len * 1_000_000)
