@@ -604,33 +604,41 @@ async def test_quotas_leased_from_redis_run_on_the_core(
     assert hub is not None
     env.router.counters = store
     hub.use_leases(store)  # what Router() does when given a RedisCounterStore
-    env.allow("q", quota("sub:app:echo-id", 10, window=30.0, stop=False))
+    env.allow("q", quota("sub:app:echo-id", 100, window=30.0, stop=False))
     env.allow("free")
     try:
         with caplog.at_level(logging.INFO, logger="router.server"):
             async with env.client("q") as limited, env.client("free") as free:
-                for i in range(5):  # 10 messages: the limit, all pass
+                for i in range(20):  # 40 messages, well under the limit: all pass
                     await echo(limited, f"m{i}")
+                    await asyncio.sleep(0.005)
                 await echo(free, "b")
                 relay = env.relay_of("q")
                 assert type(relay) is NativeRelay
                 assert type(env.relay_of("free")) is NativeRelay
-                for i in range(3):
-                    await limited.send(f"over{i}")
-                await wait_until(lambda: relay.throttled == 3)
-                with pytest.raises(TimeoutError):
-                    await asyncio.wait_for(limited.recv(), 0.3)
-                assert env.metric(THROTTLED) == 3
-        assert [m for m in env.backend.received if str(m).startswith(("m", "over"))] == [
-            f"m{i}" for i in range(5)
-        ]
+                for i in range(100):  # then 200 more offered (up + echo) for 60 left, paced:
+                    await limited.send(f"over{i}")  # (a burst in one read is cut to the
+                    await asyncio.sleep(0.003)  # lease in hand on either path)
+                echoed = 0
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        await asyncio.wait_for(limited.recv(), 0.5)
+                        echoed += 1
+                assert relay.throttled > 0
+        up = [m for m in env.backend.received if str(m).startswith("over")]
+        admitted = 40 + len(up) + echoed
+        print(f"\nleased on the core: {admitted} admitted for a limit of 100")
+        assert admitted <= 100 + 2  # the limit, plus the credit bound of router/lease.py
+        assert admitted >= 90  # the permits left were used, not stranded in the pool
         await wait_until(lambda: not hub.pumps)  # the last connection gave its permits back
-        await asyncio.sleep(0.2)  # the returns go with the next request (none may be due)
+        await asyncio.sleep(0.2)
         counted = Redis.from_url(REDIS_URL)
         keys = list(counted.scan_iter(match=prefix + "*"))
         assert len(keys) == 1
         used = sum(int(v) for v in counted.hgetall(keys[0]).values())
-        assert used == 10, f"Redis counts {used} messages for the 10 that passed"
+        # every message that passed is counted in Redis (permits not used may still be
+        # reserved: they go back with the next request or expire with the window)
+        assert admitted <= used <= 102, (admitted, used)
         assert store.stats.degraded_admits == 0
         assert not [r for r in caplog.records if "Python relay" in r.getMessage()]
     finally:
