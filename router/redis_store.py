@@ -9,6 +9,10 @@ around it: the Lua script that grants leases atomically, the requests sent as as
 and a reconnect loop pings Redis with capped exponential backoff until it answers (one log line
 again); nothing needs a restart.
 
+On the native relay path the compiled core admits the messages, from permits these counters
+lend it (router.native.LeasePump, run on every lease reply through ``on_reply``, on the core's
+low-pool reports and on a ticker); the decisions and this store's count stay as they are.
+
 Redis layout: one hash per quota key and window geometry,
 ``<prefix>{<quota key>}:<window ms>:<sub-windows>`` (the braces keep a key on one cluster
 slot), field = sub-window index on Redis' clock, value = permits reserved in it. The script
