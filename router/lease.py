@@ -44,8 +44,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from router.throttle import Counter, new_counter
+from router.throttle import SlidingWindow, TokenBucket, new_counter
 
 MIN_SUB_WINDOW = 0.05  # seconds: shorter sub-windows would need too many requests
 CREDIT_SHARE = 400  # the credit cap is limit / (CREDIT_SHARE * routers)
@@ -240,7 +241,9 @@ class LeasedCounter:
         self._credit_sent = 0  # credit in the request in flight
         self._credit_cap = credit_cap(limit, self.routers)
         self._overdrawn: list[tuple[float, int]] = []  # (when, credit found over the limit)
-        self._fallback: Counter = new_counter(max(1, limit // self.routers), window)
+        self._fallback = cast(
+            SlidingWindow | TokenBucket, new_counter(max(1, limit // self.routers), window)
+        )
 
     # --- the Counter protocol (called per message) -------------------------------------
 
@@ -582,10 +585,21 @@ class LeasedCounter:
         for _ in range(k):  # the fallback cap knows the recent past when Redis goes down
             self._fallback.take(now)
 
-    def unlend(self, sub: int, count: int, *, credit: bool = False, degraded: bool = False) -> None:
-        """``count`` permits lent (of sub-window ``sub``) that the core did not use."""
+    def unlend(
+        self,
+        sub: int,
+        count: int,
+        *,
+        credit: bool = False,
+        degraded: bool = False,
+        at: float | None = None,
+    ) -> None:
+        """``count`` permits lent (of sub-window ``sub``, at local time ``at`` when they were
+        recorded in the fallback cap) that the core did not use."""
         if count <= 0:
             return
+        if at is not None:
+            self._fallback.untake(at, count)
         if not credit:
             if sub == self._sub:
                 self.permits += count

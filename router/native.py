@@ -182,7 +182,8 @@ class CoreCounterStore:
         return lambda now: int(core.admit(handles, now))
 
 
-Lent = tuple[int, int, bool, bool]  # (sub-window, permits, credit, degraded)
+# (sub-window, permits, credit, degraded, when they were recorded in the fallback cap or None)
+Lent = tuple[int, int, bool, bool, float | None]
 
 
 class LeasePump:
@@ -208,14 +209,14 @@ class LeasePump:
         """``count`` permits of ``slot`` came back unused: the newest lent go back first."""
         lent = self.lent[slot]
         while count > 0 and lent:
-            sub, n, credit, degraded = lent[-1]
+            sub, n, credit, degraded, at = lent[-1]
             k = min(n, count)
-            self.counter.unlend(sub, k, credit=credit, degraded=degraded)
+            self.counter.unlend(sub, k, credit=credit, degraded=degraded, at=at)
             count -= k
             if k == n:
                 lent.pop()
             else:
-                lent[-1] = (sub, n - k, credit, degraded)
+                lent[-1] = (sub, n - k, credit, degraded, at)
 
     def _put(self, slot: int, lent: Lent, start: float, end: float, low: int) -> None:
         back = self.core.lease_put(self.handle, slot, lent[1], start, end, low)
@@ -245,17 +246,17 @@ class LeasePump:
         got = counter.lend_current(now, batch - held[SLOT_LEASE])
         if got is not None:
             sub, k, start, end = got
-            self._put(SLOT_LEASE, (sub, k, False, False), start, end, low)
+            self._put(SLOT_LEASE, (sub, k, False, False, now), start, end, low)
         got = counter.lend_next(now, batch - held[SLOT_NEXT])
         if got is not None:
             sub, k, start, end = got
-            self._put(SLOT_NEXT, (sub, k, False, False), start, end, low)
+            self._put(SLOT_NEXT, (sub, k, False, False, None), start, end, low)
         usable = core.lease_state(handle)
         if not held[SLOT_CREDIT] and not any(n > 0 and s <= now < e for n, s, e in usable[:2]):
             credit = counter.lend_credit(now, batch - held[SLOT_CREDIT])
             if credit is not None:
                 sub, k, start, end, degraded = credit
-                self._put(SLOT_CREDIT, (sub, k, True, degraded), start, end, low)
+                self._put(SLOT_CREDIT, (sub, k, True, degraded, now), start, end, low)
         # Nothing lent: the core's report stays pending (no report per refused message); the
         # next lease reply or tick refills the pool.
 

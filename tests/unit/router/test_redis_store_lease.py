@@ -293,7 +293,9 @@ def test_fail_open_lends_what_the_local_cap_admits_and_fail_closed_lends_nothing
     assert got is not None and got[1] == 50 and got[4]  # limit 100 / 2 routers
     assert c.lend_credit(0.2, 1) is None
     assert c.owed == 50  # charged when Redis is back
-    c.unlend(got[0], 10, credit=True, degraded=True)
+    c.unlend(got[0], 10, credit=True, degraded=True, at=0.1)
     assert c.owed == 40 and c.health.stats.degraded_admits == 40
+    again = c.lend_credit(0.2, 80)  # what came back unused is admissible again
+    assert again is not None and again[1] == 10
     closed = counter(Health(up=False, fail_open=False))
     assert closed.lend_credit(0.1, 5) is None
