@@ -88,7 +88,10 @@ static void leased_take(wq_counter *c, double now) {
         if (slot_usable(&c->slot[i], now)) {
             c->slot[i].n--;
             c->used++;
-            break;
+            /* the usable total is at least this slot's: only near the mark is it summed */
+            if (!c->want && c->slot[i].n <= c->low && wq_lease_usable(c, now) <= c->low)
+                c->want = 1;
+            return;
         }
     }
     if (!c->want && wq_lease_usable(c, now) <= c->low)
@@ -111,7 +114,7 @@ static void refill(wq_counter *c, double now) {
 }
 
 int wq_available(wq_counter *c, double now) {
-    if (c->leased)
+    if (__builtin_expect(c->leased, 0))
         return leased_available(c, now);
     if (c->bucket) {
         refill(c, now);
@@ -121,7 +124,7 @@ int wq_available(wq_counter *c, double now) {
 }
 
 void wq_take(wq_counter *c, double now) {
-    if (c->leased) {
+    if (__builtin_expect(c->leased, 0)) {
         leased_take(c, now);
         return;
     }
