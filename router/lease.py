@@ -499,6 +499,14 @@ class LeasedCounter:
         """Permits used per sub-window lately (what the next lease is sized on)."""
         return self._demand
 
+    def lease_end(self) -> float | None:
+        """Until when the lease in use may be used (None: no lease in use)."""
+        return self._valid_until if self._sub is not None else None
+
+    def next_bounds(self) -> tuple[float, float] | None:
+        """When the next sub-window's lease may be used (None: none granted)."""
+        return self.bounds(self._next_sub) if self._next_sub is not None else None
+
     def tick(self, now: float) -> None:
         """What ``take`` does besides counting: retire/install leases, prefetch the next one."""
         self._advance(now)

@@ -241,6 +241,14 @@ class LeasePump:
             else:
                 self.lent[slot] = []  # all used
         counter.tick(now)
+        # Permits of another validity than the counter's lease (or next lease) now do not
+        # count: the put below replaces them (and hands them back to the counter).
+        end = counter.lease_end()
+        if end is None or self.validity[SLOT_LEASE][1] != end:
+            held[SLOT_LEASE] = 0
+        bounds = counter.next_bounds()
+        if bounds is None or self.validity[SLOT_NEXT] != bounds:
+            held[SLOT_NEXT] = 0
         batch = self.batch()
         low = batch // 2
         got = counter.lend_current(now, batch - held[SLOT_LEASE])

@@ -73,10 +73,22 @@ int64_t wq_lease_take_back(wq_counter *c, int slot) {
     return n;
 }
 
+/* Between the lease in use (slot 0) and the next sub-window's (slot 1), within the clock's
+ * uncertainty of their edge and holding a permit of both: such a message is charged to both,
+ * whichever sub-window it falls in (router/lease.py's _at_edge). Adjacent sub-windows only:
+ * their gap is the guard on each side, far less than half a sub-window. */
+static int at_edge(const wq_counter *c, double now) {
+    const wq_slot *cur = &c->slot[0], *next = &c->slot[1];
+    return cur->n > 0 && next->n > 0 && now >= cur->until && now < next->from &&
+           next->from - cur->until < (next->until - next->from) / 2;
+}
+
 static int leased_available(wq_counter *c, double now) {
     for (int i = 0; i < WQ_SLOTS; i++)
         if (slot_usable(&c->slot[i], now))
             return 1;
+    if (at_edge(c, now))
+        return 1;
     c->refused++;
     c->want = 1;
     return 0;
@@ -93,6 +105,11 @@ static void leased_take(wq_counter *c, double now) {
                 c->want = 1;
             return;
         }
+    }
+    if (at_edge(c, now)) {
+        c->slot[0].n--;
+        c->slot[1].n--;
+        c->used++;
     }
     if (!c->want && wq_lease_usable(c, now) <= c->low)
         c->want = 1;

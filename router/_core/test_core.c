@@ -154,7 +154,16 @@ static void unit_leased(void) {
     CHECK(wq_lease_put(c, 1, 4, 2.0, 3.0, 0) == 1); /* another validity: the old one back */
     CHECK(wq_lease_put(c, 1, 1, 2.0, 3.0, 0) == 0 && c->slot[1].n == 5);
     CHECK(wq_lease_take_back(c, 1) == 5 && wq_lease_take_back(c, 1) == 0);
-    CHECK(c->used == 4);
+    /* at the edge of two adjacent leases, a message takes a permit of both */
+    wq_lease_put(c, 0, 2, 0.0, 2.99, 0);
+    wq_lease_put(c, 1, 2, 3.01, 4.0, 0);
+    CHECK(wq_admit(&c, 1, 3.0) == -1 && c->slot[0].n == 1 && c->slot[1].n == 1);
+    wq_lease_put(c, 1, 0, 4.5, 5.0, 0); /* not adjacent: no edge rule */
+    wq_lease_put(c, 1, 1, 4.5, 5.0, 0);
+    CHECK(wq_admit(&c, 1, 3.0) == 0);
+    wq_lease_take_back(c, 0);
+    wq_lease_take_back(c, 1);
+    CHECK(c->used == 5);
     /* with an in-process counter: a message passes only if both have room */
     wq_counter *q[2] = {wq_acquire(&t, "sub:x", 10, 1.0, 0.0), c};
     CHECK(wq_admit(q, 2, 2.5) == 1 && q[0]->len == 0);

@@ -316,6 +316,25 @@ def test_global_limit_holds_within_one_percent_across_three_routers(
         assert "unreachable" not in log
 
 
+def test_traffic_under_the_global_limit_is_never_refused(plane: Plane, relay_path: str) -> None:
+    """Three routers offered half the limit between them: every message passes (on the native
+    path: permits lent to the core in time, credit while a lease is on its way)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {"WSGATE_RATELIMIT_REDIS_URL": url, "WSGATE_RATELIMIT_REDIS_PREFIX": "under:"}
+    plane.put_policy(LIMIT, int(WINDOW))
+    token = plane.token()
+    rate, seconds = 50.0, 6.0  # 3 x 50/s for 300/s allowed
+    with own_redis(port), plane.routers([env, env, env], relay_path) as routers:
+        echoes = asyncio.run(
+            offer([p for _, p in routers], token, rate, seconds, [], plane.backend)
+        )
+    sent = int(seconds * rate)
+    print(f"\nunder the limit: admitted per router {[len(e) for e in echoes]} of ~{sent} sent")
+    for per_router in echoes:
+        assert len(per_router) >= sent - 1, "a message under the limit was refused"
+
+
 def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane, relay_path: str) -> None:
     """300 msgs / 3 s. Redis up 0-4 s, killed 4-9 s, back (empty) 9-12 s. Routers 0 and 1
     fail open (local cap 300 / 3 = 100 per window each), router 2 fails closed."""
