@@ -31,7 +31,7 @@ counter in the core's table: three slots of permits, each usable only in [start,
   refilled with another validity) and handed back to the counter (``unlend``): to the lease
   still in use, or to Redis as a return with the next request, or off the credit owed, so no
   permit is used twice and the count in Redis stays true.
-- The pump lends in small batches (about a quarter of a sub-window's demand), so the counter
+- The pump lends in small batches (about half a sub-window's demand), so the counter
   still sees the use as it happens and asks for leases as before. It runs when the core
   reports a pool at its low mark or empty (EV_LEASE, once per key until refilled, at most once
   per read), on every lease reply, and on a short ticker (a quarter of the shortest
@@ -202,8 +202,9 @@ class LeasePump:
         self.validity: list[tuple[float, float]] = [(0.0, 0.0)] * 3
 
     def batch(self) -> int:
-        """Permits per top-up: a quarter of a sub-window's use, at least 2."""
-        return max(2, min(self.counter.max_lease, math.ceil(self.counter.demand / 4) + 1))
+        """Permits per top-up: half a sub-window's use, at least 4 (a refill is a loop turn
+        away: the pool must last that long, up to the lease's end)."""
+        return max(4, min(self.counter.max_lease, math.ceil(self.counter.demand / 2) + 2))
 
     def _back(self, slot: int, count: int) -> None:
         """``count`` permits of ``slot`` came back unused: the newest lent go back first."""
