@@ -44,8 +44,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
-from router.throttle import Counter, new_counter
+from router.throttle import SlidingWindow, TokenBucket, new_counter
 
 MIN_SUB_WINDOW = 0.05  # seconds: shorter sub-windows would need too many requests
 CREDIT_SHARE = 400  # the credit cap is limit / (CREDIT_SHARE * routers)
@@ -240,7 +241,9 @@ class LeasedCounter:
         self._credit_sent = 0  # credit in the request in flight
         self._credit_cap = credit_cap(limit, self.routers)
         self._overdrawn: list[tuple[float, int]] = []  # (when, credit found over the limit)
-        self._fallback: Counter = new_counter(max(1, limit // self.routers), window)
+        self._fallback = cast(
+            SlidingWindow | TokenBucket, new_counter(max(1, limit // self.routers), window)
+        )
 
     # --- the Counter protocol (called per message) -------------------------------------
 
@@ -482,6 +485,155 @@ class LeasedCounter:
                 self._debt[sub] = self._debt.get(sub, 0) + delta
             else:
                 self._returns[sub] = self._returns.get(sub, 0) + delta
+
+    # --- lending to the relay core (router.native.LeasePump) ------------------------------
+    #
+    # The core admits messages from permits moved into its pool. Each permit lent here is
+    # decided as ``take`` would decide a message now (from the lease in use, the next
+    # sub-window's lease, credit, or the fallback cap while Redis is down) and is usable by the
+    # core only in [start, end): inside the sub-window it is counted in, so every invariant
+    # above holds for lent permits too. What the core did not use is handed back (``unlend``).
+
+    @property
+    def demand(self) -> float:
+        """Permits used per sub-window lately (what the next lease is sized on)."""
+        return self._demand
+
+    def lease_end(self) -> float | None:
+        """Until when the lease in use may be used (None: no lease in use)."""
+        return self._valid_until if self._sub is not None else None
+
+    def next_bounds(self) -> tuple[float, float] | None:
+        """When the next sub-window's lease may be used (None: none granted)."""
+        return self.bounds(self._next_sub) if self._next_sub is not None else None
+
+    def tick(self, now: float) -> None:
+        """What ``take`` does besides counting: retire/install leases, prefetch the next one."""
+        self._advance(now)
+        if (
+            self.health.up
+            and not self.in_flight
+            and (self.permits <= self._low or now >= self._check_at or self._debt or self._returns)
+        ):
+            self._maintain(now)
+
+    def lend_current(self, now: float, n: int) -> tuple[int, int, float, float] | None:
+        """Up to ``n`` permits of the lease in use: (sub-window, count, start, end)."""
+        self._advance(now)
+        if self._sub is None or self.permits <= 0 or now >= self._valid_until or n <= 0:
+            return None
+        k = min(n, self.permits)
+        self.permits -= k
+        self._used += k
+        self._lent(now, k)
+        if self.permits <= self._low or now >= self._check_at:
+            self._maintain(now)
+        # start: none needed (this lease is the current one); the end is fixed at install
+        return self._sub, k, 0.0, self._valid_until
+
+    def lend_next(self, now: float, n: int) -> tuple[int, int, float, float] | None:
+        """Up to ``n`` permits of the next sub-window's lease, usable once it has begun."""
+        if self._next_sub is None or self._next_permits <= 0 or n <= 0:
+            return None
+        start, end = self.bounds(self._next_sub)
+        if now >= end:
+            return None
+        k = min(n, self._next_permits)
+        self._next_permits -= k
+        return self._next_sub, k, start, end
+
+    def lend_credit(self, now: float, n: int) -> tuple[int, int, float, float, bool] | None:
+        """Admissions without a lease, as ``take`` would make them now: on credit (within the
+        cap), or by the fallback cap while Redis is down and failing open; none fail-closed.
+        (sub-window charged, count, start, end, degraded); usable until that sub-window ends."""
+        self._advance(now)
+        if (self.permits > 0 and now < self._valid_until) or n <= 0:
+            return None  # the lease in use comes first (lend_current)
+        health = self.health
+        if self.clock.known:
+            sub = self.sub_at(now)
+            start = sub * self.sub_len - self.clock.offset
+            end = start + self.sub_len
+        else:
+            sub, start, end = CURRENT, now, now + self.sub_len
+        k = 0
+        if not health.up:
+            if not health.fail_open:
+                return None
+            while k < n and self._fallback.available(now):
+                self._fallback.take(now)
+                k += 1
+            if not k:
+                health.stats.degraded_refusals += 1
+                return None
+            self.last = now
+            self._debt[sub] = self._debt.get(sub, 0) + k
+            health.stats.degraded_admits += k
+            if len(self._debt) > self.subs + 2:
+                for old in [b for b in self._debt if b < sub - self.subs]:
+                    del self._debt[old]
+            return sub, k, start, end, True
+        if not self.in_flight and self._wanted_target(now) is not None:
+            self._want()
+        while k < n and self._may_borrow(now):
+            self._debt_total += 1
+            k += 1
+        if not k:
+            return None
+        self._lent(now, k)
+        self._debt[sub] = self._debt.get(sub, 0) + k
+        self._used += k
+        health.stats.credit += k
+        if not self.in_flight:
+            self._want()
+        return sub, k, start, end, False
+
+    def _lent(self, now: float, k: int) -> None:
+        self.last = now
+        for _ in range(k):  # the fallback cap knows the recent past when Redis goes down
+            self._fallback.take(now)
+
+    def unlend(
+        self,
+        sub: int,
+        count: int,
+        *,
+        credit: bool = False,
+        degraded: bool = False,
+        at: float | None = None,
+    ) -> None:
+        """``count`` permits lent (of sub-window ``sub``, at local time ``at`` when they were
+        recorded in the fallback cap) that the core did not use."""
+        if count <= 0:
+            return
+        if at is not None:
+            self._fallback.untake(at, count)
+        if not credit:
+            if sub == self._sub:
+                self.permits += count
+                self._used = max(0, self._used - count)
+            elif sub == self._next_sub:
+                self._next_permits += count
+            else:  # its sub-window is over: back to Redis with the next request
+                self._give_back(sub, count)
+                self._demand = max(0.0, self._demand - 0.5 * count)
+            return
+        owed = self._debt.get(sub, 0)
+        back = min(owed, count)
+        if back:
+            if back == owed:
+                del self._debt[sub]
+            else:
+                self._debt[sub] = owed - back
+            if not degraded:
+                self._debt_total = max(0, self._debt_total - back)
+        if count > back and sub != CURRENT:
+            self._give_back(sub, count - back)  # charged already: returned like a permit
+        if degraded:
+            self.health.stats.degraded_admits -= count
+        else:
+            self.health.stats.credit -= count
+            self._used = max(0, self._used - count)
 
     @property
     def owed(self) -> int:

@@ -11,12 +11,38 @@ registry and the idle sweep use of a Relay; commands (terminate, shutdown, abort
 core, and the core's reports (closed, throttled, stream error, abort) arrive through an eventfd
 the asyncio loop watches. Counters are read in one snapshot per analytics flush, /metrics
 scrape or idle sweep (``Router.snapshot``), never per frame.
+
+Quotas: in-process, the counters live in the core's table (:class:`CoreCounterStore`). With
+the Redis-leased global mode (router.redis_store), the decision logic stays in
+:class:`router.lease.LeasedCounter` and the core consumes *permits*: one :class:`LeasePump`
+per quota key moves what the counter decides into the core's pool for the key (a leased
+counter in the core's table: three slots of permits, each usable only in [start, end)):
+
+- slot 0: permits of the lease in use, usable until the lease's own end (its sub-window's
+  end on Redis' clock minus the clock guard), slot 1: permits of the next sub-window's lease,
+  usable from that sub-window's guarded start, slot 2: admissions on credit or, while Redis is
+  down and the mode is fail-open, by the fallback cap (fail-closed: none), usable until the
+  end of the sub-window they are charged to. Every lent permit is decided by the counter as a
+  message at that moment would be (``lend_*``), so "a permit of sub-window t is used only
+  inside t", the credit cap and the fallback cap hold as in router/lease.py, and the global
+  count (at most N per window across routers) is unchanged: the core can only spend what was
+  lent, inside its validity.
+- What the core did not use is taken back when its validity ends (or when the slot is
+  refilled with another validity) and handed back to the counter (``unlend``): to the lease
+  still in use, or to Redis as a return with the next request, or off the credit owed, so no
+  permit is used twice and the count in Redis stays true.
+- The pump lends in small batches (about half a sub-window's demand), so the counter
+  still sees the use as it happens and asks for leases as before. It runs when the core
+  reports a pool at its low mark or empty (EV_LEASE, once per key until refilled, at most once
+  per read), on every lease reply, and on a short ticker (a quarter of the shortest
+  sub-window) that also takes back expired permits and prefetches the next lease.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -26,6 +52,7 @@ from typing import Any
 
 from router.analytics import ZERO, Counts
 from router.frames import CloseCode, truncate_utf8
+from router.lease import LeasedCounter
 from router.relay import (
     THROTTLED_REASON,
     Flow,
@@ -48,7 +75,9 @@ except ImportError as exc:  # not built: only the Python relay is available
     IMPORT_ERROR = str(exc)
 
 RELAY_PATHS = ("native", "python", "auto")
-EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT = range(4)
+EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE = range(5)
+SLOT_LEASE, SLOT_NEXT, SLOT_CREDIT = range(3)
+TICK_MIN, TICK_MAX = 0.002, 0.05  # seconds between pump rounds (a quarter sub-window within)
 
 
 class NativeUnavailable(RuntimeError):
@@ -92,15 +121,18 @@ class NativeThrottle:
     """A connection's quotas as counters in the core's shared table (what Live.throttle holds:
     the registry releases it when the connection ends)."""
 
-    __slots__ = ("core", "limits")
+    __slots__ = ("core", "hub", "limits")
 
-    def __init__(self, core: Any, limits: tuple[NativeLimit, ...]) -> None:
+    def __init__(self, core: Any, limits: tuple[NativeLimit, ...], hub: NativeHub | None = None):
         self.core = core
         self.limits = limits
+        self.hub = hub
 
     def release(self, now: float) -> None:
         for limit in self.limits:
             self.core.release(limit.key, limit.handle, now)
+            if self.hub is not None:
+                self.hub.unlease(limit.key, limit.handle, now)
 
     def for_core(self) -> tuple[tuple[int, bool], ...]:
         return tuple((limit.handle, limit.stop) for limit in self.limits)
@@ -150,6 +182,101 @@ class CoreCounterStore:
         return lambda now: int(core.admit(handles, now))
 
 
+# (sub-window, permits, credit, degraded, when they were recorded in the fallback cap or None)
+Lent = tuple[int, int, bool, bool, float | None]
+
+
+class LeasePump:
+    """Moves the permits a :class:`LeasedCounter` decides into the core's pool for one quota
+    key, and hands back what the core did not use (see the module docstring)."""
+
+    __slots__ = ("core", "counter", "handle", "key", "lent", "refs", "validity")
+
+    def __init__(self, core: Any, handle: int, counter: LeasedCounter, key: str) -> None:
+        self.core = core
+        self.handle = handle  # the pump's own hold on the core's counter
+        self.counter = counter
+        self.key = key
+        self.refs = 0  # connections using it
+        self.lent: list[list[Lent]] = [[], [], []]  # per slot, what is in it (oldest first)
+        self.validity: list[tuple[float, float]] = [(0.0, 0.0)] * 3
+
+    def batch(self) -> int:
+        """Permits per top-up: half a sub-window's use, at least 4 (a refill is a loop turn
+        away: the pool must last that long, up to the lease's end)."""
+        return max(4, min(self.counter.max_lease, math.ceil(self.counter.demand / 2) + 2))
+
+    def _back(self, slot: int, count: int) -> None:
+        """``count`` permits of ``slot`` came back unused: the newest lent go back first."""
+        lent = self.lent[slot]
+        while count > 0 and lent:
+            sub, n, credit, degraded, at = lent[-1]
+            k = min(n, count)
+            self.counter.unlend(sub, k, credit=credit, degraded=degraded, at=at)
+            count -= k
+            if k == n:
+                lent.pop()
+            else:
+                lent[-1] = (sub, n - k, credit, degraded, at)
+
+    def _put(self, slot: int, lent: Lent, start: float, end: float, low: int) -> None:
+        back = self.core.lease_put(self.handle, slot, lent[1], start, end, low)
+        if (start, end) != self.validity[slot]:
+            self._back(slot, back)
+            self.lent[slot] = []
+            self.validity[slot] = (start, end)
+        self.lent[slot].append(lent)
+
+    def sync(self, now: float) -> None:
+        """Take back expired permits, then top the pool up from the counter."""
+        core, handle, counter = self.core, self.handle, self.counter
+        state = core.lease_state(handle)
+        held = [0, 0, 0]
+        for slot in range(3):
+            n, _start, end = state[slot]
+            if n > 0 and now >= end:
+                self._back(slot, core.lease_take_back(handle, slot))
+                self.lent[slot] = []
+            elif n > 0:
+                held[slot] = n
+            else:
+                self.lent[slot] = []  # all used
+        counter.tick(now)
+        # Permits of another validity than the counter's lease (or next lease) now do not
+        # count: the put below replaces them (and hands them back to the counter).
+        end = counter.lease_end()
+        if end is None or self.validity[SLOT_LEASE][1] != end:
+            held[SLOT_LEASE] = 0
+        bounds = counter.next_bounds()
+        if bounds is None or self.validity[SLOT_NEXT] != bounds:
+            held[SLOT_NEXT] = 0
+        batch = self.batch()
+        low = batch // 2
+        got = counter.lend_current(now, batch - held[SLOT_LEASE])
+        if got is not None:
+            sub, k, start, end = got
+            self._put(SLOT_LEASE, (sub, k, False, False, now), start, end, low)
+        got = counter.lend_next(now, batch - held[SLOT_NEXT])
+        if got is not None:
+            sub, k, start, end = got
+            self._put(SLOT_NEXT, (sub, k, False, False, None), start, end, low)
+        usable = core.lease_state(handle)
+        if not held[SLOT_CREDIT] and not any(n > 0 and s <= now < e for n, s, e in usable[:2]):
+            credit = counter.lend_credit(now, batch - held[SLOT_CREDIT])
+            if credit is not None:
+                sub, k, start, end, degraded = credit
+                self._put(SLOT_CREDIT, (sub, k, True, degraded, now), start, end, low)
+        # Nothing lent: the core's report stays pending (no report per refused message); the
+        # next lease reply or tick refills the pool.
+
+    def retire(self, now: float) -> None:
+        """The last connection ended: everything still in the pool goes back to the counter."""
+        for slot in range(3):
+            self._back(slot, self.core.lease_take_back(self.handle, slot))
+            self.lent[slot] = []
+        self.counter.tick(now)
+
+
 class NativeHub:
     """One core (one relay thread) per Router, and its live NativeRelays by id."""
 
@@ -161,6 +288,66 @@ class NativeHub:
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The Redis-leased mode (router.redis_store.RedisCounterStore): pumps by core handle.
+        self.leases: Any = None
+        self.pumps: dict[int, LeasePump] = {}
+        self._by_counter: dict[LeasedCounter, LeasePump] = {}
+        self._ticker: asyncio.Task[None] | None = None
+
+    def use_leases(self, store: Any) -> None:
+        """Quotas are counted through ``store`` (a RedisCounterStore): the core consumes the
+        permits its counters lease (see the module docstring)."""
+        self.leases = store
+        store.on_reply = self._on_reply
+
+    def _on_reply(self, counter: LeasedCounter) -> None:
+        pump = self._by_counter.get(counter)
+        if pump is not None:
+            pump.sync(time.monotonic())
+
+    def _lease(self, key: str, limit: int, window: float, now: float) -> int:
+        """A connection's handle on the core's leased counter for ``key`` (its pump started)."""
+        handle = int(self.core.acquire(key, limit, window, now, True))
+        pump = self.pumps.get(handle)
+        if pump is None:
+            counter = self.leases.acquire(key, limit, window, now)
+            own = int(self.core.acquire(key, limit, window, now, True))
+            pump = LeasePump(self.core, own, counter, key)
+            self.pumps[handle] = pump
+            self._by_counter[counter] = pump
+            self.core.release(key, None, now)  # the pump's hold is a reference, not a user
+            if self._ticker is None or self._ticker.done():
+                self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        else:
+            self.leases.acquire(key, limit, window, now)
+        pump.refs += 1
+        pump.sync(now)
+        return handle
+
+    def unlease(self, key: str, handle: int, now: float) -> None:
+        """A connection holding ``handle`` ended (NativeThrottle.release)."""
+        pump = self.pumps.get(handle)
+        if pump is None:
+            return
+        pump.refs -= 1
+        self.leases.release(key, now)
+        if pump.refs <= 0:
+            del self.pumps[handle]
+            self._by_counter.pop(pump.counter, None)
+            pump.retire(now)
+            self.core.unref(pump.handle)
+
+    async def _tick(self) -> None:
+        """Pump rounds while leased keys are in use (expiry, prefetch, retries)."""
+        while self.pumps:
+            sub = min(p.counter.sub_len for p in self.pumps.values())
+            await asyncio.sleep(min(TICK_MAX, max(TICK_MIN, sub / 4)))
+            now = time.monotonic()
+            for pump in list(self.pumps.values()):
+                try:
+                    pump.sync(now)
+                except Exception:  # one key's trouble must not stop the others
+                    log.exception("lease pump for %s failed", pump.key)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._loop is None:
@@ -171,6 +358,9 @@ class NativeHub:
         if self._loop is not None:
             self._loop.remove_reader(self.core.fileno())
             self._loop = None
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
         self.drain()
         self.core.close()
 
@@ -185,13 +375,25 @@ class NativeHub:
             if quota.key in seen:
                 continue
             seen.add(quota.key)
-            handle = self.core.acquire(quota.key, quota.message_count, quota.window_seconds, now)
+            if self.leases is not None:
+                handle = self._lease(quota.key, quota.message_count, quota.window_seconds, now)
+            else:
+                handle = self.core.acquire(
+                    quota.key, quota.message_count, quota.window_seconds, now
+                )
             limits.append(NativeLimit(quota.key, quota.policy, quota.stop_on_quota_reach, handle))
-        return NativeThrottle(self.core, tuple(limits)) if limits else None
+        if not limits:
+            return None
+        return NativeThrottle(self.core, tuple(limits), self if self.leases is not None else None)
 
     def drain(self) -> None:
         """The core's eventfd is readable: handle what it reported."""
         for event in self.core.events():
+            if event[0] == EV_LEASE:
+                pump = self.pumps.get(int(event[1]))
+                if pump is not None:
+                    pump.sync(time.monotonic())
+                continue
             relay = self.relays.get(event[1])
             if relay is None:
                 continue

@@ -9,6 +9,10 @@ around it: the Lua script that grants leases atomically, the requests sent as as
 and a reconnect loop pings Redis with capped exponential backoff until it answers (one log line
 again); nothing needs a restart.
 
+On the native relay path the compiled core admits the messages, from permits these counters
+lend it (router.native.LeasePump, run on every lease reply through ``on_reply``, on the core's
+low-pool reports and on a ticker); the decisions and this store's count stay as they are.
+
 Redis layout: one hash per quota key and window geometry,
 ``<prefix>{<quota key>}:<window ms>:<sub-windows>`` (the braces keep a key on one cluster
 slot), field = sub-window index on Redis' clock, value = permits reserved in it. The script
@@ -22,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,6 +132,9 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
         self._script = self._client.register_script(LEASE_SCRIPT)
         super().__init__()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Called after each lease reply or failure (router.native.NativeHub: the core's pool
+        # for that key is topped up from it at once).
+        self.on_reply: Callable[[LeasedCounter], None] | None = None
         self._reconnect: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -176,8 +183,10 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
         except Exception as exc:  # any failure: Redis is not usable right now
             counter.failed(req)
             self._failed(exc)
-            return
-        counter.granted(req, reply, time.monotonic())
+        else:
+            counter.granted(req, reply, time.monotonic())
+        if self.on_reply is not None:
+            self.on_reply(counter)
 
     async def call_script(self, counter: LeasedCounter, req: LeaseRequest) -> LeaseReply:
         sub_us = round(counter.sub_len * 1_000_000)

@@ -40,6 +40,7 @@ from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
 from router.metrics import RouterMetrics
 from router.native import NativeHub, NativeRelay
+from router.redis_store import RedisCounterStore
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
@@ -120,14 +121,16 @@ class Router:
         # The core's relay thread starts here; the loop watches its reports from start().
         self.native: NativeHub | None = NativeHub() if self.relay_path == "native" else None
         # Quota counters: the core's table when it runs (shared by both relay paths), else
-        # this process's, or the given store (Redis: the Python relay only, see _native_ok).
+        # this process's, or the given store. Redis: the counters lease permits and the core
+        # consumes them (router.native.LeasePump); the Python relay (wss) uses them directly.
         self.counters: CounterStore = counters or (
             self.native.store if self.native is not None else InProcessCounterStore()
         )
+        if self.native is not None and isinstance(counters, RedisCounterStore):
+            self.native.use_leases(counters)
         self.live = LiveConnections()  # registry for rules (WatchConnections) and token expiry
         self.http = httpx.AsyncClient(timeout=5.0)
         self.relays: set[Relay | NativeRelay] = set()
-        self._told_redis = False
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         self.servers: list[asyncio.Server] = []
@@ -782,7 +785,8 @@ class Connection(asyncio.Protocol):
         self, conn: backend.BackendConnection, verdict: enforcer_pb2.HandshakeResponse
     ) -> bool:
         """Whether this connection goes to the core: plaintext both ways, the backend still
-        there, and quotas (if any) counted in this process (not leased from Redis)."""
+        there, and quotas (if any) counted where the core can consume them (its own table, or
+        permits leased from Redis)."""
         router = self.router
         assert self.transport is not None
         if router.native is None or conn.handshake.lost:
@@ -792,13 +796,7 @@ class Connection(asyncio.Protocol):
         if self.transport.get_write_buffer_size() or conn.transport.get_write_buffer_size():
             return False  # output still queued in a transport would be lost at the hand-over
         if verdict.quotas and router.counters is not router.native.store:
-            if not router._told_redis:
-                router._told_redis = True
-                log.info(
-                    "connections with quotas use the Python relay: their counters are shared "
-                    "through Redis, which the native relay core does not consume yet"
-                )
-            return False
+            return router.native.leases is router.counters  # a store the core cannot consume
         return True
 
     def _start_native(

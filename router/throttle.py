@@ -78,6 +78,34 @@ class SlidingWindow:
     def idle(self, now: float) -> bool:
         return self.last <= now - self.window
 
+    def untake(self, at: float, n: int) -> None:
+        """Forget up to ``n`` admits recorded at time ``at`` (decided ahead, never used).
+
+        A full ring loses the entry each admit overwrote; it was at least a window older than
+        ``at`` (that is why the admit passed), so it comes back as ``-inf``, the oldest. Costs
+        one step per entry newer than the ones forgotten (few: only what was lent since).
+        """
+        ring = self._ring
+        k = 0  # entries newer than the one looked at (0: the newest)
+        while n > 0 and k < len(ring):
+            size = len(ring)
+            full = size >= self.limit
+            i = (self._head - 1 - k) % size if full else size - 1 - k
+            value = ring[i]
+            if value == at:
+                if full:
+                    for step in range(k, 0, -1):  # the newer ones move one step older
+                        ring[(self._head - 1 - step) % size] = ring[(self._head - step) % size]
+                    self._head = (self._head - 1) % size
+                    ring[self._head] = float("-inf")
+                else:
+                    del ring[i]
+                n -= 1
+            elif value < at and value != float("-inf"):
+                return  # older: nothing more was recorded at ``at``
+            else:
+                k += 1
+
 
 class TokenBucket:
     """Burst ``limit``, refilled continuously at ``limit / window`` per second."""
@@ -112,6 +140,10 @@ class TokenBucket:
 
     def idle(self, now: float) -> bool:
         return self.last <= now - self.window
+
+    def untake(self, at: float, n: int) -> None:
+        """Give back ``n`` tokens taken (decided ahead, never used)."""
+        self._tokens = min(float(self.limit), self._tokens + n)
 
 
 def new_counter(limit: int, window: float) -> Counter:

@@ -46,7 +46,7 @@
 enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
 enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
 static const char *BY_NAMES[] = {"", "client", "backend", "router"};
-enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT };
+enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE };
 
 typedef struct conn conn;
 typedef struct side {
@@ -128,7 +128,7 @@ static double mono(void) {
 
 /* ---- events to Python ---------------------------------------------------------------------- */
 
-static event *push_event(CoreObject *core, int kind, conn *c) {
+static event *push_event_id(CoreObject *core, int kind, uint64_t id) {
     if (core->nevents == core->capevents) {
         size_t cap = core->capevents ? core->capevents * 2 : 64;
         event *evs = realloc(core->events, cap * sizeof *evs);
@@ -140,13 +140,17 @@ static event *push_event(CoreObject *core, int kind, conn *c) {
     event *e = &core->events[core->nevents++];
     memset(e, 0, sizeof *e);
     e->kind = kind;
-    e->id = c->id;
+    e->id = id;
     if (core->nevents == 1) {
         uint64_t one = 1;
         ssize_t r = write(core->evfd, &one, sizeof one);
         (void)r;
     }
     return e;
+}
+
+static event *push_event(CoreObject *core, int kind, conn *c) {
+    return push_event_id(core, kind, c->id);
 }
 
 /* ---- sockets ------------------------------------------------------------------------------- */
@@ -510,6 +514,19 @@ static int conn_admit(void *ctx, int opcode) {
     return 0;
 }
 
+/* Leased counters (Redis mode) whose permits run low or ran out: told to Python once per
+ * read at most, and once per counter until Python tops it up (wq_lease_put). */
+static void report_leases(CoreObject *core, conn *c) {
+    for (int k = 0; k < c->nq; k++) {
+        wq_counter *q = c->q[k];
+        if (q->want && !q->reported) {
+            q->reported = 1;
+            if (!push_event_id(core, EV_LEASE, (uint64_t)(uintptr_t)q))
+                q->reported = 0;
+        }
+    }
+}
+
 /* What the side read: data[0:n], with WS_HEADROOM writable bytes before it. */
 static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
     conn *c = s->c;
@@ -527,6 +544,8 @@ static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
         return;
     }
     size_t w = ws_scan_feed(&s->scan, data, n, data - WS_HEADROOM);
+    if (c->nq)
+        report_leases(core, c);
     if (c->first_drop > 0) {
         event *e = push_event(core, EV_THROTTLED, c);
         if (e) {
@@ -1065,6 +1084,9 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
             item = Py_BuildValue("(iKOis)", EV_ERROR, id, e->a ? Py_True : Py_False, e->b,
                                  e->text);
             break;
+        case EV_LEASE: /* id is the counter's handle */
+            item = Py_BuildValue("(iN)", EV_LEASE, PyLong_FromVoidPtr((void *)(uintptr_t)e->id));
+            break;
         default:
             item = Py_BuildValue("(iKs)", EV_ABORT, id, e->text);
         }
@@ -1086,10 +1108,11 @@ static PyObject *Core_acquire(CoreObject *self, PyObject *args) {
     const char *key;
     long long limit;
     double window, now;
-    if (!PyArg_ParseTuple(args, "sLdd", &key, &limit, &window, &now))
+    int leased = 0;
+    if (!PyArg_ParseTuple(args, "sLdd|p", &key, &limit, &window, &now, &leased))
         return NULL;
     lock(self);
-    wq_counter *c = wq_acquire(&self->quotas, key, limit, window, now);
+    wq_counter *c = wq_acquire_kind(&self->quotas, key, limit, window, now, leased);
     pthread_mutex_unlock(&self->lock);
     if (!c) {
         PyErr_SetString(PyExc_ValueError, "a quota needs limit >= 1 and window > 0");
@@ -1186,6 +1209,64 @@ static PyObject *Core_unref(CoreObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* Leased counters (router.native.LeasePump): Python moves permits in and takes them back. */
+static wq_counter *leased_arg(PyObject *handle) {
+    wq_counter *c = PyLong_AsVoidPtr(handle);
+    if (c && !c->leased) {
+        PyErr_SetString(PyExc_ValueError, "not a leased counter");
+        return NULL;
+    }
+    return c;
+}
+
+static PyObject *Core_lease_put(CoreObject *self, PyObject *args) {
+    PyObject *handle;
+    int slot;
+    long long n, low;
+    double from, until;
+    if (!PyArg_ParseTuple(args, "OiLddL", &handle, &slot, &n, &from, &until, &low))
+        return NULL;
+    wq_counter *c = leased_arg(handle);
+    if (!c)
+        return NULL;
+    if (slot < 0 || slot >= WQ_SLOTS) {
+        PyErr_SetString(PyExc_ValueError, "no such slot");
+        return NULL;
+    }
+    lock(self);
+    int64_t back = wq_lease_put(c, slot, n, from, until, low);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLongLong(back);
+}
+
+static PyObject *Core_lease_take_back(CoreObject *self, PyObject *args) {
+    PyObject *handle;
+    int slot;
+    if (!PyArg_ParseTuple(args, "Oi", &handle, &slot))
+        return NULL;
+    wq_counter *c = leased_arg(handle);
+    if (!c)
+        return NULL;
+    lock(self);
+    int64_t n = wq_lease_take_back(c, slot);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLongLong(n);
+}
+
+static PyObject *Core_lease_state(CoreObject *self, PyObject *arg) {
+    wq_counter *c = leased_arg(arg);
+    if (!c)
+        return NULL;
+    lock(self);
+    wq_slot s[WQ_SLOTS];
+    memcpy(s, c->slot, sizeof s);
+    unsigned long long used = c->used, refused = c->refused;
+    pthread_mutex_unlock(&self->lock);
+    return Py_BuildValue("((Ldd)(Ldd)(Ldd)KK)", (long long)s[0].n, s[0].from, s[0].until,
+                         (long long)s[1].n, s[1].from, s[1].until, (long long)s[2].n,
+                         s[2].from, s[2].until, used, refused);
+}
+
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
     lock(self);
     PyObject *r = Py_BuildValue("{sIsKsn}", "live", self->nlive, "closed",
@@ -1215,7 +1296,7 @@ static PyMethodDef Core_methods[] = {
     {"events", (PyCFunction)Core_events, METH_NOARGS, "Drain the queued events."},
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS, "The eventfd that signals events."},
     {"acquire", (PyCFunction)Core_acquire, METH_VARARGS,
-     "acquire(key, limit, window, now) -> counter handle (shared quota table)."},
+     "acquire(key, limit, window, now[, leased]) -> counter handle (shared quota table)."},
     {"release", (PyCFunction)Core_release, METH_VARARGS,
      "release(key, handle, now): a connection using key ended (handle None: keep the hold)."},
     {"admit", (PyCFunction)Core_admit, METH_VARARGS,
@@ -1224,6 +1305,12 @@ static PyMethodDef Core_methods[] = {
     {"take", (PyCFunction)Core_take, METH_VARARGS, "take(handle, now)."},
     {"idle", (PyCFunction)Core_idle, METH_VARARGS, "idle(handle, now)."},
     {"unref", (PyCFunction)Core_unref, METH_O, "unref(handle): drop a hold from acquire()."},
+    {"lease_put", (PyCFunction)Core_lease_put, METH_VARARGS,
+     "lease_put(handle, slot, n, from, until, low) -> permits of another validity taken out."},
+    {"lease_take_back", (PyCFunction)Core_lease_take_back, METH_VARARGS,
+     "lease_take_back(handle, slot) -> the permits that were left in the slot."},
+    {"lease_state", (PyCFunction)Core_lease_state, METH_O,
+     "lease_state(handle) -> ((n, from, until) x 3 slots, used, refused)."},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS, "{live, closed, quota_counters}."},
     {"close", (PyCFunction)Core_close, METH_NOARGS, "Stop the thread; close every socket."},
     {NULL}};

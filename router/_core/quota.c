@@ -25,6 +25,96 @@ wq_counter *wq_counter_new(int64_t limit, double window) {
     return c;
 }
 
+wq_counter *wq_leased_new(int64_t limit, double window) {
+    wq_counter *c = wq_counter_new(limit, window);
+    if (c) {
+        c->leased = 1;
+        c->bucket = 0;
+        c->low = -1;
+    }
+    return c;
+}
+
+static int slot_usable(const wq_slot *s, double now) {
+    return s->n > 0 && s->from <= now && now < s->until;
+}
+
+int64_t wq_lease_usable(const wq_counter *c, double now) {
+    int64_t n = 0;
+    for (int i = 0; i < WQ_SLOTS; i++)
+        if (slot_usable(&c->slot[i], now))
+            n += c->slot[i].n;
+    return n;
+}
+
+int64_t wq_lease_put(wq_counter *c, int slot, int64_t n, double from, double until, int64_t low) {
+    if (slot < 0 || slot >= WQ_SLOTS)
+        return 0;
+    wq_slot *s = &c->slot[slot];
+    int64_t back = 0;
+    if (s->from != from || s->until != until) {
+        back = s->n;
+        s->n = 0;
+        s->from = from;
+        s->until = until;
+    }
+    if (n > 0)
+        s->n += n;
+    c->low = low;
+    c->want = c->reported = 0;
+    return back;
+}
+
+int64_t wq_lease_take_back(wq_counter *c, int slot) {
+    if (slot < 0 || slot >= WQ_SLOTS)
+        return 0;
+    int64_t n = c->slot[slot].n;
+    c->slot[slot].n = 0;
+    return n;
+}
+
+/* Between the lease in use (slot 0) and the next sub-window's (slot 1), within the clock's
+ * uncertainty of their edge and holding a permit of both: such a message is charged to both,
+ * whichever sub-window it falls in (router/lease.py's _at_edge). Adjacent sub-windows only:
+ * their gap is the guard on each side, far less than half a sub-window. */
+static int at_edge(const wq_counter *c, double now) {
+    const wq_slot *cur = &c->slot[0], *next = &c->slot[1];
+    return cur->n > 0 && next->n > 0 && now >= cur->until && now < next->from &&
+           next->from - cur->until < (next->until - next->from) / 2;
+}
+
+static int leased_available(wq_counter *c, double now) {
+    for (int i = 0; i < WQ_SLOTS; i++)
+        if (slot_usable(&c->slot[i], now))
+            return 1;
+    if (at_edge(c, now))
+        return 1;
+    c->refused++;
+    c->want = 1;
+    return 0;
+}
+
+static void leased_take(wq_counter *c, double now) {
+    c->last = now;
+    for (int i = 0; i < WQ_SLOTS; i++) {
+        if (slot_usable(&c->slot[i], now)) {
+            c->slot[i].n--;
+            c->used++;
+            /* the usable total is at least this slot's: only near the mark is it summed */
+            if (!c->want && c->slot[i].n <= c->low && wq_lease_usable(c, now) <= c->low)
+                c->want = 1;
+            return;
+        }
+    }
+    if (at_edge(c, now)) {
+        c->slot[0].n--;
+        c->slot[1].n--;
+        c->used++;
+    }
+    if (!c->want && wq_lease_usable(c, now) <= c->low)
+        c->want = 1;
+}
+
 void wq_counter_unref(wq_counter *c) {
     if (c && --c->refs == 0) {
         free(c->ring);
@@ -41,6 +131,8 @@ static void refill(wq_counter *c, double now) {
 }
 
 int wq_available(wq_counter *c, double now) {
+    if (__builtin_expect(c->leased, 0))
+        return leased_available(c, now);
     if (c->bucket) {
         refill(c, now);
         return c->tokens >= 1.0;
@@ -49,6 +141,10 @@ int wq_available(wq_counter *c, double now) {
 }
 
 void wq_take(wq_counter *c, double now) {
+    if (__builtin_expect(c->leased, 0)) {
+        leased_take(c, now);
+        return;
+    }
     c->last = now;
     if (c->bucket) {
         if (now != c->stamp)
@@ -80,7 +176,13 @@ void wq_take(wq_counter *c, double now) {
     }
 }
 
-int wq_idle(const wq_counter *c, double now) { return c->last <= now - c->window; }
+int wq_idle(const wq_counter *c, double now) {
+    if (c->leased) /* permits still in it: Python has to take them back first */
+        for (int i = 0; i < WQ_SLOTS; i++)
+            if (c->slot[i].n > 0)
+                return 0;
+    return c->last <= now - c->window;
+}
 
 int wq_admit(wq_counter *const *counters, int n, double now) {
     for (int i = 0; i < n; i++)
@@ -156,12 +258,18 @@ static void drop(wq_table *t, wq_entry **at) {
 }
 
 wq_counter *wq_acquire(wq_table *t, const char *key, int64_t limit, double window, double now) {
+    return wq_acquire_kind(t, key, limit, window, now, 0);
+}
+
+wq_counter *wq_acquire_kind(wq_table *t, const char *key, int64_t limit, double window,
+                            double now, int leased) {
     if (now - t->swept > WQ_SWEEP_INTERVAL)
         wq_sweep(t, now);
     wq_entry **at = find(t, key);
     wq_entry *e = *at;
-    if (!e || e->counter->limit != limit || e->counter->window != window) {
-        wq_counter *c = wq_counter_new(limit, window);
+    if (!e || e->counter->limit != limit || e->counter->window != window ||
+        e->counter->leased != !!leased) {
+        wq_counter *c = leased ? wq_leased_new(limit, window) : wq_counter_new(limit, window);
         if (!c)
             return NULL;
         if (!e) {

@@ -15,6 +15,13 @@
 
 #define WQ_EXACT_LIMIT 100000
 #define WQ_SWEEP_INTERVAL 60.0
+#define WQ_SLOTS 3 /* leased: the lease in use, the next sub-window's lease, credit */
+
+/* Permits of a leased counter: usable while from <= now < until (router/lease.py decides). */
+typedef struct wq_slot {
+    int64_t n;
+    double from, until;
+} wq_slot;
 
 typedef struct wq_counter {
     uint32_t refs; /* the table's entry + every connection holding it */
@@ -27,6 +34,13 @@ typedef struct wq_counter {
     uint32_t len, cap, head;
     /* token bucket */
     double tokens, stamp, rate;
+    /* leased (the Redis-leased global mode): permits Python moved in, consumed one per
+     * admitted message; `want` is set when the usable ones fall to `low` or a message found
+     * none, `reported` once the core told Python (cleared by the next wq_lease_put). */
+    int leased, want, reported;
+    int64_t low;
+    uint64_t used, refused;
+    wq_slot slot[WQ_SLOTS];
 } wq_counter;
 
 typedef struct wq_entry {
@@ -49,6 +63,17 @@ int wq_available(wq_counter *c, double now);
 void wq_take(wq_counter *c, double now);
 int wq_idle(const wq_counter *c, double now);
 
+/* A leased counter (limit/window only name it: it admits what its slots hold). */
+wq_counter *wq_leased_new(int64_t limit, double window);
+/* Add n permits usable in [from, until) to a slot; if the slot held permits of another
+ * validity, they are taken out first and their count returned (else 0). Sets the low mark
+ * and clears want/reported. */
+int64_t wq_lease_put(wq_counter *c, int slot, int64_t n, double from, double until, int64_t low);
+/* Take every permit out of a slot; returns how many there were. */
+int64_t wq_lease_take_back(wq_counter *c, int slot);
+/* Permits usable at `now` in all slots. */
+int64_t wq_lease_usable(const wq_counter *c, double now);
+
 /* -1 when the message may pass (and was counted against all), else the index of the first
  * counter that has no room (nothing counted). */
 int wq_admit(wq_counter *const *counters, int n, double now);
@@ -58,6 +83,9 @@ void wq_table_free(wq_table *t);
 /* The key's counter, a new one when absent or its limit/window differ; the caller holds one
  * reference (give it back with wq_release). NULL on no memory or a bad quota. */
 wq_counter *wq_acquire(wq_table *t, const char *key, int64_t limit, double window, double now);
+/* The same for a leased counter (leased != 0) or an in-process one. */
+wq_counter *wq_acquire_kind(wq_table *t, const char *key, int64_t limit, double window,
+                            double now, int leased);
 void wq_release(wq_table *t, const char *key, wq_counter *held, double now);
 void wq_sweep(wq_table *t, double now);
 

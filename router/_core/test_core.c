@@ -133,6 +133,54 @@ static void unit_scan(void) {
     CHECK(ws_scan_out_at_boundary(&s));
 }
 
+/* A leased counter admits exactly the permits put in it, each only inside its slot's
+ * validity; taking back returns the rest; it asks for more (want) at the low mark or when a
+ * message found nothing, and ConnectionThrottle's all-or-nothing holds with it. */
+static void unit_leased(void) {
+    wq_table t;
+    CHECK(wq_table_init(&t) == 0);
+    wq_counter *c = wq_acquire_kind(&t, "api:g", 5, 1.0, 0.0, 1);
+    CHECK(c && c->leased);
+    CHECK(wq_admit(&c, 1, 0.0) == 0 && c->want && c->refused == 1); /* empty: refused */
+    CHECK(wq_lease_put(c, 0, 3, 0.0, 1.0, 1) == 0 && !c->want);
+    CHECK(wq_lease_usable(c, 0.5) == 3 && wq_lease_usable(c, 1.0) == 0);
+    CHECK(wq_admit(&c, 1, 0.1) == -1 && !c->want);
+    CHECK(wq_admit(&c, 1, 0.2) == -1 && c->want); /* 1 left = the low mark */
+    CHECK(wq_admit(&c, 1, 1.0) == 0);             /* the slot's sub-window is over */
+    CHECK(wq_lease_put(c, 1, 2, 1.0, 2.0, 0) == 0);
+    CHECK(wq_admit(&c, 1, 0.9) == -1 && c->slot[0].n == 0 && c->slot[1].n == 2); /* slot 0 */
+    CHECK(wq_admit(&c, 1, 0.95) == 0); /* slot 1 is not usable yet */
+    CHECK(wq_admit(&c, 1, 1.5) == -1 && c->slot[1].n == 1);
+    CHECK(wq_lease_put(c, 1, 4, 2.0, 3.0, 0) == 1); /* another validity: the old one back */
+    CHECK(wq_lease_put(c, 1, 1, 2.0, 3.0, 0) == 0 && c->slot[1].n == 5);
+    CHECK(wq_lease_take_back(c, 1) == 5 && wq_lease_take_back(c, 1) == 0);
+    /* at the edge of two adjacent leases, a message takes a permit of both */
+    wq_lease_put(c, 0, 2, 0.0, 2.99, 0);
+    wq_lease_put(c, 1, 2, 3.01, 4.0, 0);
+    CHECK(wq_admit(&c, 1, 3.0) == -1 && c->slot[0].n == 1 && c->slot[1].n == 1);
+    wq_lease_put(c, 1, 0, 4.5, 5.0, 0); /* not adjacent: no edge rule */
+    wq_lease_put(c, 1, 1, 4.5, 5.0, 0);
+    CHECK(wq_admit(&c, 1, 3.0) == 0);
+    wq_lease_take_back(c, 0);
+    wq_lease_take_back(c, 1);
+    CHECK(c->used == 5);
+    /* with an in-process counter: a message passes only if both have room */
+    wq_counter *q[2] = {wq_acquire(&t, "sub:x", 10, 1.0, 0.0), c};
+    CHECK(wq_admit(q, 2, 2.5) == 1 && q[0]->len == 0);
+    wq_lease_put(c, 2, 1, 2.0, 3.0, 0);
+    CHECK(wq_admit(q, 2, 2.5) == -1 && q[0]->len == 1 && c->slot[2].n == 0);
+    CHECK(!wq_idle(c, 10.0) || c->slot[2].n == 0);
+    wq_lease_put(c, 2, 1, 9.0, 9.5, 0);
+    CHECK(!wq_idle(c, 10.0)); /* permits left: Python takes them back before it is forgotten */
+    wq_lease_take_back(c, 2);
+    CHECK(wq_idle(c, 10.0));
+    CHECK(wq_lease_put(c, 7, 1, 0.0, 1.0, 0) == 0 && wq_lease_take_back(c, -1) == 0);
+    wq_release(&t, "sub:x", q[0], 10.0);
+    wq_release(&t, "api:g", c, 10.0);
+    CHECK(t.count == 0);
+    wq_table_free(&t);
+}
+
 static void unit_quota(void) {
     wq_table t;
     CHECK(wq_table_init(&t) == 0);
@@ -243,6 +291,7 @@ int main(int argc, char **argv) {
            (unsigned long long)seed, seconds, seconds, (unsigned long long)seed);
     unit_scan();
     unit_quota();
+    unit_leased();
     printf("unit tests: %s\n", failures ? "FAILED" : "ok");
     if (!failures)
         fuzz(seconds);

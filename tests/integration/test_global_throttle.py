@@ -40,6 +40,7 @@ from tests.backends import ThreadedBackend
 from tests.procs import Proc, free_port, http_ok, own_redis, running, wait_for
 from tests.relay_paths import check_router, relay_env
 from wsgate_common.grpc_tls import from_pki_dir
+from wsgate_common.metrics import parse_samples
 from wsgate_proto import definition_pb2, deploy_pb2, deploy_pb2_grpc
 from wsgate_proto import subscription_pb2 as sp
 
@@ -264,9 +265,24 @@ def worst_window(times: list[float], window: float) -> int:
     return max((bisect.bisect_left(times, t + window) - k for k, t in enumerate(times)), default=0)
 
 
+def relayed_on(ports: list[int], path: str, into: list[float]) -> Callable[[], None]:
+    """An event: how many connections each router relays on ``path`` right now."""
+
+    def read() -> None:
+        for port in ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+            into.append(
+                parse_samples(text).get(f'wsgate_router_connections_by_relay{{path="{path}"}}', 0)
+            )
+
+    return read
+
+
 def test_global_limit_holds_within_one_percent_across_three_routers(
     plane: Plane, relay_path: str
 ) -> None:
+    """On the native path the quota'd connections run on the core, which consumes the permits
+    each router leases from Redis (router.native.LeasePump)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"  # a redis-server of this test's own, like the others
     prefix = f"wsgate-it:{uuid.uuid4().hex}:"
@@ -276,9 +292,10 @@ def test_global_limit_holds_within_one_percent_across_three_routers(
     with own_redis(port):
         assert redis_up(url)
         with plane.routers([env, env, env], relay_path) as routers:
-            echoes = asyncio.run(
-                offer([p for _, p in routers], token, RATE, SECONDS, [], plane.backend)
-            )
+            ports = [p for _, p in routers]
+            on_path: list[float] = []
+            check = relayed_on(ports, relay_path, on_path)
+            echoes = asyncio.run(offer(ports, token, RATE, SECONDS, [(1.0, check)], plane.backend))
             logs = [proc.log() for proc, _ in routers]
     admitted = sorted(t for per_router in echoes for t in per_router)
     offered = 3 * RATE * SECONDS
@@ -290,12 +307,32 @@ def test_global_limit_holds_within_one_percent_across_three_routers(
         f"({[len(e) for e in echoes]} per router), ideal {ideal:.0f}; "
         f"worst {WINDOW:.0f}s window {worst} / {LIMIT} = overshoot {overshoot:+.2%}"
     )
+    assert on_path == [1.0, 1.0, 1.0], f"not relayed on the {relay_path} path: {on_path}"
     assert worst <= LIMIT * 1.01, f"the global limit was exceeded by {overshoot:.2%}"
     assert len(admitted) >= 0.95 * ideal, "the routers admitted far less than the limit"
     assert all(len(e) > 0.2 * ideal / 3 for e in echoes), "a router was starved"
     for log in logs:
         assert "rate-limit counters in Redis" in log
         assert "unreachable" not in log
+
+
+def test_traffic_under_the_global_limit_is_never_refused(plane: Plane, relay_path: str) -> None:
+    """Three routers offered half the limit between them: every message passes (on the native
+    path: permits lent to the core in time, credit while a lease is on its way)."""
+    port = free_port()
+    url = f"redis://127.0.0.1:{port}/0"
+    env = {"WSGATE_RATELIMIT_REDIS_URL": url, "WSGATE_RATELIMIT_REDIS_PREFIX": "under:"}
+    plane.put_policy(LIMIT, int(WINDOW))
+    token = plane.token()
+    rate, seconds = 50.0, 6.0  # 3 x 50/s for 300/s allowed
+    with own_redis(port), plane.routers([env, env, env], relay_path) as routers:
+        echoes = asyncio.run(
+            offer([p for _, p in routers], token, rate, seconds, [], plane.backend)
+        )
+    sent = int(seconds * rate)
+    print(f"\nunder the limit: admitted per router {[len(e) for e in echoes]} of ~{sent} sent")
+    for per_router in echoes:
+        assert len(per_router) >= sent - 1, "a message under the limit was refused"
 
 
 def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane, relay_path: str) -> None:
@@ -321,13 +358,15 @@ def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane, relay_p
     with own_redis(port) as first, restarted:
         holder["redis"] = first
         with plane.routers([open_env, open_env, closed_env], relay_path) as routers:
+            ports = [p for _, p in routers]
+            on_path: list[float] = []
             echoes = asyncio.run(
                 offer(
-                    [p for _, p in routers],
+                    ports,
                     token,
                     80.0,  # 3 x 80/s offered for 100/s allowed
                     12.0,
-                    [(4.0, kill), (9.0, restart)],
+                    [(1.0, relayed_on(ports, relay_path, on_path)), (4.0, kill), (9.0, restart)],
                     plane.backend,
                 )
             )
@@ -343,6 +382,7 @@ def test_redis_killed_mid_test_follows_each_routers_policy(plane: Plane, relay_p
         f"\nRedis killed: admitted per router while down {[len(d) for d in down]}, "
         f"cap {limit // 3} per {window}s window each (fail-open), fail-closed router 0"
     )
+    assert on_path == [1.0, 1.0, 1.0], f"not relayed on the {relay_path} path: {on_path}"
     for i in (0, 1):
         assert 0 < worst_window(down[i], window) <= limit // 3 + 1
     assert len(down[2]) <= 5  # fail-closed: at most what its last lease held

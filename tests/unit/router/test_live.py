@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
 import grpc.aio
 import pytest
+from redis import Redis
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -25,19 +27,29 @@ from websockets.exceptions import ConnectionClosed
 from router.config import RouteStore
 from router.enforcer_client import EnforcerClient
 from router.native import NativeRelay
+from router.redis_store import build_store
 from router.registry import Identity
 from router.relay import Relay
 from router.rules import RuleWatcher
 from router.server import Router, RouterConfig
-from router.throttle import InProcessCounterStore
 from tests import relay_paths
-from tests.procs import PROMPT, import_or_unavailable
+from tests.procs import PROMPT, import_or_unavailable, unavailable
 from tests.relay_paths import check_reported
 from tests.unit.router.test_server import active, event_loop_policy, packed
 from wsgate_common.metrics import parse_samples
 from wsgate_proto import config_pb2, enforcer_pb2, enforcer_pb2_grpc
 
 THROTTLED = "wsgate_router_messages_throttled_total"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def redis_reachable() -> bool:
+    try:
+        return bool(Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping())
+    except Exception:
+        return False
+
+
 BYTES_DOWN = 'wsgate_router_bytes_total{direction="down"}'
 
 __all__ = ["event_loop_policy"]  # the fixture, imported: every test on both loops
@@ -577,24 +589,61 @@ async def test_token_expiry_closes_with_1008(env: Env) -> None:
 
 
 @relay_paths.native_relay_only
-async def test_quotas_counted_elsewhere_keep_the_python_relay(
+async def test_quotas_leased_from_redis_run_on_the_core(
     env: Env, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """With a store the core does not consume (Redis leases), connections with quotas take
-    the Python relay (said once in the log); the others still go to the core."""
+    """With the Redis-leased store (the real Redis at 127.0.0.1:6379), connections with quotas
+    run on the core, which consumes the permits the store leases: traffic under the limit all
+    passes, what is beyond it is dropped, and Redis counts exactly what was used."""
     import_or_unavailable("router._core")
-    env.router.counters = InProcessCounterStore()  # stands for the Redis store here
-    env.allow("q", quota("sub:app:echo-id", 10))
+    if not redis_reachable():
+        unavailable(f"no Redis answers at {REDIS_URL}")
+    prefix = f"wsgate-test:{uuid.uuid4().hex}:"
+    store = build_store(REDIS_URL, prefix=prefix)
+    hub = env.router.native
+    assert hub is not None
+    env.router.counters = store
+    hub.use_leases(store)  # what Router() does when given a RedisCounterStore
+    env.allow("q", quota("sub:app:echo-id", 1000, window=30.0, stop=False))
     env.allow("free")
-    with caplog.at_level(logging.INFO, logger="router.server"):
-        async with env.client("q") as limited, env.client("free") as free:
-            await echo(limited, "a")
-            await echo(free, "b")
-            assert type(env.relay_of("q")) is Relay
-            assert type(env.relay_of("free")) is NativeRelay
-        async with env.client("q") as again:
-            await echo(again, "c")
-    said = [
-        r for r in caplog.records if "do not consume" in r.getMessage() or "Redis" in r.getMessage()
-    ]
-    assert len(said) == 1
+    try:
+        with caplog.at_level(logging.INFO, logger="router.server"):
+            async with env.client("q") as limited, env.client("free") as free:
+                for i in range(20):  # 40 messages, well under the limit: all pass
+                    await echo(limited, f"m{i}")
+                    await asyncio.sleep(0.02)
+                await echo(free, "b")
+                relay = env.relay_of("q")
+                assert type(relay) is NativeRelay
+                assert type(env.relay_of("free")) is NativeRelay
+                for i in range(600):  # then 1200 more offered (up + echo) for 960 left,
+                    await limited.send(f"over{i}")  # paced (a burst in one read is cut to
+                    await asyncio.sleep(0.001)  # the lease in hand, on either path)
+                echoed = 0
+                with contextlib.suppress(TimeoutError):
+                    while True:
+                        await asyncio.wait_for(limited.recv(), 0.5)
+                        echoed += 1
+                assert relay.throttled > 0
+        up = [m for m in env.backend.received if str(m).startswith("over")]
+        admitted = 40 + len(up) + echoed
+        print(f"\nleased on the core: {admitted} admitted for a limit of 1000")
+        assert admitted <= 1000 + 4  # the limit, plus the credit bound of router/lease.py
+        assert admitted >= 900  # the permits left were used, not stranded in the pool
+        await wait_until(lambda: not hub.pumps)  # the last connection gave its permits back
+        await asyncio.sleep(0.2)
+        counted = Redis.from_url(REDIS_URL)
+        keys = list(counted.scan_iter(match=prefix + "*"))
+        assert len(keys) == 1
+        used = sum(int(v) for v in counted.hgetall(keys[0]).values())
+        # every message that passed is counted in Redis (permits not used may still be
+        # reserved: they go back with the next request or expire with the window)
+        assert admitted <= used <= 1004, (admitted, used)
+        assert store.stats.degraded_admits == 0
+        assert not [r for r in caplog.records if "Python relay" in r.getMessage()]
+    finally:
+        await store.close()
+        client = Redis.from_url(REDIS_URL)
+        keys = list(client.scan_iter(match=prefix + "*"))
+        if keys:
+            client.delete(*keys)

@@ -227,3 +227,75 @@ def test_redis_down_then_back_the_debt_restores_the_count() -> None:
     # each router admitted up to limit/3 while down; charged back, the window still holds
     assert sim.worst_window() <= 300 + 3
     assert sum(h.stats.degraded_admits for h in sim.health) > 0
+
+
+# -- lending to the relay core (router.native.LeasePump): pure, no core, no Redis -----------
+
+
+def test_lent_permits_come_from_the_lease_and_are_valid_only_in_its_sub_window() -> None:
+    c = counter()
+    granted_at(c, 0.1, 5, 0, remaining=50)  # sub-window 0 = local [-0.5, 0.5)
+    c.in_flight = False
+    got = c.lend_current(0.2, 3)
+    assert got is not None
+    sub, k, _start, end = got
+    assert (sub, k, c.permits) == (0, 3, 2)
+    assert end == pytest.approx(0.5 - c.clock.guard)  # the lease's own end, guard included
+    assert c.lend_current(end, 3) is None  # too late for this lease
+    c.unlend(0, 3)  # the core did not use them: back to the lease while it is in use
+    assert c.permits == 5
+
+
+def test_permits_lent_and_unused_after_their_sub_window_go_back_to_redis() -> None:
+    c = counter()
+    granted_at(c, 0.1, 5, 0, remaining=50)
+    c.in_flight = False
+    got = c.lend_current(0.2, 4)
+    assert got is not None and got[1] == 4
+    t = 0.5 + c.clock.guard + 1e-6  # the next sub-window has surely begun: lease retired
+    c.tick(t)
+    c.unlend(0, 3)  # 1 of the 4 was used by the core
+    c.in_flight = False
+    assert dict(c.request(t).adjust)[0] == -4  # the lease's 1 left + the 3 lent back
+
+
+def test_the_next_sub_windows_lease_is_lent_for_its_own_sub_window() -> None:
+    c = counter()
+    granted_at(c, 0.1, 5, 0, remaining=50)
+    c.in_flight = False
+    granted_at(c, 0.3, 7, 1, remaining=40)
+    got = c.lend_next(0.31, 4)
+    assert got is not None
+    sub, k, start, end = got
+    assert (sub, k, c._next_permits) == (1, 4, 3)
+    assert start == pytest.approx(0.5 + c.clock.guard) and end == pytest.approx(1.5 - c.clock.guard)
+    c.unlend(1, 2)
+    assert c._next_permits == 5
+
+
+def test_credit_is_lent_within_the_cap_and_unlent_credit_is_not_charged() -> None:
+    kicks: list[LeasedCounter] = []
+    c = counter(kicks=kicks)
+    got = c.lend_credit(0.3, 5)
+    assert got is not None
+    sub, k, _start, _end, degraded = got
+    assert (sub, k, degraded) == (CURRENT, 1, False)  # cap 1; clock unknown yet
+    assert len(kicks) == 1 and c.in_flight  # a lease is asked for at once
+    assert c.lend_credit(0.3, 5) is None  # the cap is used up
+    c.unlend(CURRENT, 1, credit=True)
+    assert c.owed == 0 and c.health.stats.credit == 0
+    assert c.request(0.3).adjust == ()  # nothing to charge
+
+
+def test_fail_open_lends_what_the_local_cap_admits_and_fail_closed_lends_nothing() -> None:
+    c = counter(Health(up=False, fail_open=True))
+    got = c.lend_credit(0.1, 80)
+    assert got is not None and got[1] == 50 and got[4]  # limit 100 / 2 routers
+    assert c.lend_credit(0.2, 1) is None
+    assert c.owed == 50  # charged when Redis is back
+    c.unlend(got[0], 10, credit=True, degraded=True, at=0.1)
+    assert c.owed == 40 and c.health.stats.degraded_admits == 40
+    again = c.lend_credit(0.2, 80)  # what came back unused is admissible again
+    assert again is not None and again[1] == 10
+    closed = counter(Health(up=False, fail_open=False))
+    assert closed.lend_credit(0.1, 5) is None

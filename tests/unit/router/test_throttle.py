@@ -158,3 +158,29 @@ def test_unlimited_and_broken_quotas_are_skipped() -> None:
     twice = connection_throttle([quota("k", 1), quota("k", 1)], store, 0.0)
     assert twice is not None and len(twice.limits) == 1
     assert len(store) == 1
+
+
+def test_untake_forgets_admits_decided_ahead_and_never_used() -> None:
+    """router.lease lends admits of the fallback cap to the relay core ahead of the messages;
+    the ones the core did not use are given back, and never make the window looser."""
+    w = SlidingWindow(3, 10.0)
+    w.take(1.0)
+    w.take(2.0)
+    w.take(2.0)
+    assert not w.available(5.0)
+    w.untake(2.0, 1)
+    assert w.available(5.0)
+    w.take(5.0)
+    assert not w.available(6.0)
+    w.untake(5.0, 1)
+    w.untake(2.0, 1)  # past a forgotten one, in a full ring
+    w.take(6.0)
+    w.take(6.0)
+    assert not w.available(6.0)  # 1.0, 6.0, 6.0
+    assert w.available(11.0)  # 1.0 left the window
+    w.untake(7.0, 1)  # nothing recorded then: nothing changes
+    assert not w.available(10.9)
+    b = TokenBucket(200_000, 1.0)
+    b.take(0.0)
+    b.untake(0.0, 5)
+    assert b.available(0.0)
