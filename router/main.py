@@ -119,6 +119,7 @@ async def serve(settings: RouterSettings) -> None:
         decision_cache_ttl=settings.router_decision_cache_ttl,
         decision_cache_size=settings.router_decision_cache_size,
         relay=settings.relay,
+        native_handshake=settings.router_native_handshake,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)
