@@ -202,7 +202,7 @@ def test_every_message_refused_forwards_only_control_frames() -> None:
         check = FrameScanner(masked, on_frame=lambda op, fin, n: None)
         seen: list[tuple[int, bool, int]] = []
 
-        def record(op: int, fin: bool, n: int) -> None:
+        def record(op: int, fin: bool, n: int, seen: list[tuple[int, bool, int]] = seen) -> None:
             seen.append((op, fin, n))
 
         check.on_frame = record
