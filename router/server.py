@@ -145,6 +145,7 @@ class Router:
             decisions=self.decisions,
             relay=self._relay_counts,
             relay_path=self.relay_path,
+            core_handshakes=self._core_handshakes if self.native is not None else None,
         )
         self.analytics = Pipeline(
             list(sinks),
@@ -227,6 +228,15 @@ class Router:
             yield
         finally:
             hub.snap = None
+
+    def _core_handshakes(self) -> dict[tuple[str, ...], float]:
+        """Connections the core accepted, by outcome (/metrics)."""
+        stats = self.native.core.stats() if self.native is not None else {}
+        return {
+            ("accepted",): float(stats.get("accepted", 0)),
+            ("relayed",): float(stats.get("fast_started", 0)),
+            ("handed_back",): float(stats.get("handed_back", 0)),
+        }
 
     def _relay_counts(self) -> dict[tuple[str, ...], float]:
         """Live connections by relay path (/metrics)."""

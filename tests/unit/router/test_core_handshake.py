@@ -116,6 +116,8 @@ async def test_a_cached_allow_is_upgraded_and_relayed_by_the_core(tmp_path: Path
         assert "authorization" not in env.backend.headers[-1]
         metrics = env.router.metrics_text().decode()
         assert 'wsgate_router_handshakes_total{result="allowed",status="101"} 4.0' in metrics
+        assert 'wsgate_router_core_handshakes_total{outcome="relayed"} 3.0' in metrics
+        assert 'wsgate_router_core_handshakes_total{outcome="handed_back"} 1.0' in metrics
         await eventually(lambda: not env.router.relays and env.router.upgrading == 0)
 
 
