@@ -133,7 +133,7 @@ async def serve(settings: RouterSettings) -> None:
         ctx = server_ssl_context(str(pki.cert), str(pki.key))
         await router.listen(settings.router_host, settings.router_tls_port, ctx)
     log.info(
-        "router listening on %s:%d (ws, %s relay) and :%d (wss, python relay), label %s, "
+        "router listening on %s:%d (ws, relay=%s) and :%d (wss, relay=python), label %s, "
         "xDS %s, enforcer %s",
         settings.router_host,
         settings.router_port,

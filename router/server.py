@@ -676,63 +676,9 @@ class Connection(asyncio.Protocol):
     async def _check(
         self, request: Request, request_id: str, host: str, match: Match, found: Extracted
     ) -> tuple[enforcer_pb2.HandshakeResponse, str]:
-        """The enforcer's verdict (raises Handshake when denied), and how the decision cache
-        took part: "hit" (no Check sent), "miss" (asked, and an allow is now cached when it
-        may be), or "off" (bypassed: disabled, or the rules stream is down)."""
-        router = self.router
-        decisions = router.decisions
-        key = b""
-        if decisions.usable:
-            if router.routes.version != decisions.route_version:
-                decisions.set_route_version(router.routes.version)
-            headers = request.headers
-            key = decision_key(
-                match.route.api_id,
-                match.topic.path,
-                [(c.kind, c.token) for c in found.credentials],
-                headers.get("authorization", ""),
-                headers.get("origin", ""),
-                headers.get("referer", ""),
-                self.client_ip,
-            )
-            cached = decisions.get(key, time.monotonic())
-            if cached is not None:
-                return cached, "hit"
-        check = enforcer_pb2.HandshakeRequest(
-            request_id=request_id,
-            api_id=match.route.api_id,
-            topic=match.topic.path,
-            path=request.path,
-            host=host,
-            authorization=request.headers.get("authorization", ""),
-            client_ip=self.client_ip,
-            headers=credentials.enforcer_headers(request.headers),
-            credentials=[
-                enforcer_pb2.Credential(kind=c.kind, source=c.source, token=c.token)
-                for c in found.credentials
-            ],
-            origin=request.headers.get("origin", ""),
-            referer=request.headers.get("referer", ""),
+        return await check_handshake(
+            self.router, request, request_id, host, match, found, self.client_ip
         )
-        try:
-            verdict = await self.router.enforcer.check(check)
-        except EnforcerUnavailable as exc:
-            log.warning("enforcer unavailable for %s: %s", request_id, exc)
-            raise Handshake(
-                503, 503, "Service Unavailable", "The gateway could not verify the request."
-            ) from None
-        if not verdict.allowed:
-            status = verdict.http_status or 403
-            raise Handshake(
-                status,
-                verdict.error_code or status,
-                verdict.message or http11.HttpError(status, "").message,
-                verdict.description,
-            )
-        if key:
-            decisions.put(key, verdict, match.route.api_id, time.monotonic(), time.time())
-            return verdict, "miss"
-        return verdict, "off"
 
     @staticmethod
     def _endpoint(match: Match, key_type: str) -> tuple[str, str]:
@@ -929,6 +875,45 @@ class _CoreUpgrade:
     found: Extracted
     strip: bool
     live: Live
+    cache: str  # how the decision cache took part (the log line's cache=)
+
+
+@dataclass(slots=True)
+class _Head:
+    """A request head the core reported, and what the router learnt of it so far."""
+
+    hid: int
+    peer: str
+    request: Request
+    head_len: int
+    started: float
+    request_id: str = ""
+    key: str = ""
+    host: str = ""
+    match: Match | None = None
+    found: Extracted | None = None
+    api: str = "-"
+    topic: str = "-"
+    api_id: str = ""
+    application_id: str = ""
+    key_type: str = ""
+
+    def tags(self) -> Tags:
+        return Tags(
+            self.request_id,
+            self.api,
+            self.api_id,
+            self.topic,
+            self.application_id,
+            self.key_type,
+            self.peer,
+        )
+
+
+def _tls_backend(match: Match) -> bool:
+    """Whether the topic may send the upgrade to a wss backend (the core speaks plaintext)."""
+    urls = (match.topic.production_url, match.topic.sandbox_url)
+    return any(url.lower().startswith(("wss:", "https:")) for url in urls)
 
 
 class CoreHandshakes:
@@ -948,6 +933,7 @@ class CoreHandshakes:
         self.hub = hub
         self.core = hub.core
         self.upgrades: dict[int, _CoreUpgrade] = {}
+        self.checking: dict[int, asyncio.Task[None]] = {}  # misses awaiting the enforcer
         self.adopting: set[asyncio.Task[object]] = set()
         hub.on_handshake = self.report
 
@@ -1002,19 +988,18 @@ class CoreHandshakes:
         self._upgrade(hid, peer, request, len(head))
 
     def _upgrade(self, hid: int, peer: str, request: Request, head_len: int) -> None:
-        """Connection._upgrade up to the backend connect, for a cache hit (else hand back)."""
-        started = time.monotonic()
+        """Connection._upgrade with the core's I/O: synchronous for a cache hit; a miss awaits
+        the enforcer in a task (:meth:`_check_first`) while the core holds the connection."""
         router = self.router
-        request_id = safe_request_id(request.headers.get("x-request-id"))
-        api, topic, api_id = "-", "-", ""
+        h = _Head(hid, peer, request, head_len, time.monotonic())
+        h.request_id = safe_request_id(request.headers.get("x-request-id"))
         try:
             try:
-                key = http11.validate_upgrade(request)
+                h.key = http11.validate_upgrade(request)
             except HttpError as exc:
                 self.core.reply(hid, http11.http_error_response(exc))
-                tags = Tags(request_id, "-", "", "-", client_ip=peer)
                 handshake_done(
-                    router, tags, request.path, exc.status, exc.description, started, "off"
+                    router, h.tags(), request.path, exc.status, exc.description, h.started, "off"
                 )
                 return
             limit = router.config.max_connections
@@ -1025,59 +1010,140 @@ class CoreHandshakes:
                     "Service Unavailable",
                     f"The gateway is at its connection limit ({limit}); try again later.",
                 )
-            host = host_without_port(request.headers.get("host", ""))
-            match = _match(router, host, request.path)
-            api = f"{match.route.api_name}:{match.route.api_version}"
-            topic, api_id = match.topic.path, match.route.api_id
-            found = credentials.extract(request.headers, request.query)
+            h.host = host_without_port(request.headers.get("host", ""))
+            match = h.match = _match(router, h.host, request.path)
+            h.api = f"{match.route.api_name}:{match.route.api_version}"
+            h.topic, h.api_id = match.topic.path, match.route.api_id
+            h.found = credentials.extract(request.headers, request.query)
             checked_at = time.monotonic()
-            cache_key, verdict = self._cached(request, match, found, peer)
+            cache_key, verdict = self._cached(request, match, h.found, peer)
             if verdict is None:
-                self._hand_back(hid)  # the enforcer decides: asyncio's path
+                if router.counters is not self.hub.store or _tls_backend(match):
+                    self._hand_back(hid)  # Redis-shared counters or TLS: asyncio's path
+                    return
+                task = asyncio.get_running_loop().create_task(self._check_first(h))
+                self.checking[hid] = task
                 return
             if verdict.quotas and router.counters is not self.hub.store:
                 self._hand_back(hid)  # Redis-shared counters: the Python relay
                 return
-            url, _ca_pem = Connection._endpoint(match, verdict.key_type)
+            if not self._connect(h, verdict, checked_at, "hit", None, cache_key):
+                self._hand_back(hid)  # TLS to the backend, or its name is not resolved yet
+        except Handshake as exc:
+            self._refuse(h, exc, "off")
+
+    def _refuse(self, h: _Head, exc: Handshake, cache: str) -> None:
+        self.core.reply(
+            h.hid, http11.error_response(exc.status, exc.code, exc.message, exc.description)
+        )
+        reason = exc.description or exc.message
+        handshake_done(self.router, h.tags(), h.request.path, exc.status, reason, h.started, cache)
+
+    async def _check_first(self, h: _Head) -> None:
+        """A cache miss: the enforcer's Check (and the backend's name), then :meth:`_connect`."""
+        router = self.router
+        router.upgrading += 1  # counted against the limit while checking, as on asyncio's path
+        counted = True
+        cache = "off"
+        try:
+            assert h.match is not None and h.found is not None
+            checked_at = time.monotonic()
+            verdict, cache = await check_handshake(
+                router, h.request, h.request_id, h.host, h.match, h.found, h.peer
+            )
+            url, _ca_pem = Connection._endpoint(h.match, verdict.key_type)
             try:
-                target = backend.parse_backend_url(url, found.query)
+                target = backend.parse_backend_url(url, h.found.query)
+                addresses = await backend.RESOLVER.addresses(target.host, target.port)
             except ValueError as exc:
                 raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
-            addresses = None if target.secure else backend.RESOLVER.cached(target.host, target.port)
-            if addresses is None:
-                self._hand_back(hid)  # TLS to the backend, or its name is not resolved yet
-                return
-            key_type = verdict.key_type.upper()
-            tags = Tags(request_id, api, api_id, topic, verdict.application_id, key_type, peer)
-            strip = strips_compression(
-                match.route.compression, router.config.compression, verdict.quotas
-            )
-            headers = backend_headers(request, request_id, found, strip, peer)
-            backend_key = backend.new_key()
-            router.decisions.get(cache_key, checked_at)  # counted as the hit it is
-            identity = Identity.of(verdict.token_id, verdict.application_id, api_id, key_type)
-            live = router.live.begin(identity, checked_at, verdict.subscription_id)
-            self.upgrades[hid] = _CoreUpgrade(
-                started, request, tags, key, backend_key, url, target, verdict, found, strip, live
-            )
-            router.upgrading += 1
-            request_bytes = backend.build_request(target, backend_key, headers)
-            if not self.core.connect(
-                hid,
-                addresses[0],
-                target.port,
-                request_bytes,
-                head_len,
-                router.config.backend_connect_timeout,
-            ):
-                self._lost(hid)
+            except OSError as exc:
+                log.warning("backend %s for %s: %s", url, h.request_id, exc)
+                raise Handshake(
+                    502, 101503, "Connection Failure", f"cannot connect to the backend: {exc}"
+                ) from None
+            self.checking.pop(h.hid, None)  # from here the client leaving ends the upgrade
+            router.upgrading -= 1
+            counted = False
+            if not self._connect(h, verdict, checked_at, cache, addresses, b""):
+                raise Handshake(502, 101503, "Connection Failure", "The backend needs TLS.")
         except Handshake as exc:
-            self.core.reply(
-                hid, http11.error_response(exc.status, exc.code, exc.message, exc.description)
+            self._refuse(h, exc, cache)
+        except asyncio.CancelledError:
+            reason = "client closed the connection during the handshake"
+            handshake_done(router, h.tags(), h.request.path, 499, reason, h.started, cache)
+        except Exception:
+            log.exception("handshake %s failed", h.request_id)
+            self._refuse(
+                h, Handshake(500, 500, "Internal Server Error", "Unexpected router error."), cache
             )
-            reason = exc.description or exc.message
-            tags = Tags(request_id, api, api_id, topic, client_ip=peer)
-            handshake_done(router, tags, request.path, exc.status, reason, started, "off")
+        finally:
+            if counted:
+                router.upgrading -= 1
+            self.checking.pop(h.hid, None)
+
+    def _connect(
+        self,
+        h: _Head,
+        verdict: enforcer_pb2.HandshakeResponse,
+        checked_at: float,
+        cache: str,
+        addresses: list[str] | None,
+        cache_key: bytes,
+    ) -> bool:
+        """The backend upgrade by the core (Connection._connect_backend's request); False when
+        it cannot do it (a wss backend, a name not resolved): the caller hands the socket back.
+
+        Raises:
+            Handshake: no endpoint for the key type, a bad backend URL.
+        """
+        router = self.router
+        assert h.match is not None and h.found is not None
+        url, _ca_pem = Connection._endpoint(h.match, verdict.key_type)
+        try:
+            target = backend.parse_backend_url(url, h.found.query)
+        except ValueError as exc:
+            raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
+        if addresses is None:
+            addresses = None if target.secure else backend.RESOLVER.cached(target.host, target.port)
+        if addresses is None or target.secure:
+            return False
+        if cache_key:
+            router.decisions.get(cache_key, checked_at)  # counted as the hit it is
+        h.application_id, h.key_type = verdict.application_id, verdict.key_type.upper()
+        strip = strips_compression(
+            h.match.route.compression, router.config.compression, verdict.quotas
+        )
+        headers = backend_headers(h.request, h.request_id, h.found, strip, h.peer)
+        backend_key = backend.new_key()
+        identity = Identity.of(verdict.token_id, h.application_id, h.api_id, h.key_type)
+        live = router.live.begin(identity, checked_at, verdict.subscription_id)
+        self.upgrades[h.hid] = _CoreUpgrade(
+            h.started,
+            h.request,
+            h.tags(),
+            h.key,
+            backend_key,
+            url,
+            target,
+            verdict,
+            h.found,
+            strip,
+            live,
+            cache,
+        )
+        router.upgrading += 1
+        request_bytes = backend.build_request(target, backend_key, headers)
+        if not self.core.connect(
+            h.hid,
+            addresses[0],
+            target.port,
+            request_bytes,
+            h.head_len,
+            router.config.backend_connect_timeout,
+        ):
+            self._lost(h.hid)
+        return True
 
     def _cached(
         self, request: Request, match: Match, found: Extracted, peer: str
@@ -1143,7 +1209,7 @@ class CoreHandshakes:
             router.upgrading -= 1
             if up.live.relay is None:
                 router.live.end(up.live)
-            handshake_done(router, up.tags, up.request.path, status, reason, up.started, "hit")
+            handshake_done(router, up.tags, up.request.path, status, reason, up.started, up.cache)
 
     def _response(self, up: _CoreUpgrade, error: int, code: int, head: bytes) -> http11.Response:
         """The backend's checked 101 (backend.connect's checks and answers), else Handshake."""
@@ -1219,13 +1285,84 @@ class CoreHandshakes:
         self._lost(hid)
 
     def _lost(self, hid: int) -> None:
+        task = self.checking.pop(hid, None)
+        if task is not None:
+            task.cancel()  # it logs the 499
+            return
         up = self.upgrades.pop(hid, None)
         if up is None:
             return
         self.router.upgrading -= 1
         self.router.live.end(up.live)
         reason = "client closed the connection during the handshake"
-        handshake_done(self.router, up.tags, up.request.path, 499, reason, up.started, "hit")
+        handshake_done(self.router, up.tags, up.request.path, 499, reason, up.started, up.cache)
+
+
+async def check_handshake(
+    router: Router,
+    request: Request,
+    request_id: str,
+    host: str,
+    match: Match,
+    found: Extracted,
+    client_ip: str,
+) -> tuple[enforcer_pb2.HandshakeResponse, str]:
+    """The enforcer's verdict (raises Handshake when denied), and how the decision cache
+    took part: "hit" (no Check sent), "miss" (asked, and an allow is now cached when it
+    may be), or "off" (bypassed: disabled, or the rules stream is down)."""
+    decisions = router.decisions
+    key = b""
+    if decisions.usable:
+        if router.routes.version != decisions.route_version:
+            decisions.set_route_version(router.routes.version)
+        headers = request.headers
+        key = decision_key(
+            match.route.api_id,
+            match.topic.path,
+            [(c.kind, c.token) for c in found.credentials],
+            headers.get("authorization", ""),
+            headers.get("origin", ""),
+            headers.get("referer", ""),
+            client_ip,
+        )
+        cached = decisions.get(key, time.monotonic())
+        if cached is not None:
+            return cached, "hit"
+    check = enforcer_pb2.HandshakeRequest(
+        request_id=request_id,
+        api_id=match.route.api_id,
+        topic=match.topic.path,
+        path=request.path,
+        host=host,
+        authorization=request.headers.get("authorization", ""),
+        client_ip=client_ip,
+        headers=credentials.enforcer_headers(request.headers),
+        credentials=[
+            enforcer_pb2.Credential(kind=c.kind, source=c.source, token=c.token)
+            for c in found.credentials
+        ],
+        origin=request.headers.get("origin", ""),
+        referer=request.headers.get("referer", ""),
+    )
+    try:
+        verdict = await router.enforcer.check(check)
+    except EnforcerUnavailable as exc:
+        log.warning("enforcer unavailable for %s: %s", request_id, exc)
+        raise Handshake(
+            503, 503, "Service Unavailable", "The gateway could not verify the request."
+        ) from None
+    if not verdict.allowed:
+        status = verdict.http_status or 403
+        raise Handshake(
+            status,
+            verdict.error_code or status,
+            verdict.message or http11.HttpError(status, "").message,
+            verdict.description,
+        )
+    if key:
+        decisions.put(key, verdict, match.route.api_id, time.monotonic(), time.time())
+        return verdict, "miss"
+    return verdict, "off"
 
 
 def _match(router: Router, host: str, path: str) -> Match:

@@ -90,8 +90,8 @@ def add_topic(env: Env, path: str, url: str) -> None:
 
 
 async def error_twice(env: Env, path: str) -> list[tuple[int, dict[str, Any]]]:
-    """The same failing handshake twice: the asyncio path (a miss, the allow is cached), then
-    the core (a hit). Both answers, parsed."""
+    """The same failing handshake twice: a miss (the enforcer's allow is cached), then a hit.
+    Both answers, parsed."""
     out = []
     for _ in range(2):
         async with raw(env) as (reader, writer):
@@ -103,12 +103,12 @@ async def error_twice(env: Env, path: str) -> list[tuple[int, dict[str, Any]]]:
 
 async def test_a_cached_allow_is_upgraded_and_relayed_by_the_core(tmp_path: Path) -> None:
     async with core_env(tmp_path) as env:
-        assert await handshake(env) == 101  # a miss: asyncio asks the enforcer
-        assert stats(env)["handed_back"] == 1 and stats(env)["fast_started"] == 0
+        assert await handshake(env) == 101  # a miss: the enforcer is asked, the core waits
+        assert stats(env)["handed_back"] == 0 and stats(env)["fast_started"] == 1
         for _ in range(3):
-            assert await handshake(env) == 101  # hits: the core does the I/O
-        assert stats(env)["fast_started"] == 3
-        assert stats(env)["handed_back"] == 1
+            assert await handshake(env) == 101  # hits: no task, no enforcer
+        assert stats(env)["fast_started"] == 4
+        assert stats(env)["handed_back"] == 0
         assert len(env.enforcer.requests) == 1
         assert env.router.decisions.hits == 3
         # the backend got what the asyncio path sends it
@@ -116,8 +116,8 @@ async def test_a_cached_allow_is_upgraded_and_relayed_by_the_core(tmp_path: Path
         assert "authorization" not in env.backend.headers[-1]
         metrics = env.router.metrics_text().decode()
         assert 'wsgate_router_handshakes_total{result="allowed",status="101"} 4.0' in metrics
-        assert 'wsgate_router_core_handshakes_total{outcome="relayed"} 3.0' in metrics
-        assert 'wsgate_router_core_handshakes_total{outcome="handed_back"} 1.0' in metrics
+        assert 'wsgate_router_core_handshakes_total{outcome="relayed"} 4.0' in metrics
+        assert 'wsgate_router_core_handshakes_total{outcome="handed_back"} 0.0' in metrics
         await eventually(lambda: not env.router.relays and env.router.upgrading == 0)
 
 
@@ -142,7 +142,7 @@ async def test_a_head_sent_byte_by_byte_is_read_whole(tmp_path: Path) -> None:
             assert status == 101
             writer.write(masked(b"slow"))
             assert await asyncio.wait_for(reader.readexactly(6), 5) == b"\x81\x04slow"
-        assert stats(env)["fast_started"] == 1
+        assert stats(env)["fast_started"] == 2
 
 
 async def test_a_head_not_complete_in_time_is_answered_408(tmp_path: Path) -> None:
@@ -167,7 +167,7 @@ async def test_a_refused_backend_is_answered_502_by_either_path(tmp_path: Path) 
         assert [status for status, _ in answers] == [502, 502]
         assert answers[0][1]["code"] == answers[1][1]["code"] == 101503
         assert "cannot connect to the backend" in answers[1][1]["description"]
-        assert env.router.decisions.hits == 1 and stats(env)["handed_back"] == 1
+        assert env.router.decisions.hits == 1 and stats(env)["handed_back"] == 0
         assert env.router.upgrading == 0 and not env.router.live.snapshot()
 
 
@@ -223,7 +223,7 @@ async def test_a_client_leaving_mid_handshake_ends_it(tmp_path: Path) -> None:
         async with fake_backend(slow) as port:
             add_topic(env, "/slow", f"ws://127.0.0.1:{port}/")
             assert env.router.native is not None
-            # prime the cache through asyncio (it times out: 504)
+            # prime the cache (the backend times out: 504)
             async with raw(env) as (reader, writer):
                 writer.write(head(env, "/echo/1.0.0/slow"))
                 assert (await answer(reader))[0] == 504
@@ -248,18 +248,18 @@ async def test_early_data_after_the_head_reaches_the_backend_once(tmp_path: Path
             assert got == b"\x81\x03one\x81\x03two"
             writer.write(masked(b"three"))
             assert await asyncio.wait_for(reader.readexactly(7), 5) == b"\x81\x05three"
-        assert stats(env)["fast_started"] == 1
+        assert stats(env)["fast_started"] == 2
 
 
 async def test_a_rule_evicts_the_allow_and_the_enforcer_refuses_next(tmp_path: Path) -> None:
     async with core_env(tmp_path) as env:
         assert await handshake(env) == 101
         assert await handshake(env) == 101
-        assert stats(env)["fast_started"] == 1
+        assert stats(env)["fast_started"] == 2 and env.router.decisions.hits == 1
         env.enforcer.denied.add("Bearer alice")
         env.router.apply_rule(enforcer_pb2.ConnectionRule(token_id="alice", reason="revoked"))
         assert await handshake(env) == 403
-        assert stats(env)["fast_started"] == 1
+        assert stats(env)["fast_started"] == 2 and env.router.decisions.hits == 1
         assert len(env.enforcer.requests) == 2
 
 
@@ -269,3 +269,18 @@ async def test_the_switch_off_keeps_asyncio_accepting(tmp_path: Path) -> None:
         assert await handshake(env) == 101
         assert await handshake(env) == 101
         assert stats(env)["accepted"] == 0 and env.router.decisions.hits == 1
+
+
+async def test_a_client_leaving_while_the_enforcer_decides(tmp_path: Path) -> None:
+    async with core_env(tmp_path) as env:
+        slow = asyncio.Event()
+        env.enforcer.gate = slow  # see EnforcerDouble.Check
+        async with raw(env) as (_reader, writer):
+            writer.write(head(env))
+            await eventually(lambda: env.router.upgrading == 1)
+        await eventually(lambda: env.router.upgrading == 0)
+        slow.set()
+        assert not env.router.live.snapshot() and stats(env)["fast_started"] == 0
+        metrics = env.router.metrics_text().decode()
+        assert 'result="denied",status="499"} 1.0' in metrics
+        assert await handshake(env) == 101
