@@ -133,8 +133,8 @@ async def serve(settings: RouterSettings) -> None:
         ctx = server_ssl_context(str(pki.cert), str(pki.key))
         await router.listen(settings.router_host, settings.router_tls_port, ctx)
     log.info(
-        "router listening on %s:%d (ws, relay=%s) and :%d (wss, relay=python), label %s, "
-        "xDS %s, enforcer %s",
+        "router listening on %s:%d (ws, %s relay) and :%d (wss, python relay), label %s, "
+        "xDS %s, enforcer %s; relay path: %s",
         settings.router_host,
         settings.router_port,
         router.relay_path,
@@ -142,6 +142,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.label,
         settings.xds_address,
         settings.enforcer_address,
+        router.relay_path,
     )
     log.info("gRPC to the enforcer and xDS: %s", grpc_tls.summary(tls))
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)

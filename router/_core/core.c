@@ -888,8 +888,17 @@ static void hs_client_readable(CoreObject *core, hs *h) {
 }
 
 static void hs_backend_ready(CoreObject *core, hs *h, uint32_t events) {
-    if (h->state != HS_UPSTREAM)
+    if (h->state != HS_UPSTREAM) {
+        /* waiting for Python with the backend's socket watched for nothing: an error or hang-up
+         * is reported anyway (level-triggered), so stop watching it; the relay (start) adds it
+         * again and sees the error itself */
+        if (h->bfd >= 0 && h->breg && (events & (EPOLLERR | EPOLLHUP))) {
+            epoll_ctl(core->epfd, EPOLL_CTL_DEL, h->bfd, NULL);
+            h->breg = 0;
+            h->bev = 0;
+        }
         return;
+    }
     if (!h->connected) {
         int err = 0;
         socklen_t len = sizeof err;
