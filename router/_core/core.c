@@ -128,6 +128,7 @@ typedef struct {
     uint32_t nhfree;
     uint64_t accepted, handed_back, fast_started;
     hs *hdead;
+    hs *hpending; /* connects asked by Python, in the relay thread's next turn */
 } CoreObject;
 
 static void set_deadline(CoreObject *core, double *at, double when) {
@@ -167,6 +168,7 @@ static event *push_event_id(CoreObject *core, int kind, uint64_t id) {
 
 static double hs_next_deadline(CoreObject *core, double next);
 static void close_listener(CoreObject *self);
+static void hs_run_pending(CoreObject *core);
 
 static event *push_event(CoreObject *core, int kind, conn *c) {
     return push_event_id(core, kind, c->id);
@@ -674,6 +676,11 @@ struct hs {
     double deadline;
     char peer[INET6_ADDRSTRLEN];
     hs *next_dead;
+    /* connect() asked by Python, done by the relay thread (no socket calls on the loop) */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    double connect_timeout;
+    hs *next_pending;
 };
 
 static void hs_watch(CoreObject *core, hs *h, int client, uint32_t want) {
@@ -1032,21 +1039,30 @@ static void *run(void *arg) {
     int timeout = -1;
     for (;;) {
         int n = epoll_wait(core->epfd, evs, MAX_EVENTS, timeout);
+        /* The lock is taken per event, not per batch, so that Python's calls (a handshake's
+         * connect or start, a command) wait for one event's work at most. Memory of what ended
+         * is only freed at the end of the batch, so every pointer in evs stays valid. */
         pthread_mutex_lock(&core->lock);
         if (core->stopping) {
             pthread_mutex_unlock(&core->lock);
             break;
         }
         for (int i = 0; i < n; i++) {
+            if (i) {
+                pthread_mutex_unlock(&core->lock);
+                pthread_mutex_lock(&core->lock);
+            }
             if (evs[i].data.ptr == NULL) { /* the wakeup eventfd */
                 uint64_t v;
                 ssize_t r = read(core->wakefd, &v, sizeof v);
                 (void)r;
+                hs_run_pending(core);
                 continue;
             }
             int kind = *(int *)evs[i].data.ptr;
             if (kind == TAG_LISTEN) {
-                hs_accept(core);
+                if (core->lfd > 0)
+                    hs_accept(core);
                 continue;
             }
             if (kind != TAG_SIDE) {
@@ -1080,6 +1096,7 @@ static void *run(void *arg) {
                 timeout = (int)((next - now) * 1000) + 1 < 1 ? 1 : (int)((next - now) * 1000) + 1;
         }
         free_dead(core); /* only here: an epoll batch may still point at a finished one */
+        hs_run_pending(core); /* (before the free: a pending one may have ended meanwhile) */
         hs_free_dead(core);
         pthread_mutex_unlock(&core->lock);
     }
@@ -1164,6 +1181,7 @@ static void stop_thread(CoreObject *self) {
     self->nlive = 0;
     free_dead(self);
     close_listener(self);
+    self->hpending = NULL;
     for (uint32_t i = 0; i < self->nhslots; i++)
         if (self->hslots[i])
             hs_free(self, self->hslots[i], 1);
@@ -1490,42 +1508,65 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args) {
         return PyBool_FromLong(0);
     }
     h->head_len = (size_t)head_len;
+    free(h->out);
     h->out = malloc(request.len ? (size_t)request.len : 1);
-    int fd = h->out ? socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0) : -1;
-    int err = 0;
-    if (fd < 0) {
-        err = errno ? errno : ENOMEM;
+    if (!h->out) {
+        h->state = HS_WAIT;
+        hs_upstream_event(self, h, UP_CONNECT, ENOMEM);
     } else {
         memcpy(h->out, request.buf, (size_t)request.len);
         h->outlen = (size_t)request.len;
         h->outoff = 0;
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-        h->bfd = fd;
+        memcpy(&h->sa, &sa, sizeof sa);
+        h->salen = salen;
+        h->connect_timeout = timeout;
         h->state = HS_UPSTREAM;
-        if (timeout > 0)
-            set_deadline(self, &h->deadline, mono() + timeout);
-        if (connect(fd, (struct sockaddr *)&sa, salen) == 0) {
-            h->connected = 1;
-            hs_backend_ready(self, h, EPOLLOUT);
-        } else if (errno == EINPROGRESS) {
-            hs_watch(self, h, 0, EPOLLOUT);
-        } else {
-            err = errno;
-        }
-    }
-    if (err) {
-        hs_close_backend(self, h);
-        free(h->out);
-        h->out = NULL;
-        h->state = HS_WAIT;
-        h->deadline = 0;
-        hs_upstream_event(self, h, UP_CONNECT, err);
+        h->next_pending = self->hpending;
+        self->hpending = h;
     }
     pthread_mutex_unlock(&self->lock);
     wake(self);
     PyBuffer_Release(&request);
     return PyBool_FromLong(1);
+}
+
+/* The relay thread's side of Core.connect: the socket calls. */
+static void hs_connect(CoreObject *core, hs *h) {
+    int fd = socket(h->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        h->bfd = fd;
+        if (h->connect_timeout > 0)
+            set_deadline(core, &h->deadline, mono() + h->connect_timeout);
+        if (connect(fd, (struct sockaddr *)&h->sa, h->salen) == 0) {
+            h->connected = 1;
+            hs_backend_ready(core, h, EPOLLOUT);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            hs_watch(core, h, 0, EPOLLOUT);
+            return;
+        }
+        err = errno;
+    }
+    hs_close_backend(core, h);
+    free(h->out);
+    h->out = NULL;
+    h->state = HS_WAIT;
+    h->deadline = 0;
+    hs_upstream_event(core, h, UP_CONNECT, err);
+}
+
+static void hs_run_pending(CoreObject *core) {
+    while (core->hpending) {
+        hs *h = core->hpending;
+        core->hpending = h->next_pending;
+        h->next_pending = NULL;
+        if (h->state == HS_UPSTREAM && h->bfd < 0)
+            hs_connect(core, h);
+    }
 }
 
 static PyObject *Core_start(CoreObject *self, PyObject *args, PyObject *kwds) {
