@@ -129,6 +129,7 @@ typedef struct {
     uint64_t accepted, handed_back, fast_started;
     hs *hdead;
     hs *hpending; /* connects asked by Python, in the relay thread's next turn */
+    double listen_resume; /* out of fds: accepting pauses until then (0: not paused) */
 } CoreObject;
 
 static void set_deadline(CoreObject *core, double *at, double when) {
@@ -790,8 +791,16 @@ static void hs_accept(CoreObject *core) {
         struct sockaddr_storage sa;
         socklen_t salen = sizeof sa;
         int fd = accept4(core->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of fds or memory: the listener would stay readable and spin this thread;
+                 * stop watching it for a moment (the backlog holds the clients meanwhile) */
+                struct epoll_event ev = {.events = 0, .data.ptr = &core->listen_tag};
+                epoll_ctl(core->epfd, EPOLL_CTL_MOD, core->lfd, &ev);
+                set_deadline(core, &core->listen_resume, mono() + 0.1);
+            }
             return; /* EAGAIN, or an error of that one connection */
+        }
         hs *h = calloc(1, sizeof *h);
         if (!h || (!core->nhfree && hs_grow(core) < 0)) {
             free(h);
@@ -1006,6 +1015,13 @@ static void hs_ready(CoreObject *core, hs_end *end, uint32_t events) {
 }
 
 static void hs_expire(CoreObject *core, double now) {
+    if (core->listen_resume && core->listen_resume <= now) {
+        core->listen_resume = 0;
+        if (core->lfd > 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &core->listen_tag};
+            epoll_ctl(core->epfd, EPOLL_CTL_MOD, core->lfd, &ev);
+        }
+    }
     for (uint32_t i = 0; i < core->nhslots; i++) {
         hs *h = core->hslots[i];
         if (!h || !h->deadline || h->deadline > now)
@@ -1025,6 +1041,8 @@ static void hs_expire(CoreObject *core, double now) {
 }
 
 static double hs_next_deadline(CoreObject *core, double next) {
+    if (core->listen_resume && (!next || core->listen_resume < next))
+        next = core->listen_resume;
     for (uint32_t i = 0; i < core->nhslots; i++) {
         hs *h = core->hslots[i];
         if (h && h->deadline && (!next || h->deadline < next))

@@ -9,6 +9,8 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -284,3 +286,28 @@ async def test_a_client_leaving_while_the_enforcer_decides(tmp_path: Path) -> No
         metrics = env.router.metrics_text().decode()
         assert 'result="denied",status="499"} 1.0' in metrics
         assert await handshake(env) == 101
+
+
+async def test_accepting_resumes_after_running_out_of_fds(tmp_path: Path) -> None:
+    async with core_env(tmp_path) as env:
+        loop = asyncio.get_running_loop()
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        with socket.socket() as client:
+            client.setblocking(False)
+            lowest_free = os.dup(0)  # new fds take the lowest free number: none below the limit
+            os.close(lowest_free)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (lowest_free, hard))
+            try:
+                await loop.sock_connect(client, ("127.0.0.1", env.port))
+                await loop.sock_sendall(client, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                await asyncio.sleep(0.3)
+                assert stats(env)["accepted"] == 0  # it waits in the backlog
+            finally:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+            got = b""
+            while b"healthy" not in got:
+                chunk = await asyncio.wait_for(loop.sock_recv(client, 4096), 5)
+                assert chunk, got
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        assert stats(env)["accepted"] == 1
