@@ -73,7 +73,8 @@ sanitize-core: $(INSTALLED)
 		ASAN_OPTIONS=detect_leaks=0 $(PY) tests/asan_pytest.py build/asan/_core.so \
 		-q -p no:cacheprovider tests/unit/router/test_native_relay.py \
 		tests/unit/router/test_core_scanner.py tests/unit/router/test_core_quota.py \
-		tests/unit/router/test_live.py tests/unit/router/test_limits.py
+		tests/unit/router/test_live.py tests/unit/router/test_limits.py \
+		tests/unit/router/test_core_handshake.py
 
 $(WSCAT): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -114,11 +114,26 @@ class Resolver:
         self._known[(host, port)] = (now + self.ttl, found)
         return found
 
+    def cached(self, host: str, port: int) -> list[str] | None:
+        """The addresses without waiting: ``host`` itself when it is one, the known ones while
+        fresh, else None (the core's handshakes connect only to an address known already)."""
+        if is_ip(host):
+            return [host]
+        known = self._known.get((host, port))
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        return None
+
     def forget(self, host: str, port: int) -> None:
         self._known.pop((host, port), None)
 
 
 RESOLVER = Resolver()
+
+
+def new_key() -> str:
+    """A Sec-WebSocket-Key for the backend upgrade."""
+    return base64.b64encode(RANDOM.take(16)).decode("ascii")
 
 
 def build_request(url: BackendUrl, key: str, headers: list[tuple[str, str]]) -> bytes:
@@ -225,7 +240,7 @@ async def connect(
         BackendError: 504 on timeout, 502 for refused/DNS/TLS/non-101/bad accept key.
     """
     loop = asyncio.get_running_loop()
-    key = base64.b64encode(RANDOM.take(16)).decode("ascii")
+    key = new_key()
     transport: asyncio.Transport | None = None
     try:
         async with asyncio.timeout(timeout):

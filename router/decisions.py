@@ -123,6 +123,14 @@ class DecisionCache:
         self.hits += 1
         return entry.verdict
 
+    def peek(self, key: bytes, now: float) -> enforcer_pb2.HandshakeResponse | None:
+        """The cached, unexpired allow for ``key`` or None, counting nothing (the router's core
+        handshakes look first, and count with :meth:`get` only when they use it)."""
+        if not self.usable:
+            return None
+        entry = self._entries.get(key)
+        return entry.verdict if entry is not None and entry.expires > now else None
+
     def put(
         self,
         key: bytes,

@@ -119,6 +119,7 @@ async def serve(settings: RouterSettings) -> None:
         decision_cache_ttl=settings.router_decision_cache_ttl,
         decision_cache_size=settings.router_decision_cache_size,
         relay=settings.relay,
+        native_handshake=settings.router_native_handshake,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)
@@ -133,7 +134,7 @@ async def serve(settings: RouterSettings) -> None:
         await router.listen(settings.router_host, settings.router_tls_port, ctx)
     log.info(
         "router listening on %s:%d (ws, %s relay) and :%d (wss, python relay), label %s, "
-        "xDS %s, enforcer %s",
+        "xDS %s, enforcer %s; relay path: %s",
         settings.router_host,
         settings.router_port,
         router.relay_path,
@@ -141,6 +142,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.label,
         settings.xds_address,
         settings.enforcer_address,
+        router.relay_path,
     )
     log.info("gRPC to the enforcer and xDS: %s", grpc_tls.summary(tls))
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)

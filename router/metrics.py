@@ -82,6 +82,7 @@ class RouterMetrics:
         decisions: DecisionCache | None = None,
         relay: Callable[[], dict[tuple[str, ...], float]] | None = None,
         relay_path: str = "python",
+        core_handshakes: Callable[[], dict[tuple[str, ...], float]] | None = None,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
@@ -137,6 +138,14 @@ class RouterMetrics:
                 "WebSocket connections being relayed, by relay path",
                 relay,
                 labels=("path",),
+            )
+        if core_handshakes is not None:
+            callbacks.counter(
+                "wsgate_router_core_handshakes",
+                "Plaintext connections accepted by the relay core, by outcome: accepted (all), "
+                "relayed (upgraded with the core's I/O), handed_back (to the asyncio path)",
+                core_handshakes,
+                labels=("outcome",),
             )
         callbacks.counter(
             "wsgate_router_analytics_dropped",

@@ -75,9 +75,11 @@ except ImportError as exc:  # not built: only the Python relay is available
     IMPORT_ERROR = str(exc)
 
 RELAY_PATHS = ("native", "python", "auto")
-EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE = range(5)
+EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE, EV_HEAD, EV_UPSTREAM, EV_HS_END = range(8)
 SLOT_LEASE, SLOT_NEXT, SLOT_CREDIT = range(3)
 TICK_MIN, TICK_MAX = 0.002, 0.05  # seconds between pump rounds (a quarter sub-window within)
+# EV_UPSTREAM's error: the backend's response head arrived, or why not
+UP_OK, UP_CONNECT, UP_CLOSED, UP_TIMEOUT, UP_TOO_LARGE = range(5)
 
 
 class NativeUnavailable(RuntimeError):
@@ -287,6 +289,8 @@ class NativeHub:
         self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()
+        # the core's handshake reports (EV_HEAD, EV_UPSTREAM, EV_HS_END), when it listens
+        self.on_handshake: Callable[[tuple[Any, ...]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The Redis-leased mode (router.redis_store.RedisCounterStore): pumps by core handle.
         self.leases: Any = None
@@ -394,6 +398,13 @@ class NativeHub:
                 if pump is not None:
                     pump.sync(time.monotonic())
                 continue
+            if event[0] >= EV_HEAD:
+                if self.on_handshake is not None:
+                    try:
+                        self.on_handshake(event)
+                    except Exception:  # one handshake's bug must not lose the others' reports
+                        log.exception("handling the core's handshake report %r", event[:2])
+                continue
             relay = self.relays.get(event[1])
             if relay is None:
                 continue
@@ -477,6 +488,11 @@ class NativeRelay:
             self.throttle.for_core() if self.throttle is not None else (),
         )
         self.hub.relays[self.ident] = self
+
+    def adopt(self, ident: int) -> None:
+        """The core relays a handshake it did itself (Core.start) under ``ident``."""
+        self.ident = ident
+        self.hub.relays[ident] = self
 
     def counts(self) -> Counts:
         """The core's counters now (or from the router's current snapshot; final once closed)."""

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Iterator, Sequence
@@ -93,6 +94,9 @@ class RouterConfig:
     # Relay path of plaintext connections: "native" (the compiled core, router._core),
     # "python" (router.relay, the reference) or "auto" (native when built). wss: always python.
     relay: str = "auto"
+    # On the native path, the core also accepts plaintext connections and does the upgrade I/O
+    # of handshakes with a cached allow (CoreHandshakes); False: asyncio accepts them all.
+    native_handshake: bool = True
 
 
 class Handshake(Exception):
@@ -144,6 +148,7 @@ class Router:
             decisions=self.decisions,
             relay=self._relay_counts,
             relay_path=self.relay_path,
+            core_handshakes=self._core_handshakes if self.native is not None else None,
         )
         self.analytics = Pipeline(
             list(sinks),
@@ -153,6 +158,7 @@ class Router:
         )
         self.idle_closed = 0
         self._sweeper: asyncio.Task[None] | None = None
+        self.core_handshakes: CoreHandshakes | None = None
 
     def start(self) -> None:
         """Start the analytics flusher and the idle sweep (idempotent; listen() calls it)."""
@@ -226,6 +232,15 @@ class Router:
         finally:
             hub.snap = None
 
+    def _core_handshakes(self) -> dict[tuple[str, ...], float]:
+        """Connections the core accepted, by outcome (/metrics)."""
+        stats = self.native.core.stats() if self.native is not None else {}
+        return {
+            ("accepted",): float(stats.get("accepted", 0)),
+            ("relayed",): float(stats.get("fast_started", 0)),
+            ("handed_back",): float(stats.get("handed_back", 0)),
+        }
+
     def _relay_counts(self) -> dict[tuple[str, ...], float]:
         """Live connections by relay path (/metrics)."""
         on_core = len(self.native.relays) if self.native is not None else 0
@@ -238,6 +253,18 @@ class Router:
     async def listen(self, host: str, port: int, ssl_ctx: ssl.SSLContext | None = None) -> int:
         """Start one listener; returns the port actually bound (``port`` may be 0)."""
         loop = asyncio.get_running_loop()
+        if ssl_ctx is None and self.native is not None and self.config.native_handshake:
+            sock = await _listening_socket(loop, host, port)
+            if sock is not None and self.core_handshakes is None:
+                self.start()
+                self.core_handshakes = CoreHandshakes(self, self.native)
+                bound = int(sock.getsockname()[1])
+                self.native.core.listen(
+                    sock.detach(), http11.MAX_HEAD + 1, self.config.handshake_timeout
+                )
+                return bound
+            if sock is not None:
+                sock.close()
         server = await loop.create_server(
             lambda: Connection(self),
             host,
@@ -306,6 +333,8 @@ class Router:
         """Stop accepting, close relays with 1001, give them ``drain`` seconds, then release."""
         for server in self.servers:
             server.close()
+        if self.native is not None and self.core_handshakes is not None:
+            self.native.core.unlisten()
         for conn in list(self.pending):
             conn.abort()
         for relay in list(self.relays):
@@ -347,10 +376,56 @@ def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
     return ctx
 
 
+def backend_headers(
+    request: Request, request_id: str, found: Extracted, strip: bool, client_ip: str
+) -> list[tuple[str, str]]:
+    """The headers of the backend upgrade request besides the WebSocket ones."""
+    extensions = request.headers.get("sec-websocket-extensions", "")
+    if strip:
+        extensions = http11.without_extension(extensions, DEFLATE)
+    headers = [
+        ("Sec-WebSocket-Protocol", found.offer),
+        ("Sec-WebSocket-Extensions", extensions),
+    ]
+    headers += [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
+    headers += [("X-Forwarded-For", client_ip), ("X-Request-ID", request_id)]
+    return headers
+
+
+def handshake_done(
+    router: Router, tags: Tags, path: str, status: int, reason: str, started: float, cache: str
+) -> None:
+    """A handshake ended (either path): its log line, metrics and analytics event."""
+    latency_ms = (time.monotonic() - started) * 1000
+    log.info(
+        "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s",
+        tags.request_id,
+        tags.api,
+        tags.topic,
+        path,
+        "upgraded" if status == 101 else "rejected",
+        status,
+        latency_ms,
+        cache,
+        extra={
+            "request_id": tags.request_id,
+            "api": tags.api,
+            "topic": tags.topic,
+            "status": status,
+            "cache": cache,
+        },
+    )
+    router.metrics.handshake(status == 101, status, latency_ms / 1000)
+    router.analytics.emit(
+        HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
+    )
+
+
 class Connection(asyncio.Protocol):
     """A client connection until its handshake is answered (then a Relay owns the transport)."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, initial: bytes = b"") -> None:
+        self.initial = initial  # bytes the core read before it gave the socket back
         self.router = router
         self.transport: asyncio.Transport | None = None
         self.reader: HeadReader | None = HeadReader()
@@ -371,6 +446,9 @@ class Connection(asyncio.Protocol):
         self.router.pending.add(self)
         loop = asyncio.get_running_loop()
         self.timer = loop.call_later(self.router.config.handshake_timeout, self._timed_out)
+        if self.initial:
+            data, self.initial = self.initial, b""
+            self.data_received(data)
 
     def data_received(self, data: bytes) -> None:
         if self.reader is None:
@@ -586,30 +664,8 @@ class Connection(asyncio.Protocol):
         finally:
             if counted:
                 router.upgrading -= 1
-            latency_ms = (time.monotonic() - started) * 1000
-            log.info(
-                "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s",
-                request_id,
-                api,
-                topic,
-                request.path,
-                "upgraded" if status == 101 else "rejected",
-                status,
-                latency_ms,
-                cache,
-                extra={
-                    "request_id": request_id,
-                    "api": api,
-                    "topic": topic,
-                    "status": status,
-                    "cache": cache,
-                },
-            )
-            router.metrics.handshake(status == 101, status, latency_ms / 1000)
             tags = Tags(request_id, api, api_id, topic, application_id, key_type, self.client_ip)
-            router.analytics.emit(
-                HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
-            )
+            handshake_done(router, tags, request.path, status, reason, started, cache)
 
     def _match(self, host: str, path: str) -> Match:
         try:
@@ -623,63 +679,9 @@ class Connection(asyncio.Protocol):
     async def _check(
         self, request: Request, request_id: str, host: str, match: Match, found: Extracted
     ) -> tuple[enforcer_pb2.HandshakeResponse, str]:
-        """The enforcer's verdict (raises Handshake when denied), and how the decision cache
-        took part: "hit" (no Check sent), "miss" (asked, and an allow is now cached when it
-        may be), or "off" (bypassed: disabled, or the rules stream is down)."""
-        router = self.router
-        decisions = router.decisions
-        key = b""
-        if decisions.usable:
-            if router.routes.version != decisions.route_version:
-                decisions.set_route_version(router.routes.version)
-            headers = request.headers
-            key = decision_key(
-                match.route.api_id,
-                match.topic.path,
-                [(c.kind, c.token) for c in found.credentials],
-                headers.get("authorization", ""),
-                headers.get("origin", ""),
-                headers.get("referer", ""),
-                self.client_ip,
-            )
-            cached = decisions.get(key, time.monotonic())
-            if cached is not None:
-                return cached, "hit"
-        check = enforcer_pb2.HandshakeRequest(
-            request_id=request_id,
-            api_id=match.route.api_id,
-            topic=match.topic.path,
-            path=request.path,
-            host=host,
-            authorization=request.headers.get("authorization", ""),
-            client_ip=self.client_ip,
-            headers=credentials.enforcer_headers(request.headers),
-            credentials=[
-                enforcer_pb2.Credential(kind=c.kind, source=c.source, token=c.token)
-                for c in found.credentials
-            ],
-            origin=request.headers.get("origin", ""),
-            referer=request.headers.get("referer", ""),
+        return await check_handshake(
+            self.router, request, request_id, host, match, found, self.client_ip
         )
-        try:
-            verdict = await self.router.enforcer.check(check)
-        except EnforcerUnavailable as exc:
-            log.warning("enforcer unavailable for %s: %s", request_id, exc)
-            raise Handshake(
-                503, 503, "Service Unavailable", "The gateway could not verify the request."
-            ) from None
-        if not verdict.allowed:
-            status = verdict.http_status or 403
-            raise Handshake(
-                status,
-                verdict.error_code or status,
-                verdict.message or http11.HttpError(status, "").message,
-                verdict.description,
-            )
-        if key:
-            decisions.put(key, verdict, match.route.api_id, time.monotonic(), time.time())
-            return verdict, "miss"
-        return verdict, "off"
 
     @staticmethod
     def _endpoint(match: Match, key_type: str) -> tuple[str, str]:
@@ -716,15 +718,7 @@ class Connection(asyncio.Protocol):
             target = backend.parse_backend_url(url, found.query)
         except ValueError as exc:
             raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
-        extensions = request.headers.get("sec-websocket-extensions", "")
-        if strip:
-            extensions = http11.without_extension(extensions, DEFLATE)
-        headers = [
-            ("Sec-WebSocket-Protocol", found.offer),
-            ("Sec-WebSocket-Extensions", extensions),
-        ]
-        headers += [(name, request.headers.get(name, "")) for name in FORWARDED_TO_BACKEND]
-        headers += [("X-Forwarded-For", self.client_ip), ("X-Request-ID", request_id)]
+        headers = backend_headers(request, request_id, found, strip, self.client_ip)
         try:
             conn = await backend.connect(
                 target, ca_pem, headers, self.router.config.backend_connect_timeout
@@ -839,3 +833,541 @@ class Connection(asyncio.Protocol):
         )
         self.early = bytearray()
         router.live.attach(live, relay, verdict.token_expires_at)
+
+
+async def _listening_socket(
+    loop: asyncio.AbstractEventLoop, host: str, port: int
+) -> socket.socket | None:
+    """A bound, listening TCP socket for the core, or None when ``host`` names more than one
+    address (asyncio's create_server binds each; the core listens on one socket)."""
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    addresses = list(dict.fromkeys((info[0], info[4]) for info in infos))
+    if len(addresses) != 1:
+        return None
+    family, address = addresses[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass(slots=True)
+class _CoreUpgrade:
+    """A handshake whose backend upgrade the core is doing (between connect and its report)."""
+
+    started: float
+    request: Request
+    tags: Tags
+    key: str  # the client's Sec-WebSocket-Key
+    backend_key: str
+    url: str
+    target: backend.BackendUrl
+    verdict: enforcer_pb2.HandshakeResponse
+    found: Extracted
+    strip: bool
+    live: Live
+    cache: str  # how the decision cache took part (the log line's cache=)
+
+
+@dataclass(slots=True)
+class _Head:
+    """A request head the core reported, and what the router learnt of it so far."""
+
+    hid: int
+    peer: str
+    request: Request
+    head_len: int
+    started: float
+    request_id: str = ""
+    key: str = ""
+    host: str = ""
+    match: Match | None = None
+    found: Extracted | None = None
+    api: str = "-"
+    topic: str = "-"
+    api_id: str = ""
+    application_id: str = ""
+    key_type: str = ""
+
+    def tags(self) -> Tags:
+        return Tags(
+            self.request_id,
+            self.api,
+            self.api_id,
+            self.topic,
+            self.application_id,
+            self.key_type,
+            self.peer,
+        )
+
+
+def _tls_backend(match: Match) -> bool:
+    """Whether the topic may send the upgrade to a wss backend (the core speaks plaintext)."""
+    urls = (match.topic.production_url, match.topic.sandbox_url)
+    return any(url.lower().startswith(("wss:", "https:")) for url in urls)
+
+
+class CoreHandshakes:
+    """The handshakes the core accepted (Core.listen): Python decides each one from the core's
+    reports, the core does the I/O.
+
+    A request head arrives as EV_HEAD. An upgrade whose allow is in the decision cache goes on
+    in the core (Core.connect: backend upgrade; EV_UPSTREAM: its response head, checked here;
+    Core.start: the 101 and the relay), with the same checks, answers, log line, metrics and
+    analytics as Connection._upgrade. Everything else (health, metrics, testkey, a cache miss,
+    a wss backend, a backend name not resolved yet) goes back to asyncio as a Connection with
+    the bytes already read (Core.handback), and runs exactly as if asyncio had accepted it.
+    """
+
+    def __init__(self, router: Router, hub: NativeHub) -> None:
+        self.router = router
+        self.hub = hub
+        self.core = hub.core
+        self.upgrades: dict[int, _CoreUpgrade] = {}
+        self.checking: dict[int, asyncio.Task[None]] = {}  # misses awaiting the enforcer
+        self.adopting: set[asyncio.Task[object]] = set()
+        hub.on_handshake = self.report
+
+    def report(self, event: tuple[object, ...]) -> None:
+        kind = event[0]
+        if kind == native.EV_HEAD:
+            self._head(cast(int, event[1]), cast(str, event[2]), cast(bytes, event[3]))
+        elif kind == native.EV_UPSTREAM:
+            self._upstream(
+                cast(int, event[1]), cast(int, event[2]), cast(int, event[3]), cast(bytes, event[4])
+            )
+        elif kind == native.EV_HS_END:
+            self._ended(cast(int, event[1]), cast(int, event[2]), cast(str, event[3]))
+
+    # -- the request head ------------------------------------------------------------------
+
+    def _hand_back(self, hid: int) -> None:
+        got = self.core.handback(hid)
+        if got is None:
+            return  # the client went away meanwhile
+        fd, data = got
+        sock = socket.socket(fileno=fd)
+        loop = asyncio.get_running_loop()
+        router = self.router
+        task = loop.create_task(
+            loop.connect_accepted_socket(lambda: Connection(router, data), sock)
+        )
+        self.adopting.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[object]) -> None:
+        self.adopting.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("a connection given back by the core failed: %s", task.exception())
+
+    def _head(self, hid: int, peer: str, data: bytes) -> None:
+        try:
+            got = HeadReader().feed(data)
+            if got is None:
+                self._hand_back(hid)
+                return
+            head = got[0]
+            request = http11.parse_request_head(head)
+        except HttpError as exc:
+            self.core.reply(hid, http11.http_error_response(exc))
+            return
+        if request.path in ("/health", "/ready", "/metrics", "/testkey") or not (
+            http11.is_upgrade(request)
+        ):
+            self._hand_back(hid)
+            return
+        self._upgrade(hid, peer, request, len(head))
+
+    def _upgrade(self, hid: int, peer: str, request: Request, head_len: int) -> None:
+        """Connection._upgrade with the core's I/O: synchronous for a cache hit; a miss awaits
+        the enforcer in a task (:meth:`_check_first`) while the core holds the connection."""
+        router = self.router
+        h = _Head(hid, peer, request, head_len, time.monotonic())
+        h.request_id = safe_request_id(request.headers.get("x-request-id"))
+        try:
+            try:
+                h.key = http11.validate_upgrade(request)
+            except HttpError as exc:
+                self.core.reply(hid, http11.http_error_response(exc))
+                handshake_done(
+                    router, h.tags(), request.path, exc.status, exc.description, h.started, "off"
+                )
+                return
+            limit = router.config.max_connections
+            if limit and len(router.relays) + router.upgrading >= limit:
+                raise Handshake(
+                    503,
+                    503,
+                    "Service Unavailable",
+                    f"The gateway is at its connection limit ({limit}); try again later.",
+                )
+            h.host = host_without_port(request.headers.get("host", ""))
+            match = h.match = _match(router, h.host, request.path)
+            h.api = f"{match.route.api_name}:{match.route.api_version}"
+            h.topic, h.api_id = match.topic.path, match.route.api_id
+            h.found = credentials.extract(request.headers, request.query)
+            checked_at = time.monotonic()
+            cache_key, verdict = self._cached(request, match, h.found, peer)
+            if verdict is None:
+                if router.counters is not self.hub.store or _tls_backend(match):
+                    self._hand_back(hid)  # Redis-shared counters or TLS: asyncio's path
+                    return
+                task = asyncio.get_running_loop().create_task(self._check_first(h))
+                self.checking[hid] = task
+                return
+            if verdict.quotas and router.counters is not self.hub.store:
+                self._hand_back(hid)  # Redis-shared counters: the Python relay
+                return
+            if not self._connect(h, verdict, checked_at, "hit", None, cache_key):
+                self._hand_back(hid)  # TLS to the backend, or its name is not resolved yet
+        except Handshake as exc:
+            self._refuse(h, exc, "off")
+
+    def _refuse(self, h: _Head, exc: Handshake, cache: str) -> None:
+        self.core.reply(
+            h.hid, http11.error_response(exc.status, exc.code, exc.message, exc.description)
+        )
+        reason = exc.description or exc.message
+        handshake_done(self.router, h.tags(), h.request.path, exc.status, reason, h.started, cache)
+
+    async def _check_first(self, h: _Head) -> None:
+        """A cache miss: the enforcer's Check (and the backend's name), then :meth:`_connect`."""
+        router = self.router
+        router.upgrading += 1  # counted against the limit while checking, as on asyncio's path
+        counted = True
+        cache = "off"
+        try:
+            assert h.match is not None and h.found is not None
+            checked_at = time.monotonic()
+            verdict, cache = await check_handshake(
+                router, h.request, h.request_id, h.host, h.match, h.found, h.peer
+            )
+            url, _ca_pem = Connection._endpoint(h.match, verdict.key_type)
+            try:
+                target = backend.parse_backend_url(url, h.found.query)
+                addresses = await backend.RESOLVER.addresses(target.host, target.port)
+            except ValueError as exc:
+                raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
+            except OSError as exc:
+                log.warning("backend %s for %s: %s", url, h.request_id, exc)
+                raise Handshake(
+                    502, 101503, "Connection Failure", f"cannot connect to the backend: {exc}"
+                ) from None
+            self.checking.pop(h.hid, None)  # from here the client leaving ends the upgrade
+            router.upgrading -= 1
+            counted = False
+            if not self._connect(h, verdict, checked_at, cache, addresses, b""):
+                raise Handshake(502, 101503, "Connection Failure", "The backend needs TLS.")
+        except Handshake as exc:
+            self._refuse(h, exc, cache)
+        except asyncio.CancelledError:
+            reason = "client closed the connection during the handshake"
+            handshake_done(router, h.tags(), h.request.path, 499, reason, h.started, cache)
+        except Exception:
+            log.exception("handshake %s failed", h.request_id)
+            self._refuse(
+                h, Handshake(500, 500, "Internal Server Error", "Unexpected router error."), cache
+            )
+        finally:
+            if counted:
+                router.upgrading -= 1
+            self.checking.pop(h.hid, None)
+
+    def _connect(
+        self,
+        h: _Head,
+        verdict: enforcer_pb2.HandshakeResponse,
+        checked_at: float,
+        cache: str,
+        addresses: list[str] | None,
+        cache_key: bytes,
+    ) -> bool:
+        """The backend upgrade by the core (Connection._connect_backend's request); False when
+        it cannot do it (a wss backend, a name not resolved): the caller hands the socket back.
+
+        Raises:
+            Handshake: no endpoint for the key type, a bad backend URL.
+        """
+        router = self.router
+        assert h.match is not None and h.found is not None
+        url, _ca_pem = Connection._endpoint(h.match, verdict.key_type)
+        try:
+            target = backend.parse_backend_url(url, h.found.query)
+        except ValueError as exc:
+            raise Handshake(502, 101503, "Connection Failure", str(exc)) from None
+        if addresses is None:
+            addresses = None if target.secure else backend.RESOLVER.cached(target.host, target.port)
+        if addresses is None or target.secure:
+            return False
+        if cache_key:
+            router.decisions.get(cache_key, checked_at)  # counted as the hit it is
+        h.application_id, h.key_type = verdict.application_id, verdict.key_type.upper()
+        strip = strips_compression(
+            h.match.route.compression, router.config.compression, verdict.quotas
+        )
+        headers = backend_headers(h.request, h.request_id, h.found, strip, h.peer)
+        backend_key = backend.new_key()
+        identity = Identity.of(verdict.token_id, h.application_id, h.api_id, h.key_type)
+        live = router.live.begin(identity, checked_at, verdict.subscription_id)
+        self.upgrades[h.hid] = _CoreUpgrade(
+            h.started,
+            h.request,
+            h.tags(),
+            h.key,
+            backend_key,
+            url,
+            target,
+            verdict,
+            h.found,
+            strip,
+            live,
+            cache,
+        )
+        router.upgrading += 1
+        request_bytes = backend.build_request(target, backend_key, headers)
+        if not self.core.connect(
+            h.hid,
+            addresses[0],
+            target.port,
+            request_bytes,
+            h.head_len,
+            router.config.backend_connect_timeout,
+        ):
+            self._lost(h.hid)
+        return True
+
+    def _cached(
+        self, request: Request, match: Match, found: Extracted, peer: str
+    ) -> tuple[bytes, enforcer_pb2.HandshakeResponse | None]:
+        """The decision key and the cached allow (None: a miss, or the cache is not usable)."""
+        decisions = self.router.decisions
+        if not decisions.usable:
+            return b"", None
+        if self.router.routes.version != decisions.route_version:
+            return b"", None  # the asyncio path sets the new version
+        headers = request.headers
+        key = decision_key(
+            match.route.api_id,
+            match.topic.path,
+            [(c.kind, c.token) for c in found.credentials],
+            headers.get("authorization", ""),
+            headers.get("origin", ""),
+            headers.get("referer", ""),
+            peer,
+        )
+        return key, decisions.peek(key, time.monotonic())
+
+    # -- the backend's answer ----------------------------------------------------------------
+
+    def _upstream(self, hid: int, error: int, code: int, head: bytes) -> None:
+        up = self.upgrades.pop(hid, None)
+        if up is None:
+            return
+        router = self.router
+        status, reason = 101, ""
+        try:
+            response = self._response(up, error, code, head)
+            chosen = response.headers
+            extensions = chosen.get("sec-websocket-extensions", "")
+            if up.strip and DEFLATE in http11.extension_names(extensions):
+                log.warning(
+                    "backend %s for %s: negotiated %s unasked", up.url, up.tags.request_id, DEFLATE
+                )
+                raise Handshake(
+                    502, 101503, "Connection Failure", f"The backend negotiated {DEFLATE} unasked."
+                )
+            protocol = credentials.selected_subprotocol(
+                up.found, chosen.get("sec-websocket-protocol", "")
+            )
+            answer = http11.switching_protocols(http11.accept_key(up.key), protocol, extensions)
+            if not self._start(hid, up, answer, bool(extensions)):
+                status, reason = 499, "client closed the connection during the handshake"
+        except Handshake as exc:
+            status, reason = exc.status, exc.description or exc.message
+            self.core.reply(
+                hid, http11.error_response(exc.status, exc.code, exc.message, exc.description)
+            )
+        except Exception:
+            status, reason = 500, "unexpected router error"
+            log.exception("handshake %s failed", up.tags.request_id)
+            self.core.reply(
+                hid,
+                http11.error_response(
+                    500, 500, "Internal Server Error", "Unexpected router error."
+                ),
+            )
+        finally:
+            router.upgrading -= 1
+            if up.live.relay is None:
+                router.live.end(up.live)
+            handshake_done(router, up.tags, up.request.path, status, reason, up.started, up.cache)
+
+    def _response(self, up: _CoreUpgrade, error: int, code: int, head: bytes) -> http11.Response:
+        """The backend's checked 101 (backend.connect's checks and answers), else Handshake."""
+        description = ""
+        status = 502
+        if error == native.UP_TIMEOUT:
+            status, description = 504, "the backend did not complete the handshake in time"
+        elif error == native.UP_CONNECT:
+            backend.RESOLVER.forget(up.target.host, up.target.port)
+            description = f"cannot connect to the backend: {OSError(code, os.strerror(code))}"
+        elif error == native.UP_CLOSED:
+            description = "the backend closed the connection during the handshake"
+        elif error == native.UP_TOO_LARGE:
+            description = "invalid backend response: the response head is larger than 16 KiB"
+        else:
+            try:
+                response = http11.parse_response_head(head)
+                http11.check_backend_response(response, up.backend_key)
+                return response
+            except HttpError as exc:
+                description = f"invalid backend response: {exc}"
+            except ValueError as exc:
+                description = str(exc)
+        log.warning("backend %s for %s: %s", up.url, up.tags.request_id, description)
+        message = "Gateway Timeout" if status == 504 else "Connection Failure"
+        raise Handshake(status, 101503, message, description)
+
+    def _start(self, hid: int, up: _CoreUpgrade, answer: bytes, allow_rsv: bool) -> bool:
+        """Connection._start_native for a handshake the core did: False when the client left."""
+        router, hub, verdict = self.router, self.hub, up.verdict
+        tags = up.tags
+        info = RelayInfo(
+            tags.request_id,
+            tags.api,
+            tags.topic,
+            tags.client_ip,
+            tags.api_id,
+            tags.application_id,
+            tags.key_type,
+        )
+        throttle = hub.throttle(verdict.quotas, time.monotonic()) if verdict.quotas else None
+        live = up.live
+        live.throttle = throttle
+        relay = NativeRelay(
+            hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
+        )
+        ident = self.core.start(
+            hid,
+            answer,
+            router.config.max_message,
+            allow_rsv,
+            throttle.for_core() if throttle is not None else (),
+        )
+        if ident is None:
+            return False  # (live.end releases the throttle's counters)
+        relay.adopt(ident)
+        router.relays.add(relay)
+        router.live.attach(live, relay, verdict.token_expires_at)
+        return True
+
+    # -- the client went away, or its head did not come in time --------------------------------
+
+    def _ended(self, hid: int, why: int, peer: str) -> None:
+        if why == 1:
+            log.info("handshake timeout from %s", peer)
+            self.core.reply(
+                hid,
+                http11.error_response(
+                    408, 408, "Request Timeout", "The request head was not received in time."
+                ),
+            )
+            return
+        self._lost(hid)
+
+    def _lost(self, hid: int) -> None:
+        task = self.checking.pop(hid, None)
+        if task is not None:
+            task.cancel()  # it logs the 499
+            return
+        up = self.upgrades.pop(hid, None)
+        if up is None:
+            return
+        self.router.upgrading -= 1
+        self.router.live.end(up.live)
+        reason = "client closed the connection during the handshake"
+        handshake_done(self.router, up.tags, up.request.path, 499, reason, up.started, up.cache)
+
+
+async def check_handshake(
+    router: Router,
+    request: Request,
+    request_id: str,
+    host: str,
+    match: Match,
+    found: Extracted,
+    client_ip: str,
+) -> tuple[enforcer_pb2.HandshakeResponse, str]:
+    """The enforcer's verdict (raises Handshake when denied), and how the decision cache
+    took part: "hit" (no Check sent), "miss" (asked, and an allow is now cached when it
+    may be), or "off" (bypassed: disabled, or the rules stream is down)."""
+    decisions = router.decisions
+    key = b""
+    if decisions.usable:
+        if router.routes.version != decisions.route_version:
+            decisions.set_route_version(router.routes.version)
+        headers = request.headers
+        key = decision_key(
+            match.route.api_id,
+            match.topic.path,
+            [(c.kind, c.token) for c in found.credentials],
+            headers.get("authorization", ""),
+            headers.get("origin", ""),
+            headers.get("referer", ""),
+            client_ip,
+        )
+        cached = decisions.get(key, time.monotonic())
+        if cached is not None:
+            return cached, "hit"
+    check = enforcer_pb2.HandshakeRequest(
+        request_id=request_id,
+        api_id=match.route.api_id,
+        topic=match.topic.path,
+        path=request.path,
+        host=host,
+        authorization=request.headers.get("authorization", ""),
+        client_ip=client_ip,
+        headers=credentials.enforcer_headers(request.headers),
+        credentials=[
+            enforcer_pb2.Credential(kind=c.kind, source=c.source, token=c.token)
+            for c in found.credentials
+        ],
+        origin=request.headers.get("origin", ""),
+        referer=request.headers.get("referer", ""),
+    )
+    try:
+        verdict = await router.enforcer.check(check)
+    except EnforcerUnavailable as exc:
+        log.warning("enforcer unavailable for %s: %s", request_id, exc)
+        raise Handshake(
+            503, 503, "Service Unavailable", "The gateway could not verify the request."
+        ) from None
+    if not verdict.allowed:
+        status = verdict.http_status or 403
+        raise Handshake(
+            status,
+            verdict.error_code or status,
+            verdict.message or http11.HttpError(status, "").message,
+            verdict.description,
+        )
+    if key:
+        decisions.put(key, verdict, match.route.api_id, time.monotonic(), time.time())
+        return verdict, "miss"
+    return verdict, "off"
+
+
+def _match(router: Router, host: str, path: str) -> Match:
+    try:
+        match = router.routes.table.match(host, path)
+    except BadPath as exc:
+        raise Handshake(400, 400, "Bad Request", f"Invalid request path: {exc}") from None
+    if match is None:
+        raise Handshake(404, 404, "Not Found", NO_MATCH)
+    return match

@@ -59,6 +59,10 @@ class RouterSettings(CommonSettings):
     # (router._core; the router refuses to start without it), "python": router/relay.py (the
     # reference implementation), "auto": native when built. wss connections always use python.
     relay: Literal["native", "python", "auto"] = "auto"
+    # WSGATE_ROUTER_NATIVE_HANDSHAKE: on the native relay path the core also accepts plaintext
+    # connections and does the upgrade I/O (request head, backend upgrade, 101) of handshakes
+    # whose allow is cached; Python still decides each one (router/server.py CoreHandshakes).
+    router_native_handshake: bool = True
 
     @property
     def analytics_path(self) -> Path | None:

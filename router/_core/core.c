@@ -46,10 +46,13 @@
 enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
 enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
 static const char *BY_NAMES[] = {"", "client", "backend", "router"};
-enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE };
+enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE, EV_HEAD, EV_UPSTREAM, EV_HS_END };
+enum tag { TAG_SIDE, TAG_HS_CLIENT, TAG_HS_BACKEND, TAG_LISTEN };
+typedef struct hs hs;
 
 typedef struct conn conn;
 typedef struct side {
+    int kind; /* TAG_SIDE: what an epoll event's data.ptr points at (see hs.c's tags) */
     conn *c;
     struct side *peer;
     int fd;
@@ -92,6 +95,8 @@ typedef struct event {
     uint64_t close_seq[2];
     uint64_t counts[7];
     char text[100];
+    uint8_t *data; /* EV_HEAD, EV_UPSTREAM: bytes for Python (owned, freed by events()) */
+    size_t len;
 } event;
 
 typedef struct {
@@ -112,6 +117,19 @@ typedef struct {
     uint8_t *rbuf; /* the one read buffer, WS_HEADROOM + READ_SIZE */
     uint64_t closed_total;
     double next_deadline; /* earliest grace/close deadline set (maybe cancelled since); 0 none */
+    /* the plaintext listener and the handshakes before their relay starts (hs.c) */
+    int listen_tag; /* TAG_LISTEN: data.ptr of the listener's epoll event */
+    int lfd;
+    size_t max_head;
+    double head_timeout;
+    hs **hslots;
+    uint32_t nhslots, nhlive;
+    uint32_t *hfree;
+    uint32_t nhfree;
+    uint64_t accepted, handed_back, fast_started;
+    hs *hdead;
+    hs *hpending; /* connects asked by Python, in the relay thread's next turn */
+    double listen_resume; /* out of fds: accepting pauses until then (0: not paused) */
 } CoreObject;
 
 static void set_deadline(CoreObject *core, double *at, double when) {
@@ -148,6 +166,10 @@ static event *push_event_id(CoreObject *core, int kind, uint64_t id) {
     }
     return e;
 }
+
+static double hs_next_deadline(CoreObject *core, double next);
+static void close_listener(CoreObject *self);
+static void hs_run_pending(CoreObject *core);
 
 static event *push_event(CoreObject *core, int kind, conn *c) {
     return push_event_id(core, kind, c->id);
@@ -624,6 +646,423 @@ static double next_deadline(CoreObject *core) {
             if (ds[k] && (!next || ds[k] < next))
                 next = ds[k];
     }
+    return hs_next_deadline(core, next);
+}
+
+
+/* ---- handshakes in the core (plaintext listener) ---------------------------------------------
+ *
+ * With Core.listen() the core accepts the plaintext listener's connections and reads each
+ * request head (at most max_head bytes, within head_timeout); a complete (or oversized) head is
+ * reported to Python (EV_HEAD), which decides: release() gives the socket back (the asyncio
+ * path), reply() sends an answer and closes, connect() opens the backend, sends the upgrade
+ * request and reports the backend's response head (EV_UPSTREAM), start() turns both sockets
+ * into a relayed connection. The core never decides anything about a request. */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+enum hs_state { HS_HEAD, HS_WAIT, HS_UPSTREAM, HS_REPLY, HS_DEAD };
+#define HS_EARLY_MAX (64 * 1024) /* bytes after the head a client may send before the 101 */
+#define HS_RESP_MAX (16 * 1024 + 1)
+#define HS_LINGER 1.0
+enum up_err { UP_OK, UP_CONNECT, UP_CLOSED, UP_TIMEOUT, UP_TOO_LARGE };
+
+typedef struct hs_end {
+    int kind;
+    hs *h;
+} hs_end;
+
+struct hs {
+    uint64_t id;
+    uint32_t slot;
+    int state;
+    int cfd, bfd;
+    hs_end ce, be;
+    uint32_t cev, bev; /* registered events; creg/breg: registered with epoll at all */
+    int creg, breg, connected;
+    uint8_t *cbuf; /* what the client sent so far */
+    size_t clen;
+    size_t head_len; /* given by connect(): cbuf[head_len:] is the client's early data */
+    uint8_t *bbuf;   /* what the backend sent so far */
+    size_t blen, bhead;
+    uint8_t *out; /* to the backend (HS_UPSTREAM) or to the client (HS_REPLY) */
+    size_t outlen, outoff;
+    double deadline;
+    char peer[INET6_ADDRSTRLEN];
+    hs *next_dead;
+    /* connect() asked by Python, done by the relay thread (no socket calls on the loop) */
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    double connect_timeout;
+    hs *next_pending;
+};
+
+static void hs_watch(CoreObject *core, hs *h, int client, uint32_t want) {
+    int fd = client ? h->cfd : h->bfd;
+    uint32_t *have = client ? &h->cev : &h->bev;
+    int *reg = client ? &h->creg : &h->breg;
+    if (fd < 0 || (*reg && *have == want))
+        return;
+    struct epoll_event ev = {.events = want, .data.ptr = client ? (void *)&h->ce : (void *)&h->be};
+    if (epoll_ctl(core->epfd, *reg ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) == 0) {
+        *reg = 1;
+        *have = want;
+    }
+}
+
+/* Forget the handshake; close_fds: its sockets too (else the caller took them). The memory
+ * is freed after the current epoll batch (an event of it may still be queued). */
+static void hs_free(CoreObject *core, hs *h, int close_fds) {
+    if (h->state == HS_DEAD)
+        return;
+    if (close_fds) {
+        if (h->cfd >= 0)
+            close(h->cfd); /* close() drops the epoll registration too */
+        if (h->bfd >= 0)
+            close(h->bfd);
+    }
+    h->cfd = h->bfd = -1;
+    h->state = HS_DEAD;
+    h->deadline = 0;
+    core->hslots[h->slot] = NULL;
+    core->hfree[core->nhfree++] = h->slot;
+    core->nhlive--;
+    h->next_dead = core->hdead;
+    core->hdead = h;
+}
+
+static void hs_free_dead(CoreObject *core) {
+    while (core->hdead) {
+        hs *h = core->hdead;
+        core->hdead = h->next_dead;
+        free(h->cbuf);
+        free(h->bbuf);
+        free(h->out);
+        free(h);
+    }
+}
+
+static void hs_close_backend(CoreObject *core, hs *h) {
+    if (h->bfd >= 0)
+        close(h->bfd);
+    h->bfd = -1;
+    h->breg = 0;
+    h->bev = 0;
+}
+
+static hs *hs_lookup(CoreObject *core, uint64_t id) {
+    uint32_t slot = (uint32_t)(id & 0xFFFFFFFF);
+    if (slot >= core->nhslots)
+        return NULL;
+    hs *h = core->hslots[slot];
+    return h && h->id == id ? h : NULL;
+}
+
+static int hs_grow(CoreObject *core) {
+    uint32_t n = core->nhslots ? core->nhslots * 2 : 256;
+    hs **slots = realloc(core->hslots, n * sizeof *slots);
+    if (!slots)
+        return -1;
+    core->hslots = slots;
+    uint32_t *fs = realloc(core->hfree, n * sizeof *fs);
+    if (!fs)
+        return -1;
+    core->hfree = fs;
+    for (uint32_t i = n; i > core->nhslots; i--) {
+        slots[i - 1] = NULL;
+        fs[core->nhfree++] = i - 1;
+    }
+    core->nhslots = n;
+    return 0;
+}
+
+static void hs_end_event(CoreObject *core, hs *h, int why) {
+    event *e = push_event_id(core, EV_HS_END, h->id);
+    if (e) {
+        snprintf(e->text, sizeof e->text, "%s", h->peer);
+        e->a = why; /* 0: the client went away (freed); 1: head timeout (waits for Python) */
+    }
+}
+
+static void hs_upstream_event(CoreObject *core, hs *h, int err, int code) {
+    event *e = push_event_id(core, EV_UPSTREAM, h->id);
+    if (!e)
+        return;
+    e->a = err;
+    e->b = code;
+    if (err == UP_OK && h->bhead) {
+        e->data = malloc(h->bhead);
+        if (e->data) {
+            memcpy(e->data, h->bbuf, h->bhead);
+            e->len = h->bhead;
+        }
+    }
+}
+
+static void hs_accept(CoreObject *core) {
+    for (int i = 0; i < 64; i++) {
+        struct sockaddr_storage sa;
+        socklen_t salen = sizeof sa;
+        int fd = accept4(core->lfd, (struct sockaddr *)&sa, &salen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                /* out of fds or memory: the listener would stay readable and spin this thread;
+                 * stop watching it for a moment (the backlog holds the clients meanwhile) */
+                struct epoll_event ev = {.events = 0, .data.ptr = &core->listen_tag};
+                epoll_ctl(core->epfd, EPOLL_CTL_MOD, core->lfd, &ev);
+                set_deadline(core, &core->listen_resume, mono() + 0.1);
+            }
+            return; /* EAGAIN, or an error of that one connection */
+        }
+        hs *h = calloc(1, sizeof *h);
+        if (!h || (!core->nhfree && hs_grow(core) < 0)) {
+            free(h);
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        h->slot = core->hfree[--core->nhfree];
+        h->id = (core->next_id++ << 32) | h->slot;
+        h->cfd = fd;
+        h->bfd = -1;
+        h->ce = (hs_end){TAG_HS_CLIENT, h};
+        h->be = (hs_end){TAG_HS_BACKEND, h};
+        if (sa.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&sa)->sin_addr, h->peer, sizeof h->peer);
+        else if (sa.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&sa)->sin6_addr, h->peer,
+                      sizeof h->peer);
+        core->hslots[h->slot] = h;
+        core->nhlive++;
+        core->accepted++;
+        if (core->head_timeout > 0)
+            set_deadline(core, &h->deadline, mono() + core->head_timeout);
+        hs_watch(core, h, 1, EPOLLIN);
+    }
+}
+
+static void hs_reply_flush(CoreObject *core, hs *h) {
+    while (h->outoff < h->outlen) {
+        ssize_t r = send(h->cfd, h->out + h->outoff, h->outlen - h->outoff,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                hs_watch(core, h, 1, EPOLLIN | EPOLLOUT);
+                return;
+            }
+            hs_free(core, h, 1);
+            return;
+        }
+        h->outoff += (size_t)r;
+    }
+    /* all out: our FIN, then wait (briefly) for the client's, so that closing does not answer
+     * bytes it still sends with an RST that could destroy the answer unread */
+    if (shutdown(h->cfd, SHUT_WR) < 0) {
+        hs_free(core, h, 1);
+        return;
+    }
+    set_deadline(core, &h->deadline, mono() + HS_LINGER);
+    hs_watch(core, h, 1, EPOLLIN);
+}
+
+static void hs_client_readable(CoreObject *core, hs *h) {
+    uint8_t *buf = core->rbuf;
+    size_t room = READ_SIZE;
+    if (h->state == HS_HEAD && room > core->max_head - h->clen)
+        room = core->max_head - h->clen;
+    ssize_t r = recv(h->cfd, buf, room, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (h->state == HS_REPLY) {
+        if (r <= 0)
+            hs_free(core, h, 1); /* the client's FIN (or an error): done */
+        return;                  /* anything else it sends is dropped */
+    }
+    if (r <= 0) { /* the client went away before its relay started */
+        hs_end_event(core, h, 0);
+        hs_free(core, h, 1);
+        return;
+    }
+    uint8_t *grown = realloc(h->cbuf, h->clen + (size_t)r);
+    if (!grown) {
+        hs_end_event(core, h, 0);
+        hs_free(core, h, 1);
+        return;
+    }
+    memcpy(grown + h->clen, buf, (size_t)r);
+    size_t from = h->clen > 3 ? h->clen - 3 : 0;
+    h->cbuf = grown;
+    h->clen += (size_t)r;
+    if (h->state == HS_HEAD) {
+        if (!memmem(h->cbuf + from, h->clen - from, "\r\n\r\n", 4) && h->clen < core->max_head)
+            return;
+        h->state = HS_WAIT;
+        h->deadline = 0;
+        event *e = push_event_id(core, EV_HEAD, h->id);
+        if (e) {
+            snprintf(e->text, sizeof e->text, "%s", h->peer);
+            e->data = malloc(h->clen);
+            if (e->data) {
+                memcpy(e->data, h->cbuf, h->clen);
+                e->len = h->clen;
+            }
+        }
+        return;
+    }
+    if (h->clen >= core->max_head + HS_EARLY_MAX)
+        hs_watch(core, h, 1, 0); /* enough early data: wait for the decision */
+}
+
+static void hs_backend_ready(CoreObject *core, hs *h, uint32_t events) {
+    if (h->state != HS_UPSTREAM) {
+        /* waiting for Python with the backend's socket watched for nothing: an error or hang-up
+         * is reported anyway (level-triggered), so stop watching it; the relay (start) adds it
+         * again and sees the error itself */
+        if (h->bfd >= 0 && h->breg && (events & (EPOLLERR | EPOLLHUP))) {
+            epoll_ctl(core->epfd, EPOLL_CTL_DEL, h->bfd, NULL);
+            h->breg = 0;
+            h->bev = 0;
+        }
+        return;
+    }
+    if (!h->connected) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(h->bfd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (!err && !(events & (EPOLLOUT | EPOLLERR | EPOLLHUP)))
+            return;
+        if (err || (events & EPOLLERR)) {
+            hs_close_backend(core, h);
+            h->state = HS_WAIT;
+            h->deadline = 0;
+            hs_upstream_event(core, h, UP_CONNECT, err ? err : ECONNREFUSED);
+            return;
+        }
+        h->connected = 1;
+    }
+    while (h->outoff < h->outlen) {
+        ssize_t r = send(h->bfd, h->out + h->outoff, h->outlen - h->outoff,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                hs_watch(core, h, 0, EPOLLIN | EPOLLOUT);
+                return;
+            }
+            int err = errno;
+            hs_close_backend(core, h);
+            h->state = HS_WAIT;
+            h->deadline = 0;
+            hs_upstream_event(core, h, UP_CONNECT, err);
+            return;
+        }
+        h->outoff += (size_t)r;
+    }
+    if (h->out) {
+        free(h->out);
+        h->out = NULL;
+        h->outlen = h->outoff = 0;
+    }
+    hs_watch(core, h, 0, EPOLLIN);
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        return;
+    uint8_t *buf = core->rbuf;
+    ssize_t r = recv(h->bfd, buf, READ_SIZE, MSG_DONTWAIT);
+    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (r <= 0) {
+        hs_close_backend(core, h);
+        h->state = HS_WAIT;
+        h->deadline = 0;
+        hs_upstream_event(core, h, UP_CLOSED, r < 0 ? errno : 0);
+        return;
+    }
+    uint8_t *grown = realloc(h->bbuf, h->blen + (size_t)r);
+    if (!grown) {
+        hs_close_backend(core, h);
+        h->state = HS_WAIT;
+        h->deadline = 0;
+        hs_upstream_event(core, h, UP_CONNECT, ENOMEM);
+        return;
+    }
+    memcpy(grown + h->blen, buf, (size_t)r);
+    size_t from = h->blen > 3 ? h->blen - 3 : 0;
+    h->bbuf = grown;
+    h->blen += (size_t)r;
+    uint8_t *end = memmem(h->bbuf + from, h->blen - from, "\r\n\r\n", 4);
+    if (!end) {
+        if (h->blen >= HS_RESP_MAX) {
+            hs_close_backend(core, h);
+            h->state = HS_WAIT;
+            h->deadline = 0;
+            hs_upstream_event(core, h, UP_TOO_LARGE, 0);
+        }
+        return;
+    }
+    h->bhead = (size_t)(end - h->bbuf) + 4;
+    h->state = HS_WAIT;
+    h->deadline = 0;
+    hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
+    hs_upstream_event(core, h, UP_OK, 0);
+}
+
+static void hs_ready(CoreObject *core, hs_end *end, uint32_t events) {
+    hs *h = end->h;
+    if (h->state == HS_DEAD)
+        return;
+    if (end->kind == TAG_HS_BACKEND) {
+        hs_backend_ready(core, h, events);
+        return;
+    }
+    if (h->state == HS_REPLY && (events & EPOLLOUT) && h->outoff < h->outlen) {
+        hs_reply_flush(core, h);
+        return;
+    }
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        hs_client_readable(core, h);
+}
+
+static void hs_expire(CoreObject *core, double now) {
+    if (core->listen_resume && core->listen_resume <= now) {
+        core->listen_resume = 0;
+        if (core->lfd > 0) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &core->listen_tag};
+            epoll_ctl(core->epfd, EPOLL_CTL_MOD, core->lfd, &ev);
+        }
+    }
+    for (uint32_t i = 0; i < core->nhslots; i++) {
+        hs *h = core->hslots[i];
+        if (!h || !h->deadline || h->deadline > now)
+            continue;
+        h->deadline = 0;
+        if (h->state == HS_HEAD) {
+            h->state = HS_WAIT;
+            hs_end_event(core, h, 1);
+        } else if (h->state == HS_UPSTREAM) {
+            hs_close_backend(core, h);
+            h->state = HS_WAIT;
+            hs_upstream_event(core, h, UP_TIMEOUT, 0);
+        } else if (h->state == HS_REPLY) {
+            hs_free(core, h, 1);
+        }
+    }
+}
+
+static double hs_next_deadline(CoreObject *core, double next) {
+    if (core->listen_resume && (!next || core->listen_resume < next))
+        next = core->listen_resume;
+    for (uint32_t i = 0; i < core->nhslots; i++) {
+        hs *h = core->hslots[i];
+        if (h && h->deadline && (!next || h->deadline < next))
+            next = h->deadline;
+    }
     return next;
 }
 
@@ -633,16 +1072,34 @@ static void *run(void *arg) {
     int timeout = -1;
     for (;;) {
         int n = epoll_wait(core->epfd, evs, MAX_EVENTS, timeout);
+        /* The lock is taken per event, not per batch, so that Python's calls (a handshake's
+         * connect or start, a command) wait for one event's work at most. Memory of what ended
+         * is only freed at the end of the batch, so every pointer in evs stays valid. */
         pthread_mutex_lock(&core->lock);
         if (core->stopping) {
             pthread_mutex_unlock(&core->lock);
             break;
         }
         for (int i = 0; i < n; i++) {
+            if (i) {
+                pthread_mutex_unlock(&core->lock);
+                pthread_mutex_lock(&core->lock);
+            }
             if (evs[i].data.ptr == NULL) { /* the wakeup eventfd */
                 uint64_t v;
                 ssize_t r = read(core->wakefd, &v, sizeof v);
                 (void)r;
+                hs_run_pending(core);
+                continue;
+            }
+            int kind = *(int *)evs[i].data.ptr;
+            if (kind == TAG_LISTEN) {
+                if (core->lfd > 0)
+                    hs_accept(core);
+                continue;
+            }
+            if (kind != TAG_SIDE) {
+                hs_ready(core, evs[i].data.ptr, evs[i].events);
                 continue;
             }
             side *s = evs[i].data.ptr;
@@ -664,6 +1121,7 @@ static void *run(void *arg) {
             double now = mono();
             if (core->next_deadline <= now) {
                 expire(core, now); /* a scan of every connection, only when one is due */
+                hs_expire(core, now);
                 core->next_deadline = next_deadline(core);
             }
             double next = core->next_deadline;
@@ -671,6 +1129,8 @@ static void *run(void *arg) {
                 timeout = (int)((next - now) * 1000) + 1 < 1 ? 1 : (int)((next - now) * 1000) + 1;
         }
         free_dead(core); /* only here: an epoll batch may still point at a finished one */
+        hs_run_pending(core); /* (before the free: a pending one may have ended meanwhile) */
+        hs_free_dead(core);
         pthread_mutex_unlock(&core->lock);
     }
     return NULL;
@@ -753,6 +1213,12 @@ static void stop_thread(CoreObject *self) {
     }
     self->nlive = 0;
     free_dead(self);
+    close_listener(self);
+    self->hpending = NULL;
+    for (uint32_t i = 0; i < self->nhslots; i++)
+        if (self->hslots[i])
+            hs_free(self, self->hslots[i], 1);
+    hs_free_dead(self);
 }
 
 static PyObject *Core_close(CoreObject *self, PyObject *unused) {
@@ -772,6 +1238,10 @@ static void Core_dealloc(CoreObject *self) {
         wq_table_free(&self->quotas);
     free(self->slots);
     free(self->free_slots);
+    free(self->hslots);
+    free(self->hfree);
+    for (size_t i = 0; i < self->nevents; i++)
+        free(self->events[i].data);
     free(self->events);
     free(self->rbuf);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -816,51 +1286,17 @@ static void feed_early(CoreObject *core, side *s, const uint8_t *p, size_t n) {
     free(buf);
 }
 
-static PyObject *Core_add(CoreObject *self, PyObject *args, PyObject *kwds) {
-    static char *kw[] = {"client_fd",   "backend_fd", "to_client", "client_early",
-                         "backend_early", "max_message", "allow_rsv", "quotas", NULL};
-    int cfd, bfd, allow_rsv;
-    Py_buffer to_client, client_early, backend_early;
-    unsigned long long max_message;
-    PyObject *quotas;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*y*y*KpO!", kw, &cfd, &bfd, &to_client,
-                                     &client_early, &backend_early, &max_message, &allow_rsv,
-                                     &PyTuple_Type, &quotas))
-        return NULL;
-    PyObject *result = NULL;
-    Py_ssize_t nq = PyTuple_GET_SIZE(quotas);
-    wq_counter *qs[MAX_QUOTAS];
-    uint8_t stops[MAX_QUOTAS];
-    if (nq > MAX_QUOTAS) {
-        PyErr_SetString(PyExc_ValueError, "too many quotas for one connection");
-        goto out;
-    }
-    for (Py_ssize_t i = 0; i < nq; i++) {
-        PyObject *item = PyTuple_GET_ITEM(quotas, i);
-        PyObject *handle;
-        int stop;
-        if (!PyArg_ParseTuple(item, "Op", &handle, &stop))
-            goto out;
-        qs[i] = PyLong_AsVoidPtr(handle);
-        if (!qs[i])
-            goto out;
-        stops[i] = (uint8_t)stop;
-    }
-    if (!self->started) {
-        PyErr_SetString(PyExc_RuntimeError, "Core is closed");
-        goto out;
-    }
+/* Core.add / Core.start: both sockets relayed from now on. Under the lock; the quota handles
+ * are checked. reg: the fds are already registered with epoll (a handshake of the core). */
+static conn *add_conn(CoreObject *self, int cfd, int bfd, int creg, int breg,
+                      const uint8_t *to_client, size_t to_client_len, const uint8_t *cearly,
+                      size_t cearly_len, const uint8_t *bearly, size_t bearly_len,
+                      unsigned long long max_message, int allow_rsv, wq_counter **qs,
+                      const uint8_t *stops, int nq) {
     conn *c = calloc(1, sizeof *c);
-    if (!c) {
-        PyErr_NoMemory();
-        goto out;
-    }
-    lock(self);
-    if (!self->nfree && grow_slots(self) < 0) {
-        pthread_mutex_unlock(&self->lock);
+    if (!c || (!self->nfree && grow_slots(self) < 0)) {
         free(c);
-        PyErr_NoMemory();
-        goto out;
+        return NULL;
     }
     c->slot = self->free_slots[--self->nfree];
     c->id = (self->next_id++ << 32) | c->slot;
@@ -868,7 +1304,7 @@ static PyObject *Core_add(CoreObject *self, PyObject *args, PyObject *kwds) {
     static const char breason[] = "client connection closed by the gateway";
     memcpy(c->backend_reason, breason, sizeof breason - 1);
     c->backend_reason_len = (int)sizeof breason - 1;
-    c->nq = (int)nq;
+    c->nq = nq;
     for (int i = 0; i < c->nq; i++) {
         c->q[i] = qs[i];
         qs[i]->refs++; /* the connection's own hold, dropped when it is freed */
@@ -881,19 +1317,75 @@ static PyObject *Core_add(CoreObject *self, PyObject *args, PyObject *kwds) {
     self->slots[c->slot] = c;
     self->nlive++;
     side *sides[2] = {&c->cl, &c->be};
+    int regs[2] = {creg, breg};
     for (int k = 0; k < 2; k++) {
-        int fl = fcntl(sides[k]->fd, F_GETFL);
-        fcntl(sides[k]->fd, F_SETFL, fl | O_NONBLOCK);
+        if (!regs[k]) {
+            int fl = fcntl(sides[k]->fd, F_GETFL);
+            fcntl(sides[k]->fd, F_SETFL, fl | O_NONBLOCK);
+        }
         sides[k]->events = EPOLLIN;
         struct epoll_event ev = {.events = EPOLLIN, .data.ptr = sides[k]};
-        if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, sides[k]->fd, &ev) < 0)
+        if (epoll_ctl(self->epfd, regs[k] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, sides[k]->fd, &ev) < 0)
             doom(self, sides[k]);
     }
     /* Relay.start: the 101 first, then what each side sent during the handshakes. */
-    put(self, &c->cl, to_client.buf, (size_t)to_client.len);
-    feed_early(self, &c->be, backend_early.buf, (size_t)backend_early.len);
+    put(self, &c->cl, to_client, to_client_len);
+    feed_early(self, &c->be, bearly, bearly_len);
     if (!c->finished && !c->be.lost)
-        feed_early(self, &c->cl, client_early.buf, (size_t)client_early.len);
+        feed_early(self, &c->cl, cearly, cearly_len);
+    return c;
+}
+
+static int parse_quotas(PyObject *quotas, wq_counter **qs, uint8_t *stops) {
+    Py_ssize_t nq = PyTuple_GET_SIZE(quotas);
+    if (nq > MAX_QUOTAS) {
+        PyErr_SetString(PyExc_ValueError, "too many quotas for one connection");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        PyObject *item = PyTuple_GET_ITEM(quotas, i);
+        PyObject *handle;
+        int stop;
+        if (!PyArg_ParseTuple(item, "Op", &handle, &stop))
+            return -1;
+        qs[i] = PyLong_AsVoidPtr(handle);
+        if (!qs[i])
+            return -1;
+        stops[i] = (uint8_t)stop;
+    }
+    return (int)nq;
+}
+
+static PyObject *Core_add(CoreObject *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"client_fd",   "backend_fd", "to_client", "client_early",
+                         "backend_early", "max_message", "allow_rsv", "quotas", NULL};
+    int cfd, bfd, allow_rsv;
+    Py_buffer to_client, client_early, backend_early;
+    unsigned long long max_message;
+    PyObject *quotas;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiy*y*y*KpO!", kw, &cfd, &bfd, &to_client,
+                                     &client_early, &backend_early, &max_message, &allow_rsv,
+                                     &PyTuple_Type, &quotas))
+        return NULL;
+    PyObject *result = NULL;
+    wq_counter *qs[MAX_QUOTAS];
+    uint8_t stops[MAX_QUOTAS];
+    int nq = parse_quotas(quotas, qs, stops);
+    if (nq < 0)
+        goto out;
+    if (!self->started) {
+        PyErr_SetString(PyExc_RuntimeError, "Core is closed");
+        goto out;
+    }
+    lock(self);
+    conn *c = add_conn(self, cfd, bfd, 0, 0, to_client.buf, (size_t)to_client.len,
+                       client_early.buf, (size_t)client_early.len, backend_early.buf,
+                       (size_t)backend_early.len, max_message, allow_rsv, qs, stops, nq);
+    if (!c) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_NoMemory();
+        goto out;
+    }
     uint64_t id = c->id;
     settle(self);
     pthread_mutex_unlock(&self->lock);
@@ -903,6 +1395,253 @@ out:
     PyBuffer_Release(&to_client);
     PyBuffer_Release(&client_early);
     PyBuffer_Release(&backend_early);
+    return result;
+}
+
+/* ---- handshakes: Python's side ------------------------------------------------------------ */
+
+static PyObject *Core_listen(CoreObject *self, PyObject *args) {
+    int fd;
+    Py_ssize_t max_head;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "ind", &fd, &max_head, &timeout))
+        return NULL;
+    if (max_head < 16 || max_head > READ_SIZE) {
+        PyErr_SetString(PyExc_ValueError, "max_head must be 16..65536");
+        return NULL;
+    }
+    lock(self);
+    if (self->lfd > 0 || !self->started) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_SetString(PyExc_RuntimeError, "the core already listens (or is closed)");
+        return NULL;
+    }
+    int fl = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+    self->max_head = (size_t)max_head;
+    self->head_timeout = timeout;
+    self->listen_tag = TAG_LISTEN;
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &self->listen_tag};
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+        pthread_mutex_unlock(&self->lock);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    self->lfd = fd;
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    Py_RETURN_NONE;
+}
+
+static void close_listener(CoreObject *self) {
+    if (self->lfd > 0) {
+        epoll_ctl(self->epfd, EPOLL_CTL_DEL, self->lfd, NULL);
+        close(self->lfd);
+        self->lfd = 0;
+    }
+}
+
+static PyObject *Core_unlisten(CoreObject *self, PyObject *unused) {
+    lock(self);
+    close_listener(self);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
+}
+
+static hs *hs_waiting(CoreObject *self, unsigned long long id) {
+    hs *h = hs_lookup(self, id);
+    return h && h->state == HS_WAIT ? h : NULL;
+}
+
+static PyObject *Core_handback(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    hs *h = hs_waiting(self, id);
+    if (!h || h->bfd >= 0) {
+        pthread_mutex_unlock(&self->lock);
+        Py_RETURN_NONE;
+    }
+    PyObject *data = PyBytes_FromStringAndSize((const char *)h->cbuf, (Py_ssize_t)h->clen);
+    if (!data) {
+        pthread_mutex_unlock(&self->lock);
+        return NULL;
+    }
+    int fd = h->cfd;
+    if (h->creg)
+        epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL);
+    h->cfd = -1;
+    hs_free(self, h, 1);
+    self->handed_back++;
+    pthread_mutex_unlock(&self->lock);
+    return Py_BuildValue("(iN)", fd, data);
+}
+
+static PyObject *Core_reply(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    Py_buffer data;
+    if (!PyArg_ParseTuple(args, "Ky*", &id, &data))
+        return NULL;
+    lock(self);
+    hs *h = hs_waiting(self, id);
+    int ok = h != NULL;
+    if (h) {
+        hs_close_backend(self, h);
+        free(h->out);
+        h->out = malloc(data.len ? (size_t)data.len : 1);
+        if (!h->out) {
+            hs_free(self, h, 1);
+        } else {
+            memcpy(h->out, data.buf, (size_t)data.len);
+            h->outlen = (size_t)data.len;
+            h->outoff = 0;
+            h->state = HS_REPLY;
+            set_deadline(self, &h->deadline, mono() + HS_LINGER + 10.0);
+            hs_reply_flush(self, h);
+        }
+    }
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    PyBuffer_Release(&data);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *Core_connect(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    const char *host;
+    int port;
+    Py_buffer request;
+    Py_ssize_t head_len;
+    double timeout;
+    if (!PyArg_ParseTuple(args, "Ksiy*nd", &id, &host, &port, &request, &head_len, &timeout))
+        return NULL;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    memset(&sa, 0, sizeof sa);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&sa;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        salen = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        salen = sizeof *v6;
+    } else {
+        PyBuffer_Release(&request);
+        PyErr_SetString(PyExc_ValueError, "host must be an IP address");
+        return NULL;
+    }
+    lock(self);
+    hs *h = hs_waiting(self, id);
+    if (!h || h->bfd >= 0 || head_len < 0 || (size_t)head_len > h->clen) {
+        pthread_mutex_unlock(&self->lock);
+        PyBuffer_Release(&request);
+        return PyBool_FromLong(0);
+    }
+    h->head_len = (size_t)head_len;
+    free(h->out);
+    h->out = malloc(request.len ? (size_t)request.len : 1);
+    if (!h->out) {
+        h->state = HS_WAIT;
+        hs_upstream_event(self, h, UP_CONNECT, ENOMEM);
+    } else {
+        memcpy(h->out, request.buf, (size_t)request.len);
+        h->outlen = (size_t)request.len;
+        h->outoff = 0;
+        memcpy(&h->sa, &sa, sizeof sa);
+        h->salen = salen;
+        h->connect_timeout = timeout;
+        h->state = HS_UPSTREAM;
+        h->next_pending = self->hpending;
+        self->hpending = h;
+    }
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    PyBuffer_Release(&request);
+    return PyBool_FromLong(1);
+}
+
+/* The relay thread's side of Core.connect: the socket calls. */
+static void hs_connect(CoreObject *core, hs *h) {
+    int fd = socket(h->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int err = fd < 0 ? errno : 0;
+    if (fd >= 0) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        h->bfd = fd;
+        if (h->connect_timeout > 0)
+            set_deadline(core, &h->deadline, mono() + h->connect_timeout);
+        if (connect(fd, (struct sockaddr *)&h->sa, h->salen) == 0) {
+            h->connected = 1;
+            hs_backend_ready(core, h, EPOLLOUT);
+            return;
+        }
+        if (errno == EINPROGRESS) {
+            hs_watch(core, h, 0, EPOLLOUT);
+            return;
+        }
+        err = errno;
+    }
+    hs_close_backend(core, h);
+    free(h->out);
+    h->out = NULL;
+    h->state = HS_WAIT;
+    h->deadline = 0;
+    hs_upstream_event(core, h, UP_CONNECT, err);
+}
+
+static void hs_run_pending(CoreObject *core) {
+    while (core->hpending) {
+        hs *h = core->hpending;
+        core->hpending = h->next_pending;
+        h->next_pending = NULL;
+        if (h->state == HS_UPSTREAM && h->bfd < 0)
+            hs_connect(core, h);
+    }
+}
+
+static PyObject *Core_start(CoreObject *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"hid", "to_client", "max_message", "allow_rsv", "quotas", NULL};
+    unsigned long long id, max_message;
+    int allow_rsv;
+    Py_buffer to_client;
+    PyObject *quotas;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "Ky*KpO!", kw, &id, &to_client, &max_message,
+                                     &allow_rsv, &PyTuple_Type, &quotas))
+        return NULL;
+    PyObject *result = NULL;
+    wq_counter *qs[MAX_QUOTAS];
+    uint8_t stops[MAX_QUOTAS];
+    int nq = parse_quotas(quotas, qs, stops);
+    if (nq < 0)
+        goto out;
+    lock(self);
+    hs *h = hs_waiting(self, id);
+    if (!h || h->bfd < 0 || !h->bhead) {
+        pthread_mutex_unlock(&self->lock);
+        result = Py_NewRef(Py_None);
+        goto out;
+    }
+    conn *c = add_conn(self, h->cfd, h->bfd, h->creg, h->breg, to_client.buf,
+                       (size_t)to_client.len, h->cbuf + h->head_len, h->clen - h->head_len,
+                       h->bbuf + h->bhead, h->blen - h->bhead, max_message, allow_rsv, qs, stops,
+                       nq);
+    if (!c) {
+        pthread_mutex_unlock(&self->lock);
+        PyErr_NoMemory();
+        goto out;
+    }
+    hs_free(self, h, 0); /* the relay owns the sockets now */
+    self->fast_started++;
+    uint64_t cid = c->id;
+    settle(self);
+    pthread_mutex_unlock(&self->lock);
+    wake(self);
+    result = PyLong_FromUnsignedLongLong(cid);
+out:
+    PyBuffer_Release(&to_client);
     return result;
 }
 
@@ -1087,6 +1826,17 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
         case EV_LEASE: /* id is the counter's handle */
             item = Py_BuildValue("(iN)", EV_LEASE, PyLong_FromVoidPtr((void *)(uintptr_t)e->id));
             break;
+        case EV_HEAD:
+            item = Py_BuildValue("(iKsy#)", EV_HEAD, id, e->text,
+                                 e->data ? (const char *)e->data : "", (Py_ssize_t)e->len);
+            break;
+        case EV_UPSTREAM:
+            item = Py_BuildValue("(iKiiy#)", EV_UPSTREAM, id, e->a, e->b,
+                                 e->data ? (const char *)e->data : "", (Py_ssize_t)e->len);
+            break;
+        case EV_HS_END:
+            item = Py_BuildValue("(iKis)", EV_HS_END, id, e->a, e->text);
+            break;
         default:
             item = Py_BuildValue("(iKs)", EV_ABORT, id, e->text);
         }
@@ -1096,6 +1846,8 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
+    for (size_t i = 0; i < n; i++)
+        free(evs[i].data);
     free(evs);
     return list;
 }
@@ -1269,9 +2021,11 @@ static PyObject *Core_lease_state(CoreObject *self, PyObject *arg) {
 
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
     lock(self);
-    PyObject *r = Py_BuildValue("{sIsKsn}", "live", self->nlive, "closed",
-                                (unsigned long long)self->closed_total, "quota_counters",
-                                (Py_ssize_t)self->quotas.count);
+    PyObject *r = Py_BuildValue(
+        "{sIsKsnsIsKsKsK}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
+        "quota_counters", (Py_ssize_t)self->quotas.count, "handshaking", self->nhlive, "accepted",
+        (unsigned long long)self->accepted, "handed_back", (unsigned long long)self->handed_back,
+        "fast_started", (unsigned long long)self->fast_started);
     pthread_mutex_unlock(&self->lock);
     return r;
 }
@@ -1313,6 +2067,21 @@ static PyMethodDef Core_methods[] = {
      "lease_state(handle) -> ((n, from, until) x 3 slots, used, refused)."},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS, "{live, closed, quota_counters}."},
     {"close", (PyCFunction)Core_close, METH_NOARGS, "Stop the thread; close every socket."},
+    {"listen", (PyCFunction)Core_listen, METH_VARARGS,
+     "listen(fd, max_head, head_timeout): accept on the listening socket fd (the core owns "
+     "it); each request head (or max_head bytes without one) is reported as (EV_HEAD, hid, "
+     "peer_ip, bytes); a head not complete in head_timeout as (EV_HS_END, hid, 1)."},
+    {"unlisten", (PyCFunction)Core_unlisten, METH_NOARGS, "Stop accepting; close the listener."},
+    {"handback", (PyCFunction)Core_handback, METH_O,
+     "handback(hid) -> (fd, bytes read) or None: the client socket back to Python."},
+    {"reply", (PyCFunction)Core_reply, METH_VARARGS,
+     "reply(hid, data) -> bool: send data to the client, then close (the backend too)."},
+    {"connect", (PyCFunction)Core_connect, METH_VARARGS,
+     "connect(hid, ip, port, request, head_len, timeout) -> bool: open the backend, send "
+     "request, report its response head as (EV_UPSTREAM, hid, error, errno, head)."},
+    {"start", (PyCFunction)(void (*)(void))Core_start, METH_VARARGS | METH_KEYWORDS,
+     "start(hid, to_client, max_message, allow_rsv, quotas) -> relay id or None: relay both "
+     "sockets of a handshake (as add(), the early bytes are the core's)."},
     {NULL}};
 
 static PyTypeObject CoreType = {

@@ -68,12 +68,16 @@ class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
     def __init__(self) -> None:
         self.requests: list[enforcer_pb2.HandshakeRequest] = []
         self.data_version = ""  # what a real enforcer stamps its answers with
+        self.denied: set[str] = set()  # more Authorization values refused like 'Bearer deny'
+        self.gate: asyncio.Event | None = None  # set: Check answers once it is set
 
     async def Check(
         self, request: enforcer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
     ) -> enforcer_pb2.HandshakeResponse:
         self.requests.append(request)
-        if request.authorization == "Bearer deny":
+        if self.gate is not None:
+            await self.gate.wait()
+        if request.authorization == "Bearer deny" or request.authorization in self.denied:
             return enforcer_pb2.HandshakeResponse(
                 allowed=False,
                 http_status=403,
