@@ -61,6 +61,7 @@ from router.relay import (
     close_outcome,
     log_closed,
 )
+from router.throttle import counted_quotas
 from wsgate_proto import enforcer_pb2
 
 log = logging.getLogger(__name__)
@@ -372,13 +373,7 @@ class NativeHub:
         """The core's counters for a connection's quotas (router.throttle.connection_throttle's
         rules: keyless, unlimited and repeated quotas are skipped), or None."""
         limits: list[NativeLimit] = []
-        seen: set[str] = set()
-        for quota in quotas:
-            if not quota.key or quota.message_count <= 0 or not quota.window_seconds > 0:
-                continue
-            if quota.key in seen:
-                continue
-            seen.add(quota.key)
+        for quota in counted_quotas(quotas):
             if self.leases is not None:
                 handle = self._lease(quota.key, quota.message_count, quota.window_seconds, now)
             else:

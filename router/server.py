@@ -1152,16 +1152,7 @@ class CoreHandshakes:
             return b"", None
         if self.router.routes.version != decisions.route_version:
             return b"", None  # the asyncio path sets the new version
-        headers = request.headers
-        key = decision_key(
-            match.route.api_id,
-            match.topic.path,
-            [(c.kind, c.token) for c in found.credentials],
-            headers.get("authorization", ""),
-            headers.get("origin", ""),
-            headers.get("referer", ""),
-            peer,
-        )
+        key = request_decision_key(request, match, found, peer)
         return key, decisions.peek(key, time.monotonic())
 
     # -- the backend's answer ----------------------------------------------------------------
@@ -1296,6 +1287,20 @@ class CoreHandshakes:
         handshake_done(self.router, up.tags, up.request.path, 499, reason, up.started, up.cache)
 
 
+def request_decision_key(request: Request, match: Match, found: Extracted, client_ip: str) -> bytes:
+    """The decision cache's key for this upgrade request (one place for both handshake paths)."""
+    headers = request.headers
+    return decision_key(
+        match.route.api_id,
+        match.topic.path,
+        [(c.kind, c.token) for c in found.credentials],
+        headers.get("authorization", ""),
+        headers.get("origin", ""),
+        headers.get("referer", ""),
+        client_ip,
+    )
+
+
 async def check_handshake(
     router: Router,
     request: Request,
@@ -1313,16 +1318,7 @@ async def check_handshake(
     if decisions.usable:
         if router.routes.version != decisions.route_version:
             decisions.set_route_version(router.routes.version)
-        headers = request.headers
-        key = decision_key(
-            match.route.api_id,
-            match.topic.path,
-            [(c.kind, c.token) for c in found.credentials],
-            headers.get("authorization", ""),
-            headers.get("origin", ""),
-            headers.get("referer", ""),
-            client_ip,
-        )
+        key = request_decision_key(request, match, found, client_ip)
         cached = decisions.get(key, time.monotonic())
         if cached is not None:
             return cached, "hit"

@@ -23,7 +23,7 @@ a store shared between routers (Redis) implements the same protocol.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -262,6 +262,19 @@ class ConnectionThrottle:
             self.store.release(limit.key, now)
 
 
+def counted_quotas(quotas: Iterable[enforcer_pb2.Quota]) -> Iterator[enforcer_pb2.Quota]:
+    """The quotas that limit something, each key once: keyless ones, ``message_count <= 0``
+    (unlimited) and non-positive windows are skipped (the rule for both relay paths)."""
+    seen: set[str] = set()
+    for quota in quotas:
+        if not quota.key or quota.message_count <= 0 or not quota.window_seconds > 0:
+            continue
+        if quota.key in seen:
+            continue
+        seen.add(quota.key)
+        yield quota
+
+
 def connection_throttle(
     quotas: Iterable[enforcer_pb2.Quota],
     store: CounterStore,
@@ -273,13 +286,7 @@ def connection_throttle(
     skipped; a key repeated in the list is counted once.
     """
     limits: list[Limit] = []
-    seen: set[str] = set()
-    for quota in quotas:
-        if not quota.key or quota.message_count <= 0 or not quota.window_seconds > 0:
-            continue
-        if quota.key in seen:
-            continue
-        seen.add(quota.key)
+    for quota in counted_quotas(quotas):
         counter = store.acquire(quota.key, quota.message_count, quota.window_seconds, now)
         limits.append(Limit(quota.key, quota.policy, counter, quota.stop_on_quota_reach))
     if not limits:
