@@ -150,6 +150,7 @@ def test_changes_reach_the_adapters_xds_and_survive_a_restart(
     with watching(f"127.0.0.1:{adapter.xds}", seen, tls), dev:
         # The first sync already carries the tiers and the control plane's key manager.
         until(lambda: len(seen.of(THROTTLE_POLICY_TYPE_URL)) == 16, "default tiers")
+        until(lambda: len(seen.of(KEY_MANAGER_TYPE_URL)) == 2, "both key managers")
         # Two issuers, one key: access tokens, and API keys (token_kind "api_key").
         [manager, api_keys] = sorted(seen.of(KEY_MANAGER_TYPE_URL), key=lambda m: m.token_kind)
         assert manager.issuer == ISSUER and list(manager.algorithms) == ["RS256"]
