@@ -350,8 +350,9 @@ async def _send_big(plane: Plane, router: str) -> tuple[str, object]:
     message = b"a" * (2 * MIB)
     async with plane.connect(router, "free", max_size=None) as ws:
         negotiated = ws.response.headers.get("Sec-WebSocket-Extensions", "") if ws.response else ""
-        await ws.send(message)
         try:
+            # The router may close with 1009 while the client is still writing the message.
+            await ws.send(message)
             echoed = await asyncio.wait_for(ws.recv(), 20)
         except ConnectionClosed as exc:
             assert exc.rcvd is not None, "no close frame from the router"
