@@ -25,8 +25,7 @@ from router.frames import (
     encode_frame,
 )
 from tests.procs import import_or_unavailable
-
-LIMIT = 5000
+from tests.unit.router.frame_streams import BAD, LIMIT, cut, ok, prefix, streams
 
 
 @pytest.fixture(scope="module")
@@ -95,29 +94,13 @@ def compare(
     return bytes(forwarded), error
 
 
-def ok(masked: bool) -> bytes:
-    return b"".join(
-        (
-            encode_frame(Opcode.TEXT, b"hello", mask=masked),
-            encode_frame(Opcode.BINARY, b"b" * 300, mask=masked),
-            encode_frame(Opcode.TEXT, b"frag", fin=False, mask=masked),
-            encode_frame(Opcode.PING, b"p", mask=masked),
-            encode_frame(Opcode.CONT, b"ment", mask=masked),
-            encode_frame(Opcode.PONG, b"", mask=masked),
-            encode_frame(Opcode.BINARY, b"", mask=masked),
-            encode_frame(Opcode.BINARY, b"x" * 4900, mask=masked),  # 16-bit, big
-            close_frame(4000, "bye \u00e9", mask=masked),
-        )
-    )
-
-
 @pytest.mark.parametrize("masked", [True, False], ids=["client", "backend"])
 @pytest.mark.parametrize("answers", [None, [True], [False], [True, False, False]])
 def test_valid_stream_split_everywhere(core: Any, masked: bool, answers: list[bool] | None) -> None:
-    data = ok(masked)
+    data = ok(masked, big=True)
     head = data[:400]  # every cut of the small frames, the big one whole and in two
-    for cut in range(len(head) + 1):
-        out, error = compare(core, [data[:cut], data[cut:]], masked, answers)
+    for at in range(len(head) + 1):
+        out, error = compare(core, [data[:at], data[at:]], masked, answers)
         assert error is None
         if answers in (None, [True]):
             assert out == data
@@ -134,85 +117,24 @@ def test_close_code_and_reason(core: Any) -> None:
     assert empty.close_code == 1005
 
 
-BAD = {
-    "unmasked-from-client": (encode_frame(Opcode.TEXT, b"hi"), True),
-    "masked-from-server": (encode_frame(Opcode.TEXT, b"hi", mask=True), False),
-    "reserved-opcode": (bytes([0x83, 0x00]), False),
-    "long-control": (encode_frame(Opcode.PING, b"p" * 126), False),
-    "fragmented-control": (encode_frame(Opcode.PING, b"p", fin=False), False),
-    "orphan-continuation": (encode_frame(Opcode.CONT, b"x"), False),
-    "rsv1": (bytes([0xC1, 0x00]), False),
-    "length-top-bit": (bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]), False),
-    "one-byte-close": (bytes([0x88, 0x01, 0x03]), False),
-    "too-big-16": (encode_frame(Opcode.BINARY, b"x" * (LIMIT + 1)), False),
-    "too-big-fragments": (
-        encode_frame(Opcode.TEXT, b"a" * 4000, fin=False) + encode_frame(Opcode.CONT, b"a" * 1001),
-        False,
-    ),
-    "too-big-64": (bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]), False),
-    "new-message-inside-one": (
-        encode_frame(Opcode.TEXT, b"a", fin=False) + encode_frame(Opcode.TEXT, b"b"),
-        False,
-    ),
-}
-
-
 @pytest.mark.parametrize("name", sorted(BAD))
 @pytest.mark.parametrize("answers", [None, [False, True]])
 def test_bad_stream_split_everywhere(core: Any, name: str, answers: list[bool] | None) -> None:
     bad, masked = BAD[name]
-    prefix = encode_frame(Opcode.TEXT, b"ok", mask=masked) + encode_frame(
-        Opcode.BINARY, b"z" * 130, mask=masked
-    )
-    data = prefix + bad
+    data = prefix(masked) + bad
     cuts = range(1, len(data)) if len(data) < 400 else [*range(1, 300), len(data) - 1]
     errors = set()
-    for cut in cuts:
-        _, error = compare(core, [data[:cut], data[cut:]], masked, answers)
+    for at in cuts:
+        _, error = compare(core, [data[:at], data[at:]], masked, answers)
         errors.add(error is not None)
     _, error = compare(core, [data[i : i + 1] for i in range(len(data))], masked, answers)
     assert error is not None
     assert errors == {True}, f"{name} was not refused"
 
 
-@st.composite
-def streams(draw: st.DrawFn) -> tuple[bytes, bool]:
-    """Frames of any kind and size class, now and then a broken one."""
-    masked = draw(st.booleans())
-    out = bytearray()
-    for _ in range(draw(st.integers(1, 12))):
-        opcode = draw(st.sampled_from([0, 1, 2, 8, 9, 10, 3]))
-        size = draw(st.sampled_from([0, 1, 2, 64, 125, 126, 300, 4096, 5001, 65536]))
-        if opcode >= 8 and draw(st.integers(0, 5)):
-            size = min(size, 125)
-        if opcode == 8 and size == 1 and draw(st.booleans()):
-            size = 2
-        frame = encode_frame(opcode, b"\x03\xe8" * (size // 2) + b"x" * (size % 2), mask=masked)
-        if draw(st.integers(0, 3)) == 0:
-            frame = bytes([frame[0] & 0x7F]) + frame[1:]  # not FIN
-        if draw(st.integers(0, 15)) == 0:
-            frame = frame[:1] + bytes([frame[1] ^ 0x80]) + frame[2:]  # wrong mask bit
-        if draw(st.integers(0, 20)) == 0:
-            frame = bytes([frame[0] | 0x40]) + frame[1:]  # RSV1
-        out += frame
-    return bytes(out), masked
-
-
-def cut(data: bytes, sizes: list[int]) -> list[bytes]:
-    chunks, pos = [], 0
-    for size in sizes:
-        if pos >= len(data):
-            break
-        chunks.append(data[pos : pos + size])
-        pos += size
-    if pos < len(data):
-        chunks.append(data[pos:])
-    return chunks
-
-
 @settings(max_examples=400, deadline=None)
 @given(
-    streams(),
+    streams(max_frames=12, rsv1=True),
     st.lists(st.integers(1, 3000), max_size=25),
     st.one_of(st.none(), st.lists(st.booleans(), min_size=1, max_size=8)),
     st.booleans(),
@@ -229,7 +151,11 @@ def test_random_streams_random_chunks(
 
 
 @settings(max_examples=200, deadline=None)
-@given(streams(), st.integers(0, 2**32), st.lists(st.booleans(), min_size=1, max_size=8))
+@given(
+    streams(max_frames=12, rsv1=True),
+    st.integers(0, 2**32),
+    st.lists(st.booleans(), min_size=1, max_size=8),
+)
 def test_feed_to_boundary_agrees(
     core: Any, case: tuple[bytes, bool], seed: int, answers: list[bool]
 ) -> None:
