@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from wsgate_common.logs import info_writer
+
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("wsgate.analytics")
 
@@ -153,6 +155,11 @@ class JsonLinesLog:
 
     def write(self, batch: Sequence[Event]) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
+            return
+        write = info_writer(self.logger)  # the same lines without a LogRecord each
+        if write is not None:
+            for event in batch:
+                write(_compact(event.to_dict()))
             return
         for event in batch:
             self.logger.info(_compact(event.to_dict()))

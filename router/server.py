@@ -46,6 +46,7 @@ from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
 from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
+from wsgate_common.logs import info_writer
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsgate_common.request_ids import safe_request_id
 from wsgate_proto import enforcer_pb2
@@ -392,29 +393,31 @@ def backend_headers(
     return headers
 
 
+HANDSHAKE_LINE = "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s"
+
+
 def handshake_done(
     router: Router, tags: Tags, path: str, status: int, reason: str, started: float, cache: str
 ) -> None:
     """A handshake ended (either path): its log line, metrics and analytics event."""
     latency_ms = (time.monotonic() - started) * 1000
-    log.info(
-        "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s",
-        tags.request_id,
-        tags.api,
-        tags.topic,
-        path,
-        "upgraded" if status == 101 else "rejected",
-        status,
-        latency_ms,
-        cache,
-        extra={
-            "request_id": tags.request_id,
-            "api": tags.api,
-            "topic": tags.topic,
-            "status": status,
-            "cache": cache,
-        },
-    )
+    result = "upgraded" if status == 101 else "rejected"
+    args = (tags.request_id, tags.api, tags.topic, path, result, status, latency_ms, cache)
+    write = info_writer(log)
+    if write is not None:  # the same line without a LogRecord (the text format has no extras)
+        write(HANDSHAKE_LINE % args)
+    else:
+        log.info(
+            HANDSHAKE_LINE,
+            *args,
+            extra={
+                "request_id": tags.request_id,
+                "api": tags.api,
+                "topic": tags.topic,
+                "status": status,
+                "cache": cache,
+            },
+        )
     router.metrics.handshake(status == 101, status, latency_ms / 1000)
     router.analytics.emit(
         HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
