@@ -41,7 +41,9 @@ if _want and os.environ.get("WSGATE_BENCH_PROFILER") == "cprofile" and _want in 
     def _cdump():
         _c.disable()
         out = io.StringIO()
-        pstats.Stats(_c, stream=out).sort_stats("tottime").print_stats(70)
+        _order = os.environ.get("WSGATE_BENCH_SORT", "tottime")
+        _top = int(os.environ.get("WSGATE_BENCH_TOP", "70"))
+        pstats.Stats(_c, stream=out).sort_stats(_order).print_stats(_top)
         with open(os.environ["WSGATE_BENCH_PROFILE_OUT"], "w") as f:
             f.write(out.getvalue())
     atexit.register(_cdump)

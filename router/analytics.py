@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
+from wsgate_common.logs import info_writer
+
 log = logging.getLogger(__name__)
 events_log = logging.getLogger("wsgate.analytics")
 
@@ -90,10 +92,17 @@ class HandshakeEvent:
     ts: float  # wall-clock time the event was made
 
     def to_dict(self) -> dict[str, object]:
-        return {
+        tags = self.tags
+        return {  # (spelt out: no Tags.as_dict merge per event)
             "event": "handshake",
             "ts": round(self.ts, 3),
-            **self.tags.as_dict(),
+            "request_id": tags.request_id,
+            "api": tags.api,
+            "api_id": tags.api_id,
+            "topic": tags.topic,
+            "application_id": tags.application_id,
+            "key_type": tags.key_type,
+            "client_ip": tags.client_ip,
             "allowed": self.allowed,
             "status": self.status,
             "reason": self.reason,
@@ -114,20 +123,31 @@ class ConnectionEvent:
     cause: str = ""  # why the router closed it: rule, token expiry, throttled, idle timeout
 
     def to_dict(self) -> dict[str, object]:
-        out: dict[str, object] = {
+        tags, counts = self.tags, self.counts
+        out: dict[str, object] = {  # (spelt out: no Tags.as_dict / _asdict merges per event)
             "event": "connection_closed" if self.final else "connection",
             "ts": round(self.ts, 3),
-            **self.tags.as_dict(),
-            **self.counts._asdict(),
+            "request_id": tags.request_id,
+            "api": tags.api,
+            "api_id": tags.api_id,
+            "topic": tags.topic,
+            "application_id": tags.application_id,
+            "key_type": tags.key_type,
+            "client_ip": tags.client_ip,
+            "frames_up": counts.frames_up,
+            "frames_down": counts.frames_down,
+            "messages_up": counts.messages_up,
+            "messages_down": counts.messages_down,
+            "bytes_up": counts.bytes_up,
+            "bytes_down": counts.bytes_down,
+            "throttled": counts.throttled,
             "duration_s": round(self.duration_s, 3),
         }
         if self.final:
-            out.update(
-                close_code=self.close_code,
-                closed_by=self.closed_by,
-                close_reason=self.close_reason,
-                cause=self.cause,
-            )
+            out["close_code"] = self.close_code
+            out["closed_by"] = self.closed_by
+            out["close_reason"] = self.close_reason
+            out["cause"] = self.cause
         return out
 
 
@@ -153,6 +173,11 @@ class JsonLinesLog:
 
     def write(self, batch: Sequence[Event]) -> None:
         if not self.logger.isEnabledFor(logging.INFO):
+            return
+        write = info_writer(self.logger)  # the same lines without a LogRecord each
+        if write is not None:
+            for event in batch:
+                write(_compact(event.to_dict()))
             return
         for event in batch:
             self.logger.info(_compact(event.to_dict()))

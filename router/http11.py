@@ -92,26 +92,43 @@ class HeadReader:
         return head, rest
 
 
-# One header line: a token, a colon, the value (checked for CR, LF and NUL separately).
-_HEADER_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+):(.*)\Z", re.DOTALL)
 # A request target: visible ASCII only.
 _TARGET = re.compile(rb"/[\x21-\x7e]*\Z")
 
 
-def _parse_headers(lines: list[bytes]) -> Headers:
+# A header name: a token (the colon after it is found by partition).
+_HEADER_NAME = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_NAMES: dict[bytes, str] = {}  # header names seen, lower-cased (a bounded memo)
+_MAX_NAMES = 512
+
+
+def _clean(head: bytes) -> bool:
+    """Whether no line of ``head`` (split at CRLF) holds a CR, an LF or a NUL: then no header
+    value can, and :func:`_parse_headers` need not look for them value by value."""
+    crlf = head.count(b"\r\n")
+    return head.count(b"\r") == crlf and head.count(b"\n") == crlf and b"\x00" not in head
+
+
+def _parse_headers(lines: list[bytes], clean: bool = False) -> Headers:
+    """The header lines by lower-cased name (``clean``: see :func:`_clean`)."""
     if len(lines) > MAX_HEADERS:
         raise HttpError(431, f"More than {MAX_HEADERS} request headers.")
     headers: Headers = {}
-    match = _HEADER_LINE.match
+    names = _NAMES
     for line in lines:
-        found = match(line)
-        if found is None:
+        name, colon, value = line.partition(b":")
+        key = names.get(name)
+        if key is None:
+            if not colon or _HEADER_NAME.match(name) is None:
+                raise HttpError(400, "Malformed header line.")
+            key = name.decode("ascii").lower()
+            if len(names) < _MAX_NAMES:
+                names[name] = key
+        elif not colon:
             raise HttpError(400, "Malformed header line.")
-        name, value = found.groups()
         value = value.strip(b" \t")
-        if b"\r" in value or b"\n" in value or b"\x00" in value:
+        if not clean and (b"\r" in value or b"\n" in value or b"\x00" in value):
             raise HttpError(400, "Invalid character in a header value.")
-        key = name.decode("ascii").lower()
         text = value.decode("latin-1")
         headers[key] = f"{headers[key]}, {text}" if key in headers else text
     return headers
@@ -144,7 +161,8 @@ def parse_request_head(head: bytes) -> Request:
     path, _, query = target.partition("?")
     if any(line[:1] in (b" ", b"\t") for line in lines[1:]):
         raise HttpError(400, "Folded header lines are not allowed.")
-    return Request(method_b.decode("ascii"), target, path, query, _parse_headers(lines[1:]))
+    headers = _parse_headers(lines[1:], _clean(head))
+    return Request(method_b.decode("ascii"), target, path, query, headers)
 
 
 def parse_response_head(head: bytes) -> Response:
@@ -163,7 +181,7 @@ def parse_response_head(head: bytes) -> Response:
     if not version.startswith(b"HTTP/1.") or len(status_b) != 3 or not status_b.isdigit():
         raise ValueError(f"malformed status line {lines[0][:80]!r}")
     try:
-        headers = _parse_headers(lines[1:])
+        headers = _parse_headers(lines[1:], _clean(head))
     except HttpError as exc:
         raise ValueError(exc.description) from None
     return Response(int(status_b), reason.decode("latin-1"), headers)

@@ -42,6 +42,7 @@ from router.frames import (
 )
 from router.frames import explain_close as explain
 from router.throttle import ConnectionThrottle
+from wsgate_common.logs import info_writer
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,12 @@ def close_outcome(
     return by, code, close_by
 
 
+CLOSED_LINE = (
+    "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "
+    "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes%s"
+)
+
+
 def log_closed(
     info: RelayInfo,
     by: str,
@@ -129,9 +136,7 @@ def log_closed(
     throttled: bool,
 ) -> None:
     """The per-connection log line, the same for both relay paths."""
-    log.info(
-        "closed %s api=%s topic=%s by=%s close=%s%s duration=%.1fs "
-        "up: %d msgs %d frames %d bytes, down: %d msgs %d frames %d bytes%s",
+    args = (
         info.request_id,
         info.api,
         info.topic,
@@ -146,6 +151,14 @@ def log_closed(
         counts.frames_down,
         counts.bytes_down,
         f", throttled: {counts.throttled} msgs" if throttled else "",
+    )
+    write = info_writer(log)
+    if write is not None:  # the same line without a LogRecord (the text format has no extras)
+        write(CLOSED_LINE % args)
+        return
+    log.info(
+        CLOSED_LINE,
+        *args,
         extra={
             "request_id": info.request_id,
             "api": info.api,

@@ -46,6 +46,7 @@ from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
 from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
+from wsgate_common.logs import info_writer
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsgate_common.request_ids import safe_request_id
 from wsgate_proto import enforcer_pb2
@@ -392,29 +393,31 @@ def backend_headers(
     return headers
 
 
+HANDSHAKE_LINE = "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s"
+
+
 def handshake_done(
     router: Router, tags: Tags, path: str, status: int, reason: str, started: float, cache: str
 ) -> None:
     """A handshake ended (either path): its log line, metrics and analytics event."""
     latency_ms = (time.monotonic() - started) * 1000
-    log.info(
-        "handshake %s api=%s topic=%s path=%s result=%s status=%d latency=%.1fms cache=%s",
-        tags.request_id,
-        tags.api,
-        tags.topic,
-        path,
-        "upgraded" if status == 101 else "rejected",
-        status,
-        latency_ms,
-        cache,
-        extra={
-            "request_id": tags.request_id,
-            "api": tags.api,
-            "topic": tags.topic,
-            "status": status,
-            "cache": cache,
-        },
-    )
+    result = "upgraded" if status == 101 else "rejected"
+    args = (tags.request_id, tags.api, tags.topic, path, result, status, latency_ms, cache)
+    write = info_writer(log)
+    if write is not None:  # the same line without a LogRecord (the text format has no extras)
+        write(HANDSHAKE_LINE % args)
+    else:
+        log.info(
+            HANDSHAKE_LINE,
+            *args,
+            extra={
+                "request_id": tags.request_id,
+                "api": tags.api,
+                "topic": tags.topic,
+                "status": status,
+                "cache": cache,
+            },
+        )
     router.metrics.handshake(status == 101, status, latency_ms / 1000)
     router.analytics.emit(
         HandshakeEvent(tags, status == 101, status, reason, latency_ms, time.time())
@@ -914,6 +917,9 @@ def _tls_backend(match: Match) -> bool:
     return any(url.lower().startswith(("wss:", "https:")) for url in urls)
 
 
+MEMO_SIZE = 1024  # credential sets remembered by CoreHandshakes._credentials
+
+
 class CoreHandshakes:
     """The handshakes the core accepted (Core.listen): Python decides each one from the core's
     reports, the core does the I/O.
@@ -933,6 +939,7 @@ class CoreHandshakes:
         self.upgrades: dict[int, _CoreUpgrade] = {}
         self.checking: dict[int, asyncio.Task[None]] = {}  # misses awaiting the enforcer
         self.adopting: set[asyncio.Task[object]] = set()
+        self.memo: dict[tuple[str, ...], tuple[Extracted, bytes]] = {}
         hub.on_handshake = self.report
 
     def report(self, event: tuple[object, ...]) -> None:
@@ -1012,9 +1019,9 @@ class CoreHandshakes:
             match = h.match = _match(router, h.host, request.path)
             h.api = f"{match.route.api_name}:{match.route.api_version}"
             h.topic, h.api_id = match.topic.path, match.route.api_id
-            h.found = credentials.extract(request.headers, request.query)
+            h.found, cache_key = self._credentials(request, match, peer)
             checked_at = time.monotonic()
-            cache_key, verdict = self._cached(request, match, h.found, peer)
+            verdict = self._cached(cache_key)
             if verdict is None:
                 if router.counters is not self.hub.store or _tls_backend(match):
                     self._hand_back(hid)  # Redis-shared counters or TLS: asyncio's path
@@ -1143,17 +1150,40 @@ class CoreHandshakes:
             self._lost(h.hid)
         return True
 
-    def _cached(
-        self, request: Request, match: Match, found: Extracted, peer: str
-    ) -> tuple[bytes, enforcer_pb2.HandshakeResponse | None]:
-        """The decision key and the cached allow (None: a miss, or the cache is not usable)."""
+    def _credentials(self, request: Request, match: Match, peer: str) -> tuple[Extracted, bytes]:
+        """credentials.extract and the decision key, remembered by their inputs: a client
+        reconnecting with the same token pays for neither again (both are pure)."""
+        headers = request.headers
+        get = headers.get
+        inputs = (
+            match.route.api_id,
+            match.topic.path,
+            request.query,
+            get("authorization", ""),
+            get("apikey", ""),
+            get("sec-websocket-protocol", ""),
+            get("origin", ""),
+            get("referer", ""),
+            peer,
+        )
+        memo = self.memo
+        got = memo.get(inputs)
+        if got is None:
+            found = credentials.extract(headers, request.query)
+            got = (found, request_decision_key(request, match, found, peer))
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()  # (a bound, not an LRU: a miss costs what it did before)
+            memo[inputs] = got
+        return got
+
+    def _cached(self, key: bytes) -> enforcer_pb2.HandshakeResponse | None:
+        """The cached allow for ``key`` (None: a miss, or the cache is not usable)."""
         decisions = self.router.decisions
         if not decisions.usable:
-            return b"", None
+            return None
         if self.router.routes.version != decisions.route_version:
-            return b"", None  # the asyncio path sets the new version
-        key = request_decision_key(request, match, found, peer)
-        return key, decisions.peek(key, time.monotonic())
+            return None  # the asyncio path sets the new version
+        return decisions.peek(key, time.monotonic())
 
     # -- the backend's answer ----------------------------------------------------------------
 

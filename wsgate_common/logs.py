@@ -15,6 +15,7 @@ import re
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 _LINE_BREAKS = re.compile(r"\s*[\r\n]+\s*")
@@ -47,6 +48,14 @@ class OneLineFormatter(logging.Formatter):
             self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
             self._second = second
         return f"{self._second_text},{int(record.msecs):03d}"
+
+    def time_text(self, created: float) -> str:
+        """:meth:`formatTime`'s text for a record made at ``created`` (LogRecord's msecs)."""
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%d %H:%M:%S", self.converter(second))
+            self._second = second
+        return f"{self._second_text},{int((created - second) * 1000):03d}"
 
 
 class JsonFormatter(logging.Formatter):
@@ -100,8 +109,12 @@ class BatchingStreamHandler(logging.StreamHandler):
         except Exception:
             self.handleError(record)
             return
-        quiet = record.created - self._last >= IDLE_GAP
-        self._last = record.created
+        self.add_line(line, record.created, record.levelno)
+
+    def add_line(self, line: str, created: float, levelno: int) -> None:
+        """Buffer or write one formatted line (the caller holds the handler's lock)."""
+        quiet = created - self._last >= IDLE_GAP
+        self._last = created
         if quiet and not self._lines:
             # quiet until now: write at once (a lone line is never held back, and it is out
             # before whatever the code does next, e.g. answer the request it describes)
@@ -109,11 +122,7 @@ class BatchingStreamHandler(logging.StreamHandler):
             self._write()
             return
         self._lines.append(line)
-        if (
-            self.interval <= 0
-            or record.levelno >= logging.WARNING
-            or len(self._lines) >= MAX_BUFFERED
-        ):
+        if self.interval <= 0 or levelno >= logging.WARNING or len(self._lines) >= MAX_BUFFERED:
             self._write()
         elif len(self._lines) == 1:
             self._start_flusher()
@@ -161,6 +170,73 @@ class BatchingStreamHandler(logging.StreamHandler):
         return super().setStream(stream)
 
 
+class _FastText:
+    """The text handler :func:`setup_logging` installed, while it is the only one in use."""
+
+    def __init__(self, handler: BatchingStreamHandler, formatter: OneLineFormatter, component: str):
+        self.handler = handler
+        self.formatter = formatter
+        self.component = component
+        self.writers: dict[str, _Writer] = {}
+
+
+_fast: _FastText | None = None
+
+
+def info_writer(logger: logging.Logger) -> Callable[[str], None] | None:
+    """A writer of INFO lines for ``logger`` that skips the logging machinery (a LogRecord, the
+    handler chain, the formatter: most of a line's cost), or None when it must not be skipped.
+
+    The writer gives the very line ``logger.info(message)`` would: it is only handed out while
+    ``logger`` logs INFO, no filter is on the way and the only handler is the text
+    :class:`BatchingStreamHandler` of :func:`setup_logging` with its formatter (anything else,
+    e.g. JSON lines or a test's capture handler: None, and the caller logs as usual). Extra
+    fields are not shown by the text format, so the caller may leave them out here.
+    """
+    fast = _fast
+    if fast is None or not logger.isEnabledFor(logging.INFO) or logger.filters:
+        return None
+    handler = fast.handler
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.handlers:
+            if node is not logging.root or node.handlers != [handler]:
+                return None
+            break
+        if not node.propagate:
+            return None
+        node = node.parent
+    if node is None or handler.filters or handler.level > logging.INFO:
+        return None
+    if handler.formatter is not fast.formatter:
+        return None
+    writer = fast.writers.get(logger.name)
+    if writer is None:
+        writer = fast.writers[logger.name] = _Writer(fast, logger.name)
+    return writer
+
+
+class _Writer:
+    __slots__ = ("fast", "prefix")
+
+    def __init__(self, fast: _FastText, name: str) -> None:
+        self.fast = fast
+        self.prefix = f" {fast.component} INFO {name}: "
+
+    def __call__(self, message: str) -> None:
+        if "\n" in message or "\r" in message:
+            message = _LINE_BREAKS.sub(" ", message)
+        created = time.time()
+        fast = self.fast
+        line = fast.formatter.time_text(created) + self.prefix + message
+        handler = fast.handler
+        handler.acquire()
+        try:
+            handler.add_line(line, created, logging.INFO)
+        finally:
+            handler.release()
+
+
 def setup_logging(
     component: str, level: str = "INFO", fmt: str = "text", flush_interval: float = FLUSH_INTERVAL
 ) -> None:
@@ -170,13 +246,15 @@ def setup_logging(
     logging.logProcesses = False
     logging.logMultiprocessing = False
     logging._srcfile = None  # no caller lookup (file, line)
+    global _fast
     handler = BatchingStreamHandler(sys.stderr, flush_interval)
     if fmt == "json":
         handler.setFormatter(JsonFormatter(component))
+        _fast = None
     else:
-        handler.setFormatter(
-            OneLineFormatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
-        )
+        text = OneLineFormatter(f"%(asctime)s {component} %(levelname)s %(name)s: %(message)s")
+        handler.setFormatter(text)
+        _fast = _FastText(handler, text, component)
     root = logging.getLogger()
     old = list(root.handlers)
     root.handlers[:] = [handler]

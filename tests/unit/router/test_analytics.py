@@ -110,6 +110,19 @@ def test_events_serialize_to_flat_json() -> None:
     assert out["frames_up"] == 0 and out["duration_s"] == 3.0
 
 
+def test_event_fields_come_in_one_order() -> None:
+    """The JSON lines keep their field order: the event, the tags, the counters, the rest."""
+    tags = list(TAGS.as_dict())
+    shake = HandshakeEvent(TAGS, True, 101, "", 1.0, 0.0).to_dict()
+    assert list(shake) == ["event", "ts", *tags, "allowed", "status", "reason", "latency_ms"]
+    counts = list(Counts._fields)
+    live = ConnectionEvent(TAGS, ZERO, 1.0, 0.0).to_dict()
+    assert list(live) == ["event", "ts", *tags, *counts, "duration_s"]
+    final = ConnectionEvent(TAGS, ZERO, 1.0, 0.0, final=True).to_dict()
+    ends = ["close_code", "closed_by", "close_reason", "cause"]
+    assert list(final) == ["event", "ts", *tags, *counts, "duration_s", *ends]
+
+
 def test_pipeline_ships_batches_and_drops_oldest_when_full() -> None:
     sink = ListSink()
     pipeline = Pipeline([sink], capacity=3)

@@ -265,6 +265,22 @@ async def test_a_rule_evicts_the_allow_and_the_enforcer_refuses_next(tmp_path: P
         assert len(env.enforcer.requests) == 2
 
 
+async def test_remembered_credentials_are_per_token(tmp_path: Path) -> None:
+    """CoreHandshakes remembers each request's credentials and decision key: one token's
+    allow never answers for another, and a refused token stays refused while others hit."""
+    async with core_env(tmp_path) as env:
+        env.enforcer.denied.add("Bearer bob")
+        assert await handshake(env) == 101  # alice: a miss, cached
+        assert await handshake(env, "bob") == 403  # asked, refused
+        assert await handshake(env) == 101  # alice: a hit
+        assert await handshake(env, "bob") == 403  # asked again, not alice's allow
+        assert await handshake(env, "carol") == 101  # a miss of its own
+        assert await handshake(env, "carol") == 101
+        assert env.router.decisions.hits == 2
+        assert len(env.enforcer.requests) == 4
+        assert stats(env)["fast_started"] == 4
+
+
 async def test_the_switch_off_keeps_asyncio_accepting(tmp_path: Path) -> None:
     async with open_env(tmp_path, relay="native", native_handshake=False) as env:
         stream_up(env)
