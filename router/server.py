@@ -281,8 +281,10 @@ class Router:
 
     def apply_rule(self, rule: enforcer_pb2.ConnectionRule) -> int:
         """A WatchConnections rule: forget the cached allows it selects and close the live
-        connections it selects. A data version notice empties the cache when it changed."""
+        connections it selects. A data version notice empties the cache when it changed, and
+        tells live connections which rules came before the decisions taken at it."""
         if rule.data_version:
+            self.live.announce(rule.data_version)
             dropped = self.decisions.set_data_version(rule.data_version)
             log.debug(
                 "enforcer data version %s: %d cached decisions dropped", rule.data_version, dropped
@@ -634,7 +636,9 @@ class Connection(asyncio.Protocol):
             verdict, cache = await self._check(request, request_id, host, match, found)
             application_id, key_type = verdict.application_id, verdict.key_type.upper()
             identity = Identity.of(verdict.token_id, application_id, api_id, key_type)
-            live = router.live.begin(identity, checked_at, verdict.subscription_id)
+            live = router.live.begin(
+                identity, checked_at, verdict.subscription_id, verdict.data_version
+            )
             try:
                 url, ca_pem = self._endpoint(match, verdict.key_type)
                 strip = strips_compression(
@@ -1122,7 +1126,9 @@ class CoreHandshakes:
         headers = backend_headers(h.request, h.request_id, h.found, strip, h.peer)
         backend_key = backend.new_key()
         identity = Identity.of(verdict.token_id, h.application_id, h.api_id, h.key_type)
-        live = router.live.begin(identity, checked_at, verdict.subscription_id)
+        live = router.live.begin(
+            identity, checked_at, verdict.subscription_id, verdict.data_version
+        )
         self.upgrades[h.hid] = _CoreUpgrade(
             h.started,
             h.request,

@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,20 +164,51 @@ class Browser:
 
     def click(self, text: str, within: str = "", navigates: bool = True) -> None:
         """Click the button or link whose visible text is ``text`` (the first one); by default
-        wait until the browser has left the page (a form post or a link)."""
+        wait until the browser shows the next page, fully loaded (a form post or a link)."""
         from selenium.webdriver.common.by import By
-        from selenium.webdriver.support import expected_conditions
-        from selenium.webdriver.support.wait import WebDriverWait
 
         scope = self.driver.find_element(By.CSS_SELECTOR, within) if within else self.driver
         for element in scope.find_elements(By.CSS_SELECTOR, "button, a, input[type=submit]"):
             if element.text.strip() == text and element.is_displayed():
-                old = self.driver.find_element(By.TAG_NAME, "html")
+                mark = self._mark_page() if navigates else ""
                 element.click()
                 if navigates:
-                    WebDriverWait(self.driver, 15).until(expected_conditions.staleness_of(old))
+                    self._wait_for_next_page(mark)
                 return
         raise AssertionError(f"no button or link {text!r} on {self.path}")
+
+    def _mark_page(self) -> str:
+        """Tag the current page's window object; the next page's has no tag."""
+        mark = uuid.uuid4().hex
+        self.driver.execute_script("window.wsgateTestMark = arguments[0]", mark)
+        return mark
+
+    def _wait_for_next_page(self, mark: str, limit: float = 15) -> None:
+        """Until a page other than the tagged one has loaded completely.
+
+        Not Selenium's ``staleness_of(<html>)``: while a navigation replaces the document,
+        chromedriver may answer a look at the old element with "unknown error: unhandled
+        inspector error: Node with given id does not belong to the document" rather than a
+        stale element (SeleniumHQ/selenium#15401), which that wait does not expect; and it
+        returns as soon as the new document exists, before it is loaded. Errors while the
+        navigation runs mean "not there yet"; the last one is reported if it never ends.
+        """
+        from selenium.common.exceptions import WebDriverException
+
+        deadline = time.monotonic() + limit
+        last: WebDriverException | None = None
+        while time.monotonic() < deadline:
+            try:
+                if self.driver.execute_script(
+                    "return window.wsgateTestMark !== arguments[0]"
+                    " && document.readyState === 'complete'",
+                    mark,
+                ):
+                    return
+            except WebDriverException as exc:  # the document is being replaced
+                last = exc
+            time.sleep(0.05)
+        raise AssertionError(f"the page did not change within {limit} s (last error: {last})")
 
     def error_beside(self, label: str) -> str:
         """The error text shown next to the field labelled ``label`` ('' when none)."""
