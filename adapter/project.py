@@ -53,6 +53,10 @@ class ProjectError(ValueError):
         where = f"{file}: {field}" if field else file
         super().__init__(f"{where}: {message}")
 
+    def __reduce__(self) -> tuple[type[ProjectError], tuple[str, str, str, bool]]:
+        # raised in a document worker process (load_in_worker): rebuilt from its parts
+        return (type(self), (self.file, self.field, self.message, self.too_large))
+
 
 @dataclass(frozen=True)
 class ProjectFiles:

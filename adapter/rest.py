@@ -44,7 +44,7 @@ from wsgate_common.backoff import (
     too_many_description,
 )
 from wsgate_common.body_limit import BodyLimitMiddleware
-from wsgate_common.documents import Budget, DocumentError, load_in_thread
+from wsgate_common.documents import Budget, DocumentError, load_in_worker
 from wsgate_common.errors import ErrorBody
 from wsgate_common.metrics import CONTENT_TYPE, render
 
@@ -293,8 +293,8 @@ async def deploy(
     data = await file.read(MAX_ZIP_BYTES + 1)
     source = file.filename or "project.zip"
     try:
-        # off the event loop: the xDS streams and /health keep being served meanwhile
-        api = await load_in_thread(lambda: load_zip(data, source, state.budget), state.budget)
+        # in a worker process: the xDS streams and /health keep being served meanwhile
+        api = await load_in_worker(load_zip, data, source, state.budget, budget=state.budget)
         with state.timed("deploy"):
             versions = state.registry.deploy(api, override=override)
     except DocumentError as exc:

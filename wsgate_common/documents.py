@@ -4,7 +4,7 @@ Every document the product reads from a user (AsyncAPI imports, API project file
 config) goes through :func:`load`: aliases and anchors are refused (a few hundred bytes of
 nested aliases expand to 10⁸ values), and the size, the number of values, the nesting depth and
 the time spent are capped. Pure apart from the clock; run it in a worker thread when the caller
-is an event loop (:func:`load_in_thread`).
+is an event loop (:func:`load_in_worker`).
 
 Errors never quote more than a short prefix of what they were given (:func:`clip`).
 """
@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,6 +53,10 @@ class DocumentError(ValueError):
         super().__init__(message)
         self.message = message
         self.too_large = too_large
+
+    def __reduce__(self) -> tuple[type[DocumentError], tuple[str, bool]]:
+        # raised in a parse worker (load_in_worker): keep too_large across the pickle
+        return (type(self), (self.message, self.too_large))
 
 
 def clip(value: object, limit: int = 40) -> str:
@@ -212,20 +219,72 @@ def load(
     return value
 
 
-#: Documents are parsed here, two at a time, so that a flood of uploads cannot take every
-#: thread of the default executor (nor the event loop).
-_POOL = ThreadPoolExecutor(max_workers=2, thread_name_prefix="wsgate-documents")
+#: Documents are parsed in worker processes, two at a time: a thread would hold the GIL for the
+#: whole parse and keep the event loop (every other request) waiting on it, and could not be
+#: stopped at the time budget. Started on first use; a worker over its time is killed.
+_WORKERS = 2
+_pool: ProcessPoolExecutor | None = None
 
 
-async def load_in_thread(work: Callable[[], T], budget: Budget) -> T:
-    """Run ``work`` (typically a :func:`load` and what follows) off the event loop; answer
-    :class:`DocumentError` when it takes more than the budget's time (plus a grace second,
-    since :func:`load` stops itself at the budget)."""
+def _worker_start() -> None:
+    """A parse may take seconds of CPU: the process serving requests comes first."""
+    try:
+        os.nice(5)
+    except OSError:
+        pass
+
+
+def _workers() -> ProcessPoolExecutor:
+    global _pool
+    if _pool is None:
+        # forkserver: the workers are not forks of a process that runs threads and an event loop
+        context = multiprocessing.get_context("forkserver")
+        _pool = ProcessPoolExecutor(_WORKERS, mp_context=context, initializer=_worker_start)
+    return _pool
+
+
+def _discard_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill ``pool``'s workers (one is still parsing past its time); the next call starts anew.
+    Python 3.11's executor has no public way to stop a running task, hence ``_processes``."""
+    global _pool
+    if _pool is pool:
+        _pool = None
+    for process in list(getattr(pool, "_processes", {}).values()):
+        process.kill()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shutdown_workers() -> None:
+    """Stop the parse workers (at process exit; harmless when none were started)."""
+    global _pool
+    if _pool is not None:
+        _pool.shutdown(wait=False, cancel_futures=True)
+        _pool = None
+
+
+async def load_in_worker(work: Callable[..., T], *args: Any, budget: Budget) -> T:
+    """``work(*args)`` (a module-level function: :func:`load` and what follows) in a worker
+    process; :class:`DocumentError` when it takes more than the budget's time (plus a grace
+    second, since :func:`load` stops itself at the budget) — the worker is killed then.
+
+    What ``work`` returns or raises crosses a process boundary: it must pickle (DocumentError
+    does)."""
+    pool = _workers()
     loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_POOL, work)
+    try:
+        future = loop.run_in_executor(pool, work, *args)
+    except BrokenProcessPool:
+        _discard_workers(pool)
+        pool = _workers()
+        future = loop.run_in_executor(pool, work, *args)
     try:
         return await asyncio.wait_for(future, budget.max_seconds + 1.0)
     except TimeoutError:
+        _discard_workers(pool)
         raise DocumentError(
             f"took longer than {budget.max_seconds:g} s to read (the limit)", too_large=True
         ) from None
+    except BrokenProcessPool:
+        # another document's worker was killed (over its time) while this one waited or ran
+        _discard_workers(pool)
+        raise DocumentError("could not be read: its parser was stopped; send it again") from None

@@ -5,21 +5,20 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
-from pydantic import ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from control_plane import asyncapi
 from control_plane.auth import Publisher, is_admin
 from control_plane.dependencies import DbSession
 from control_plane.errors import ApiError
 from control_plane.export import project_zip
+from control_plane.importing import parse_import
 from control_plane.models import RevisionDeployment
-from control_plane.schemas import ApiBody, ApiOut
+from control_plane.schemas import ApiOut
 from control_plane.services import apis as service
 from control_plane.services import deployments
 from control_plane.settings import ControlPlaneSettings
-from wsgate_common.documents import Budget, DocumentError, load_in_thread
+from wsgate_common.documents import DocumentError, load_in_worker
 
 router = APIRouter(prefix="/apis", tags=["Import and Export"])
 
@@ -32,33 +31,9 @@ _SETTINGS = {
 }
 
 
-def _describe(exc: ValidationError) -> str:
-    lines = []
-    for error in exc.errors():
-        field = ""
-        for part in error.get("loc", ()):
-            field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
-        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
-        lines.append(f"{field}: {message}" if field else message)
-    return "; ".join(lines)
-
-
 def _too_large(exc: DocumentError) -> ApiError:
     setting = next((name for word, name in _SETTINGS.items() if word in exc.message), "")
     return ApiError(413, f"file: {exc.message}" + (f"; see {setting}" if setting else ""))
-
-
-def _parse(content: bytes, properties: str | None, budget: Budget) -> ApiBody:
-    """Document bytes -> validated ApiBody (runs in a worker thread)."""
-    try:
-        document = asyncapi.load_document(content, budget=budget)
-        return ApiBody.model_validate(
-            asyncapi.to_api_body(document, asyncapi.load_properties(properties))
-        )
-    except asyncapi.AsyncApiError as exc:
-        raise ApiError(400, str(exc)) from None
-    except ValidationError as exc:
-        raise ApiError(400, _describe(exc)) from None
 
 
 @router.post("/import-asyncapi", status_code=201, response_model=ApiOut)
@@ -80,9 +55,13 @@ async def import_asyncapi(
     budget = settings.document_budget
     content = await file.read(budget.max_bytes + 1)
     try:
-        body = await load_in_thread(lambda: _parse(content, additional_properties, budget), budget)
+        body = await load_in_worker(
+            parse_import, content, additional_properties, budget, budget=budget
+        )
     except DocumentError as exc:
         raise _too_large(exc) from None
+    if isinstance(body, str):
+        raise ApiError(400, body)
     api = await run_in_threadpool(service.create, session, body, user, is_admin(request, user))
     response.headers["Location"] = f"{router.prefix}/{api.id}"
     return service.to_out(api)
