@@ -31,7 +31,8 @@ under a small cap, ``max(1, limit / (400 * routers))``. Credit is charged to its
 with the next request, even beyond the limit, so the count stays true. So credit never
 exceeds the limit by more than ``2 * routers * cap`` (0.5% of it, or 2 messages per router
 for small limits) in any window, and traffic under the limit is never refused for want of a
-lease: a message every few seconds, whose lease is long gone, passes on credit.
+lease: a message every few seconds, whose lease is long gone, passes on credit. (The relay
+core decides without this class: it holds an allowance of the same credit, see below.)
 
 Redis down: every counter also feeds an in-process counter of ``limit // routers`` (the
 in-process arithmetic). Fail-open decides with it while Redis is down, and records what it
@@ -42,7 +43,7 @@ past); fail-closed refuses. Leases already granted stay valid until their sub-wi
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -162,6 +163,7 @@ class LeasedCounter:
     """
 
     __slots__ = (
+        "_allowed",
         "_check_at",
         "_credit_cap",
         "_credit_sent",
@@ -186,6 +188,7 @@ class LeasedCounter:
         "key",
         "kick",
         "last",
+        "lead",
         "limit",
         "max_lease",
         "permits",
@@ -222,6 +225,7 @@ class LeasedCounter:
         self.key = key  # where the shell keeps its count (opaque here)
         self.in_flight = False
         self.last = -math.inf
+        self.lead = 0.0  # ask for the next sub-window's lease at least this long before
         # The lease in use: ``permits`` of sub-window ``_sub``, usable until ``_valid_until``.
         self.permits = 0
         self._sub: int | None = None
@@ -239,6 +243,7 @@ class LeasedCounter:
         self._debt: dict[int, int] = {}  # sub-window -> admitted without a lease (> 0)
         self._debt_total = 0  # credit not yet charged (degraded admits excluded)
         self._credit_sent = 0  # credit in the request in flight
+        self._allowed = 0  # credit the relay core may take on its own (LeasePump), not charged
         self._credit_cap = credit_cap(limit, self.routers)
         self._overdrawn: list[tuple[float, int]] = []  # (when, credit found over the limit)
         self._fallback = cast(
@@ -295,7 +300,7 @@ class LeasedCounter:
         end = self.bounds(sub)[1]
         self._sub, self.permits, self._valid_until = sub, permits, end
         self._low = permits // 4 if self._dry != sub else -1
-        lead = max(self.sub_len * PREFETCH_SHARE, 3 * self.clock.rtt + MIN_LEAD)
+        lead = max(self.sub_len * PREFETCH_SHARE, 3 * self.clock.rtt + MIN_LEAD, self.lead)
         self._check_at = end - lead if self._dry != sub + 1 else math.inf
 
     def _advance(self, now: float) -> None:
@@ -346,22 +351,23 @@ class LeasedCounter:
         """A message without a lease passes on credit while Redis' last answer left room for
         every router's credit (or there was none yet), and the credit not charged yet plus the
         credit Redis found over the limit in the last window stay under the cap."""
+        return self._credit_room(now) > self._allowed
+
+    def _credit_room(self, now: float) -> int:
+        """Credit that may be out now besides what is owed, in flight or overdrawn (the rule of
+        _may_borrow): for messages here and the core's allowance together."""
+        if self._dry is not None and self._dry >= self.sub_at(now):
+            return 0
+        remaining = self._remaining  # None: a cold start, nothing known yet
+        if remaining is not None and remaining < self._credit_cap * self.routers:
+            return 0
+        taken = self._debt_total + self._credit_sent
         overdrawn = self._overdrawn
         if overdrawn:
             while overdrawn and overdrawn[0][0] <= now - self.window:
                 overdrawn.pop(0)
-            if self._debt_total + self._credit_sent + sum(n for _, n in overdrawn) >= (
-                self._credit_cap
-            ):
-                return False
-        elif self._debt_total + self._credit_sent >= self._credit_cap:
-            return False
-        if self._dry is not None and self._dry >= self.sub_at(now):
-            return False
-        remaining = self._remaining
-        if remaining is None:
-            return True  # a cold start: nothing known yet
-        return remaining >= self._credit_cap * self.routers
+            taken += sum(n for _, n in overdrawn)
+        return max(0, self._credit_cap - taken)
 
     def _take_slow(self, now: float) -> None:
         self._advance(now)
@@ -639,3 +645,55 @@ class LeasedCounter:
     def owed(self) -> int:
         """Messages admitted without a lease and not yet charged in Redis."""
         return sum(self._debt.values())
+
+    # The core's own credit. A message that finds no permit in the core's pool must pass on
+    # credit as ``take`` would pass it, not wait for the pump (a loop turn away: a refused
+    # message under the limit). So the core holds an *allowance*: how many messages it may
+    # admit on credit by itself, sized by the credit rule (_credit_room) and counted in it
+    # from the moment it is given, used or not; what the core admitted on it is charged like
+    # ``take``'s credit (``credited``, at each message's time). Credit given, owed, in flight
+    # and overdrawn together stay within the cap, so the bound above holds for the core too.
+
+    @property
+    def credit_allowed(self) -> int:
+        """The core's allowance: given and not yet used (as far as collected) or withdrawn."""
+        return self._allowed
+
+    def credit_allowance(self, now: float) -> int:
+        """What the core's allowance should be now: the credit rule's room; 0 while Redis is
+        down (the fallback cap decides then: ``lend_credit``)."""
+        return self._credit_room(now) if self.health.up else 0
+
+    def missed(self, now: float) -> None:
+        """Messages found no permit in the core's pool (or used its last ones): ask for a
+        lease as ``take`` asks when it finds none."""
+        self._advance(now)
+        if self.health.up and not self.in_flight and self._wanted_target(now) is not None:
+            self._want()
+
+    def allow_credit(self, n: int) -> None:
+        """The core's allowance grew by ``n``."""
+        self._allowed += max(0, n)
+
+    def revoke_credit(self, n: int) -> None:
+        """``n`` of the allowance were withdrawn unused."""
+        self._allowed = max(0, self._allowed - n)
+
+    def credited(self, times: Iterable[float]) -> None:
+        """The core admitted a message on its allowance at each of ``times`` (oldest first):
+        each is charged as ``take`` charges credit, to the sub-window it passed in."""
+        k = 0
+        for at in times:
+            k += 1
+            sub = self.sub_at(at) if self.clock.known else CURRENT
+            self._debt[sub] = self._debt.get(sub, 0) + 1
+            self.last = max(self.last, at)
+            self._fallback.take(max(at, self._fallback.last))  # its ring stays in order
+        if not k:
+            return
+        self._allowed = max(0, self._allowed - k)
+        self._debt_total += k
+        self._used += k
+        self.health.stats.credit += k
+        if not self.in_flight:
+            self._want()

@@ -20,13 +20,18 @@ counter in the core's table: three slots of permits, each usable only in [start,
 
 - slot 0: permits of the lease in use, usable until the lease's own end (its sub-window's
   end on Redis' clock minus the clock guard), slot 1: permits of the next sub-window's lease,
-  usable from that sub-window's guarded start, slot 2: admissions on credit or, while Redis is
-  down and the mode is fail-open, by the fallback cap (fail-closed: none), usable until the
-  end of the sub-window they are charged to. Every lent permit is decided by the counter as a
-  message at that moment would be (``lend_*``), so "a permit of sub-window t is used only
-  inside t", the credit cap and the fallback cap hold as in router/lease.py, and the global
-  count (at most N per window across routers) is unchanged: the core can only spend what was
-  lent, inside its validity.
+  usable from that sub-window's guarded start, slot 2: while Redis is down and the mode is
+  fail-open, admissions by the fallback cap (fail-closed: none), usable until the end of the
+  sub-window they are charged to. Every lent permit is decided by the counter as a message at
+  that moment would be (``lend_*``), so "a permit of sub-window t is used only inside t" and
+  the fallback cap hold as in router/lease.py, and the global count (at most N per window
+  across routers) is unchanged: the core can only spend what was lent, inside its validity.
+- Credit: a message that finds no usable permit passes on the core's credit allowance, as
+  ``LeasedCounter.take`` would pass it on credit, instead of being refused until the pump's
+  next round (a loop turn away, longer under load). The allowance is what the counter's
+  credit rule allows (``credit_allowance``: within the credit cap, none once Redis has no room
+  left), counted against the cap from the moment it is given; the core keeps each use's time
+  and the pump charges it like ``take``'s credit (``credited``), so lease.py's bound holds.
 - What the core did not use is taken back when its validity ends (or when the slot is
   refilled with another validity) and handed back to the counter (``unlend``): to the lease
   still in use, or to Redis as a return with the next request, or off the credit owed, so no
@@ -203,6 +208,9 @@ class LeasePump:
         self.refs = 0  # connections using it
         self.lent: list[list[Lent]] = [[], [], []]  # per slot, what is in it (oldest first)
         self.validity: list[tuple[float, float]] = [(0.0, 0.0)] * 3
+        # The core does not wait for the loop as the Python relay's messages do: the next
+        # sub-window's lease is asked for two pump rounds ahead at least (see _tick).
+        counter.lead = max(counter.lead, counter.sub_len / 2)
 
     def batch(self) -> int:
         """Permits per top-up: half a sub-window's use, at least 4 (a refill is a loop turn
@@ -244,6 +252,7 @@ class LeasePump:
                 held[slot] = n
             else:
                 self.lent[slot] = []  # all used
+        counter.credited(core.lease_credit(handle, 0))  # admitted on the core's own credit
         counter.tick(now)
         # Permits of another validity than the counter's lease (or next lease) now do not
         # count: the put below replaces them (and hands them back to the counter).
@@ -263,8 +272,13 @@ class LeasePump:
         if got is not None:
             sub, k, start, end = got
             self._put(SLOT_NEXT, (sub, k, False, False, None), start, end, low)
-        usable = core.lease_state(handle)
-        if not held[SLOT_CREDIT] and not any(n > 0 and s <= now < e for n, s, e in usable[:2]):
+        self._credit(now)
+        state = core.lease_state(handle)
+        empty = not any(n > 0 and s <= now < e for n, s, e in state[:2])
+        if empty and counter.health.up:
+            counter.missed(now)  # no permit at hand: a lease before messages find none
+        elif empty and not counter.health.up and not held[SLOT_CREDIT]:
+            # Redis down: the fallback cap's admissions (fail-open), lent like permits
             credit = counter.lend_credit(now, batch - held[SLOT_CREDIT])
             if credit is not None:
                 sub, k, start, end, degraded = credit
@@ -272,12 +286,27 @@ class LeasePump:
         # Nothing lent: the core's report stays pending (no report per refused message); the
         # next lease reply or tick refills the pool.
 
+    def _credit(self, now: float) -> None:
+        """Size the core's credit allowance to what the counter's credit rule allows now."""
+        core, handle, counter = self.core, self.handle, self.counter
+        target = counter.credit_allowance(now)
+        if target < counter.credit_allowed:
+            counter.revoke_credit(core.lease_credit_revoke(handle))
+        add = target - counter.credit_allowed
+        if add > 0:
+            taken = core.lease_credit(handle, add)  # (and what was admitted meanwhile)
+            counter.allow_credit(add)
+            counter.credited(taken)
+
     def retire(self, now: float) -> None:
         """The last connection ended: everything still in the pool goes back to the counter."""
         for slot in range(3):
             self._back(slot, self.core.lease_take_back(self.handle, slot))
             self.lent[slot] = []
-        self.counter.tick(now)
+        counter = self.counter
+        counter.revoke_credit(self.core.lease_credit_revoke(self.handle))
+        counter.credited(self.core.lease_credit(self.handle, 0))  # (none after the revoke)
+        counter.tick(now)
 
 
 class NativeHub:

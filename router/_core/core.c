@@ -2013,10 +2013,51 @@ static PyObject *Core_lease_state(CoreObject *self, PyObject *arg) {
     wq_slot s[WQ_SLOTS];
     memcpy(s, c->slot, sizeof s);
     unsigned long long used = c->used, refused = c->refused;
+    long long allow = c->allow, credited = c->ncredit;
     pthread_mutex_unlock(&self->lock);
-    return Py_BuildValue("((Ldd)(Ldd)(Ldd)KK)", (long long)s[0].n, s[0].from, s[0].until,
+    return Py_BuildValue("((Ldd)(Ldd)(Ldd)KKLL)", (long long)s[0].n, s[0].from, s[0].until,
                          (long long)s[1].n, s[1].from, s[1].until, (long long)s[2].n,
-                         s[2].from, s[2].until, used, refused);
+                         s[2].from, s[2].until, used, refused, allow, credited);
+}
+
+static PyObject *Core_lease_credit(CoreObject *self, PyObject *args) {
+    PyObject *handle;
+    long long add;
+    if (!PyArg_ParseTuple(args, "OL", &handle, &add))
+        return NULL;
+    wq_counter *c = leased_arg(handle);
+    if (!c)
+        return NULL;
+    if (add < 0) {
+        PyErr_SetString(PyExc_ValueError, "the allowance only grows (lease_credit_revoke)");
+        return NULL;
+    }
+    double at[WQ_CREDIT_MAX];
+    lock(self);
+    int n = wq_lease_credit(c, add, at, WQ_CREDIT_MAX);
+    pthread_mutex_unlock(&self->lock);
+    PyObject *times = PyTuple_New(n);
+    if (!times)
+        return NULL;
+    for (int i = 0; i < n; i++) {
+        PyObject *t = PyFloat_FromDouble(at[i]);
+        if (!t) {
+            Py_DECREF(times);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(times, i, t);
+    }
+    return times;
+}
+
+static PyObject *Core_lease_credit_revoke(CoreObject *self, PyObject *arg) {
+    wq_counter *c = leased_arg(arg);
+    if (!c)
+        return NULL;
+    lock(self);
+    int64_t n = wq_lease_credit_revoke(c);
+    pthread_mutex_unlock(&self->lock);
+    return PyLong_FromLongLong(n);
 }
 
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
@@ -2064,7 +2105,13 @@ static PyMethodDef Core_methods[] = {
     {"lease_take_back", (PyCFunction)Core_lease_take_back, METH_VARARGS,
      "lease_take_back(handle, slot) -> the permits that were left in the slot."},
     {"lease_state", (PyCFunction)Core_lease_state, METH_O,
-     "lease_state(handle) -> ((n, from, until) x 3 slots, used, refused)."},
+     "lease_state(handle) -> ((n, from, until) x 3 slots, used, refused, credit allowance, "
+     "credit admissions not collected)."},
+    {"lease_credit", (PyCFunction)Core_lease_credit, METH_VARARGS,
+     "lease_credit(handle, add) -> times of the admissions on credit since the last call "
+     "(collected); the allowance grows by add."},
+    {"lease_credit_revoke", (PyCFunction)Core_lease_credit_revoke, METH_O,
+     "lease_credit_revoke(handle) -> the credit allowance not used (withdrawn)."},
     {"stats", (PyCFunction)Core_stats, METH_NOARGS, "{live, closed, quota_counters}."},
     {"close", (PyCFunction)Core_close, METH_NOARGS, "Stop the thread; close every socket."},
     {"listen", (PyCFunction)Core_listen, METH_VARARGS,

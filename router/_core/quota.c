@@ -83,11 +83,18 @@ static int at_edge(const wq_counter *c, double now) {
            next->from - cur->until < (next->until - next->from) / 2;
 }
 
+/* No usable permit: the message passes on the credit allowance if there is some left, as
+ * router/lease.py's take would pass it on credit (the allowance is what its credit rule
+ * admits, given ahead), instead of waiting for the pump. */
+static int credit_left(const wq_counter *c) {
+    return c->allow > 0 && c->ncredit < WQ_CREDIT_MAX;
+}
+
 static int leased_available(wq_counter *c, double now) {
     for (int i = 0; i < WQ_SLOTS; i++)
         if (slot_usable(&c->slot[i], now))
             return 1;
-    if (at_edge(c, now))
+    if (at_edge(c, now) || credit_left(c))
         return 1;
     c->refused++;
     c->want = 1;
@@ -110,9 +117,36 @@ static void leased_take(wq_counter *c, double now) {
         c->slot[0].n--;
         c->slot[1].n--;
         c->used++;
+    } else if (credit_left(c)) {
+        c->allow--;
+        c->credit_at[c->ncredit++] = now;
+        c->used++;
+        c->want = 1; /* Python charges it and tops the pool up */
+        return;
     }
     if (!c->want && wq_lease_usable(c, now) <= c->low)
         c->want = 1;
+}
+
+int wq_lease_credit(wq_counter *c, int64_t add, double *at, int max) {
+    int n = max < 0 ? 0 : (uint32_t)max < c->ncredit ? max : (int)c->ncredit;
+    if (n) {
+        memcpy(at, c->credit_at, (size_t)n * sizeof *at);
+        c->ncredit -= (uint32_t)n;
+        memmove(c->credit_at, c->credit_at + n, c->ncredit * sizeof *at);
+    }
+    if (add > 0) {
+        int64_t room = WQ_CREDIT_MAX - (int64_t)c->ncredit - c->allow;
+        c->allow += add < room ? add : (room > 0 ? room : 0);
+        c->want = c->reported = 0;
+    }
+    return n;
+}
+
+int64_t wq_lease_credit_revoke(wq_counter *c) {
+    int64_t n = c->allow;
+    c->allow = 0;
+    return n;
 }
 
 void wq_counter_unref(wq_counter *c) {
@@ -177,10 +211,13 @@ void wq_take(wq_counter *c, double now) {
 }
 
 int wq_idle(const wq_counter *c, double now) {
-    if (c->leased) /* permits still in it: Python has to take them back first */
+    if (c->leased) { /* permits or credit still in it: Python has to take them back first */
+        if (c->allow > 0 || c->ncredit > 0)
+            return 0;
         for (int i = 0; i < WQ_SLOTS; i++)
             if (c->slot[i].n > 0)
                 return 0;
+    }
     return c->last <= now - c->window;
 }
 

@@ -16,6 +16,7 @@
 #define WQ_EXACT_LIMIT 100000
 #define WQ_SWEEP_INTERVAL 60.0
 #define WQ_SLOTS 3 /* leased: the lease in use, the next sub-window's lease, credit */
+#define WQ_CREDIT_MAX 64 /* leased: the core's own credit at most (router/lease.py MAX_CREDIT) */
 
 /* Permits of a leased counter: usable while from <= now < until (router/lease.py decides). */
 typedef struct wq_slot {
@@ -41,6 +42,13 @@ typedef struct wq_counter {
     int64_t low;
     uint64_t used, refused;
     wq_slot slot[WQ_SLOTS];
+    /* leased: admissions on credit the core may still make when no slot has a usable permit
+     * (router/lease.py's credit rule, decided ahead by Python: a message must not wait for a
+     * refill a loop turn away), and the times of those made that Python has not collected
+     * (wq_lease_credit) to charge them as its own credit. */
+    int64_t allow;
+    uint32_t ncredit;
+    double credit_at[WQ_CREDIT_MAX];
 } wq_counter;
 
 typedef struct wq_entry {
@@ -73,6 +81,13 @@ int64_t wq_lease_put(wq_counter *c, int slot, int64_t n, double from, double unt
 int64_t wq_lease_take_back(wq_counter *c, int slot);
 /* Permits usable at `now` in all slots. */
 int64_t wq_lease_usable(const wq_counter *c, double now);
+/* Collect the times of the admissions made on the credit allowance since the last call (at
+ * most `max` into `at`, oldest first; returns how many), then add `add` (>= 0) to the
+ * allowance, kept within WQ_CREDIT_MAX with what is still uncollected. Adding clears
+ * want/reported like wq_lease_put. */
+int wq_lease_credit(wq_counter *c, int64_t add, double *at, int max);
+/* Withdraw the credit allowance not used yet; returns it. */
+int64_t wq_lease_credit_revoke(wq_counter *c);
 
 /* -1 when the message may pass (and was counted against all), else the index of the first
  * counter that has no room (nothing counted). */

@@ -181,6 +181,40 @@ static void unit_leased(void) {
     wq_table_free(&t);
 }
 
+/* The credit allowance: a message finding no usable permit passes on it (as router/lease.py's
+ * take passes on credit) and its time is kept for Python to charge; permits come first; the
+ * allowance is bounded, collected in order, and withdrawn by revoke. */
+static void unit_leased_credit(void) {
+    wq_table t;
+    double at[WQ_CREDIT_MAX];
+    CHECK(wq_table_init(&t) == 0);
+    wq_counter *c = wq_acquire_kind(&t, "api:c", 5, 1.0, 0.0, 1);
+    CHECK(wq_lease_credit(c, 2, at, WQ_CREDIT_MAX) == 0 && c->allow == 2);
+    wq_lease_put(c, 0, 1, 0.0, 1.0, 0);
+    CHECK(wq_admit(&c, 1, 0.1) == -1 && c->allow == 2 && c->ncredit == 0); /* the permit */
+    c->want = c->reported = 1;
+    CHECK(wq_admit(&c, 1, 0.2) == -1 && c->allow == 1 && c->ncredit == 1);
+    CHECK(wq_admit(&c, 1, 1.5) == -1 && c->allow == 0 && c->ncredit == 2); /* any time */
+    CHECK(wq_admit(&c, 1, 1.6) == 0 && c->refused == 1);                  /* used up */
+    CHECK(!wq_idle(c, 100.0)); /* not collected yet */
+    CHECK(wq_lease_credit(c, 0, at, 1) == 1 && at[0] == 0.2 && c->reported); /* oldest first */
+    CHECK(wq_lease_credit(c, 3, at, WQ_CREDIT_MAX) == 1 && at[0] == 1.5);
+    CHECK(c->allow == 3 && !c->want && !c->reported); /* topped up: may report again */
+    CHECK(wq_admit(&c, 1, 1.7) == -1 && c->want && c->ncredit == 1);
+    CHECK(wq_lease_credit_revoke(c) == 2 && c->allow == 0 && wq_admit(&c, 1, 1.8) == 0);
+    CHECK(wq_lease_credit(c, 0, at, WQ_CREDIT_MAX) == 1 && at[0] == 1.7);
+    CHECK(wq_lease_credit(c, 1000, at, WQ_CREDIT_MAX) == 0 && c->allow == WQ_CREDIT_MAX);
+    for (int i = 0; i < WQ_CREDIT_MAX + 3; i++)
+        wq_admit(&c, 1, 2.0 + i);
+    CHECK(c->allow == 0 && c->ncredit == WQ_CREDIT_MAX);
+    CHECK(wq_lease_credit(c, 5, at, 0) == 0 && c->allow == 0); /* no room while uncollected */
+    CHECK(wq_lease_credit(c, 0, at, WQ_CREDIT_MAX) == WQ_CREDIT_MAX && at[63] == 2.0 + 63);
+    CHECK(wq_idle(c, 1000.0));
+    wq_release(&t, "api:c", c, 1000.0);
+    CHECK(t.count == 0);
+    wq_table_free(&t);
+}
+
 static void unit_quota(void) {
     wq_table t;
     CHECK(wq_table_init(&t) == 0);
@@ -292,6 +326,7 @@ int main(int argc, char **argv) {
     unit_scan();
     unit_quota();
     unit_leased();
+    unit_leased_credit();
     printf("unit tests: %s\n", failures ? "FAILED" : "ok");
     if (!failures)
         fuzz(seconds);

@@ -10,8 +10,10 @@ import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from router.lease import CURRENT, Clock, Health, LeasedCounter, LeaseReply, LeaseRequest, grant_size
+from router.native import LeasePump
 
 
 @dataclass
@@ -103,10 +105,20 @@ class Sim:
     def _fail(self, i: int, counter: LeasedCounter, req: LeaseRequest) -> None:
         counter.failed(req)
         self.health[i].up = False
+        self.replied(i)
 
     def _serve(self, i: int, counter: LeasedCounter, req: LeaseRequest) -> None:
         reply = self.model.run(self.now, req.target, req.want, req.adjust)
-        self._at(self.now + self.rtt / 2, lambda: counter.granted(req, reply, self.local(i)))
+        self._at(self.now + self.rtt / 2, lambda: self._granted(i, counter, req, reply))
+
+    def _granted(
+        self, i: int, counter: LeasedCounter, req: LeaseRequest, reply: LeaseReply
+    ) -> None:
+        counter.granted(req, reply, self.local(i))
+        self.replied(i)
+
+    def replied(self, i: int) -> None:
+        """Router i's store got a reply (or a failure): RedisCounterStore.on_reply."""
 
     def run_until(self, t: float) -> None:
         while self._events and self._events[0][0] <= t:
@@ -118,12 +130,18 @@ class Sim:
     def message(self, i: int, t: float) -> bool:
         """Router i gets a message at Redis time t."""
         self.run_until(t)
-        counter, local = self.counters[i], self.local(i)
-        if counter.available(local):
-            counter.take(local)
+        if self.admit(i, self.local(i)):
             self.admitted.append(t)
             return True
         self.refused += 1
+        return False
+
+    def admit(self, i: int, local: float) -> bool:
+        """The python relay's decision: the counter itself."""
+        counter = self.counters[i]
+        if counter.available(local):
+            counter.take(local)
+            return True
         return False
 
     def worst_window(self) -> int:
@@ -133,3 +151,40 @@ class Sim:
             (bisect.bisect_left(times, t + self.window) - k for k, t in enumerate(times)),
             default=0,
         )
+
+
+@dataclass
+class NativeSim(Sim):
+    """The same routers on the native relay: each router's relay core (a real
+    ``router._core.Core``, the simulated clock passed in) decides every message from the pool
+    its :class:`router.native.LeasePump` fills from the counter. The pump runs on every lease
+    reply and every ``tick`` seconds, as NativeHub runs it; the core's own reports (EV_LEASE)
+    are left out: on a loaded machine the loop answers them no sooner than that."""
+
+    core_module: Any = None
+    tick: float = 0.025
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.core = self.core_module.Core()
+        self.handles: list[int] = []
+        self.pumps: list[LeasePump] = []
+        for i, counter in enumerate(self.counters):
+            key = f"api:r{i}"  # one core per router in real life: one key each here
+            handle = self.core.acquire(key, self.limit, self.window, self.local(i), True)
+            self.handles.append(handle)
+            self.pumps.append(LeasePump(self.core, handle, counter, key))
+            self._at(self.now, functools.partial(self._tick, i))
+
+    def _tick(self, i: int) -> None:
+        self.pumps[i].sync(self.local(i))
+        self._at(self.now + self.tick, functools.partial(self._tick, i))
+
+    def replied(self, i: int) -> None:
+        self.pumps[i].sync(self.local(i))
+
+    def admit(self, i: int, local: float) -> bool:
+        return bool(self.core.admit((self.handles[i],), local) < 0)
+
+    def close(self) -> None:
+        self.core.close()
