@@ -3,7 +3,7 @@
 Every document the product reads from a user (AsyncAPI imports, API project files, the CLI's
 config) goes through :func:`load`: aliases and anchors are refused (a few hundred bytes of
 nested aliases expand to 10⁸ values), and the size, the number of values, the nesting depth and
-the time spent are capped. Pure apart from the clock; run it in a worker thread when the caller
+the time spent are capped. Pure apart from the clock; run it in a worker process when the caller
 is an event loop (:func:`load_in_worker`).
 
 Errors never quote more than a short prefix of what they were given (:func:`clip`).

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import time
+from functools import partial
 
 import pytest
 import yaml
@@ -11,7 +14,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.hostile_docs import big_asyncapi, yaml_bomb
-from wsgate_common.documents import Budget, DocumentError, clip, load
+from wsgate_common.documents import (
+    Budget,
+    DocumentError,
+    clip,
+    load,
+    load_in_worker,
+    shutdown_workers,
+)
 
 
 def test_a_yaml_bomb_is_refused_at_once_without_echoing_it() -> None:
@@ -96,3 +106,67 @@ def test_random_yaml_text_loads_or_fails_cleanly(text: str) -> None:
     except DocumentError as exc:
         assert len(exc.message) < 300
     assert time.monotonic() - started < 2
+
+
+# -- parsing in a worker process ------------------------------------------------------------
+
+
+def _worker_pid(seconds: float) -> int:
+    """Runs in a document worker: its pid, after ``seconds`` of sleep."""
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_a_worker_answers_and_keeps_a_budget_error_as_it_was() -> None:
+    async def run() -> tuple[object, DocumentError]:
+        parsed = await load_in_worker(load, b"a: [1, 2]\n", budget=Budget())
+        with pytest.raises(DocumentError) as info:
+            await load_in_worker(
+                partial(load, budget=Budget(max_nodes=50)), yaml_bomb(), budget=Budget()
+            )
+        return parsed, info.value
+
+    parsed, error = asyncio.run(run())
+    assert parsed == {"a": [1, 2]}
+    expected = _in_process_error(yaml_bomb(), Budget(max_nodes=50))
+    assert (error.message, error.too_large) == (expected.message, expected.too_large)
+
+
+def _in_process_error(content: bytes, budget: Budget) -> DocumentError:
+    with pytest.raises(DocumentError) as info:
+        load(content, budget=budget)
+    return info.value
+
+
+def test_a_budget_hit_keeps_too_large_across_the_process_boundary() -> None:
+    deep = b"[" * 100 + b"]" * 100
+    expected = _in_process_error(deep, Budget(max_depth=10))
+    assert expected.too_large
+
+    async def run() -> DocumentError:
+        with pytest.raises(DocumentError) as info:
+            await load_in_worker(partial(load, budget=Budget(max_depth=10)), deep, budget=Budget())
+        return info.value
+
+    error = asyncio.run(run())
+    assert (error.message, error.too_large) == (expected.message, True)
+
+
+def test_a_worker_over_its_time_is_killed_and_the_next_call_gets_a_new_one() -> None:
+    budget = Budget(max_seconds=0.2)  # waited for: 1.2 s
+
+    async def run() -> tuple[DocumentError, int, int]:
+        first = await load_in_worker(_worker_pid, 0, budget=budget)
+        with pytest.raises(DocumentError) as info:
+            await load_in_worker(_worker_pid, 30, budget=budget)
+        again = await load_in_worker(_worker_pid, 0, budget=budget)
+        return info.value, first, again
+
+    error, first, again = asyncio.run(run())
+    assert error.too_large and "longer than 0.2 s" in error.message
+    with pytest.raises(ProcessLookupError):
+        for _ in range(50):  # the killed worker is gone (reaped by the executor)
+            os.kill(first, 0)
+            time.sleep(0.1)
+    assert again != first
+    shutdown_workers()
