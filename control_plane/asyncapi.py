@@ -24,6 +24,11 @@ class AsyncApiError(ValueError):
             field = field[:120] + "..."
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[AsyncApiError], tuple[str, str]]:
+        # raised in a document worker process (load_in_worker): rebuilt from its parts
+        return (type(self), (self.field, self.message))
 
 
 def load_document(

@@ -15,9 +15,11 @@ import asyncio
 import json
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -224,6 +226,7 @@ def load(
 #: stopped at the time budget. Started on first use; a worker over its time is killed.
 _WORKERS = 2
 _pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
 
 
 def _worker_start() -> None:
@@ -236,19 +239,21 @@ def _worker_start() -> None:
 
 def _workers() -> ProcessPoolExecutor:
     global _pool
-    if _pool is None:
-        # forkserver: the workers are not forks of a process that runs threads and an event loop
-        context = multiprocessing.get_context("forkserver")
-        _pool = ProcessPoolExecutor(_WORKERS, mp_context=context, initializer=_worker_start)
-    return _pool
+    with _pool_lock:  # sync handlers call from several threads
+        if _pool is None:
+            # forkserver: workers are not forks of a process running threads and an event loop
+            context = multiprocessing.get_context("forkserver")
+            _pool = ProcessPoolExecutor(_WORKERS, mp_context=context, initializer=_worker_start)
+        return _pool
 
 
 def _discard_workers(pool: ProcessPoolExecutor) -> None:
     """Kill ``pool``'s workers (one is still parsing past its time); the next call starts anew.
     Python 3.11's executor has no public way to stop a running task, hence ``_processes``."""
     global _pool
-    if _pool is pool:
-        _pool = None
+    with _pool_lock:
+        if _pool is pool:
+            _pool = None
     for process in list(getattr(pool, "_processes", {}).values()):
         process.kill()
     pool.shutdown(wait=False, cancel_futures=True)
@@ -262,6 +267,27 @@ def shutdown_workers() -> None:
         _pool = None
 
 
+def _submit(work: Callable[..., T], args: tuple[Any, ...]) -> tuple[ProcessPoolExecutor, Future[T]]:
+    pool = _workers()
+    try:
+        return pool, pool.submit(work, *args)
+    except BrokenProcessPool:  # a worker was killed since: start anew
+        _discard_workers(pool)
+        pool = _workers()
+        return pool, pool.submit(work, *args)
+
+
+def _failed(pool: ProcessPoolExecutor, budget: Budget, timed_out: bool) -> DocumentError:
+    """Kill the workers and say why: this document's worker ran over its time (``timed_out``),
+    or another document's worker was killed while this one waited or ran."""
+    _discard_workers(pool)
+    if timed_out:
+        return DocumentError(
+            f"took longer than {budget.max_seconds:g} s to read (the limit)", too_large=True
+        )
+    return DocumentError("could not be read: its parser was stopped; send it again")
+
+
 async def load_in_worker(work: Callable[..., T], *args: Any, budget: Budget) -> T:
     """``work(*args)`` (a module-level function: :func:`load` and what follows) in a worker
     process; :class:`DocumentError` when it takes more than the budget's time (plus a grace
@@ -269,22 +295,22 @@ async def load_in_worker(work: Callable[..., T], *args: Any, budget: Budget) -> 
 
     What ``work`` returns or raises crosses a process boundary: it must pickle (DocumentError
     does)."""
-    pool = _workers()
-    loop = asyncio.get_running_loop()
+    pool, future = _submit(work, args)
     try:
-        future = loop.run_in_executor(pool, work, *args)
-    except BrokenProcessPool:
-        _discard_workers(pool)
-        pool = _workers()
-        future = loop.run_in_executor(pool, work, *args)
-    try:
-        return await asyncio.wait_for(future, budget.max_seconds + 1.0)
+        return await asyncio.wait_for(asyncio.wrap_future(future), budget.max_seconds + 1.0)
     except TimeoutError:
-        _discard_workers(pool)
-        raise DocumentError(
-            f"took longer than {budget.max_seconds:g} s to read (the limit)", too_large=True
-        ) from None
+        raise _failed(pool, budget, timed_out=True) from None
     except BrokenProcessPool:
-        # another document's worker was killed (over its time) while this one waited or ran
-        _discard_workers(pool)
-        raise DocumentError("could not be read: its parser was stopped; send it again") from None
+        raise _failed(pool, budget, timed_out=False) from None
+
+
+def load_in_worker_sync(work: Callable[..., T], *args: Any, budget: Budget) -> T:
+    """:func:`load_in_worker` for code already off the event loop (a sync request handler,
+    run in a thread): the parse still holds no GIL of this process and stops at its time."""
+    pool, future = _submit(work, args)
+    try:
+        return future.result(timeout=budget.max_seconds + 1.0)
+    except FutureTimeout:
+        raise _failed(pool, budget, timed_out=True) from None
+    except BrokenProcessPool:
+        raise _failed(pool, budget, timed_out=False) from None

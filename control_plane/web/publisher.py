@@ -6,6 +6,7 @@ Every page calls ``control_plane.services.*`` exactly as its REST twin in
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -26,7 +27,7 @@ from control_plane.services import apis as api_service
 from control_plane.services import deployments, environments, lifecycle, policies, subscriptions
 from control_plane.web import forms
 from control_plane.web.core import Csrf, Page, PublisherPage, render
-from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError
+from wsgate_common.documents import DEFAULT_BUDGET, Budget, DocumentError, load_in_worker_sync
 
 router = APIRouter(
     prefix="/publisher", include_in_schema=False, default_response_class=HTMLResponse
@@ -872,7 +873,8 @@ def definition_from_text(api: Api, text: str, budget: Budget = DEFAULT_BUDGET) -
         DocumentError: the text is over the control plane's document budget.
     """
     current = dict(api.definition)
-    document = asyncapi.load_document(text.encode(), field="definition", budget=budget)
+    read = functools.partial(asyncapi.load_document, field="definition", budget=budget)
+    document = load_in_worker_sync(read, text.encode(), budget=budget)
     kept = ("name", "version", "context", "provider", "policies", "apiThrottlingPolicy")
     keep: dict[str, Any] = {key: current[key] for key in kept if key in current}
     body = asyncapi.to_api_body(document, keep)
