@@ -104,14 +104,27 @@ class Core:
     def close(self) -> None: ...
     # handshakes done by the core (router.server.CoreHandshakes); reports in events():
     # (EV_HEAD, hid, peer_ip, bytes), (EV_UPSTREAM, hid, error, errno, head),
-    # (EV_HS_END, hid, why, peer_ip)
+    # (EV_HS_END, hid, why, peer_ip), (EV_STARTED, hid, relay id)
     def listen(self, fd: int, max_head: int, head_timeout: float, /) -> None: ...
     def unlisten(self) -> None: ...
     def handback(self, hid: int, /) -> tuple[int, bytes] | None: ...
     def reply(self, hid: int, data: bytes, /) -> bool: ...
     def connect(
-        self, hid: int, ip: str, port: int, request: bytes, head_len: int, timeout: float, /
-    ) -> bool: ...
+        self,
+        hid: int,
+        ip: str,
+        port: int,
+        request: bytes,
+        head_len: int,
+        timeout: float,
+        expect: bytes = ...,
+        answer: bytes = ...,
+        max_message: int = ...,
+        quotas: tuple[tuple[int, bool], ...] = ...,
+        /,
+    ) -> bool:
+        """With expect (the backend's Sec-WebSocket-Accept): a plain 101 (no extensions, no
+        subprotocol) is answered with answer and relayed at once, reported as EV_STARTED."""
     def start(
         self,
         hid: int,

@@ -880,6 +880,9 @@ class _CoreUpgrade:
     strip: bool
     live: Live
     cache: str  # how the decision cache took part (the log line's cache=)
+    # the connection's quota counters, when taken at Core.connect (for the fast start)
+    throttle: NativeThrottle | None = None
+    throttle_taken: bool = False
 
 
 @dataclass(slots=True)
@@ -1128,7 +1131,7 @@ class CoreHandshakes:
         backend_key = backend.new_key()
         identity = Identity.of(verdict.token_id, h.application_id, h.api_id, h.key_type)
         live = router.live.begin(identity, checked_at, verdict.subscription_id)
-        self.upgrades[h.hid] = _CoreUpgrade(
+        up = self.upgrades[h.hid] = _CoreUpgrade(
             h.started,
             h.request,
             h.tags(),
@@ -1152,7 +1155,8 @@ class CoreHandshakes:
             throttle = (
                 self.hub.throttle(verdict.quotas, time.monotonic()) if verdict.quotas else None
             )
-            live.throttle = throttle
+            live.throttle = up.throttle = throttle
+            up.throttle_taken = True
             answer = http11.switching_protocols(
                 http11.accept_key(h.key), credentials.selected_subprotocol(h.found, "")
             )
@@ -1301,8 +1305,8 @@ class CoreHandshakes:
             tags.key_type,
         )
         live = up.live
-        throttle = live.throttle
-        if throttle is None and verdict.quotas and not router.config.native_fast_start:
+        throttle = up.throttle
+        if not up.throttle_taken and verdict.quotas:
             throttle = hub.throttle(verdict.quotas, time.monotonic())
             live.throttle = throttle
         relay = NativeRelay(
@@ -1352,7 +1356,7 @@ class CoreHandshakes:
                 self.hub,
                 info,
                 on_done=lambda done: router.relay_done(done, live),
-                throttle=cast(NativeThrottle | None, live.throttle),
+                throttle=up.throttle,
             )
             self._adopt(up, relay, ident)
         finally:

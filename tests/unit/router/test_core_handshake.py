@@ -614,3 +614,23 @@ async def test_a_rule_for_a_connection_the_core_just_started(tmp_path: Path) -> 
         await eventually(lambda: not env.router.relays and stats(env)["live"] == 0)
         assert env.router.live.stats["closed_by_rule"] == 1
         assert not env.router.live.snapshot() and env.router.upgrading == 0
+
+
+async def test_a_relay_the_core_started_alone_counts_its_quota(tmp_path: Path) -> None:
+    async with core_env(tmp_path) as env:
+        env.enforcer.quotas = [
+            enforcer_pb2.Quota(
+                key="sub:q", message_count=3, window_seconds=60, stop_on_quota_reach=True
+            )
+        ]
+        async with raw(env) as (reader, writer):
+            writer.write(head(env))
+            assert (await answer(reader))[0] == 101
+            writer.write(masked(b"a"))  # up 1, its echo 2
+            assert await asyncio.wait_for(reader.readexactly(3), 5) == b"\x81\x01a"
+            writer.write(masked(b"b"))  # up 3, its echo refused: the connection is stopped
+            close = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert close[:1] == b"\x88" and int.from_bytes(close[2:4], "big") == 1008
+        assert stats(env)["self_started"] == 1
+        await eventually(lambda: not env.router.relays and stats(env)["live"] == 0)
+        assert not env.router.live.snapshot() and env.router.upgrading == 0
