@@ -933,7 +933,10 @@ class CoreHandshakes:
     A request head arrives as EV_HEAD. An upgrade whose allow is in the decision cache goes on
     in the core (Core.connect: backend upgrade; EV_UPSTREAM: its response head, checked here;
     Core.start: the 101 and the relay), with the same checks, answers, log line, metrics and
-    analytics as Connection._upgrade. Everything else (health, metrics, testkey, a cache miss,
+    analytics as Connection._upgrade. With ``native_fast_start`` Core.connect also carries the
+    answer to a plain backend 101 (no extension, no subprotocol): the core checks such a 101
+    itself, answers, relays and reports EV_STARTED (:meth:`_started`); other answers come as
+    EV_UPSTREAM. Everything else (health, metrics, testkey, a cache miss,
     a wss backend, a backend name not resolved yet) goes back to asyncio as a Connection with
     the bytes already read (Core.handback), and runs exactly as if asyncio had accepted it.
     """

@@ -668,7 +668,9 @@ static double next_deadline(CoreObject *core) {
  * reported to Python (EV_HEAD), which decides: release() gives the socket back (the asyncio
  * path), reply() sends an answer and closes, connect() opens the backend, sends the upgrade
  * request and reports the backend's response head (EV_UPSTREAM), start() turns both sockets
- * into a relayed connection. The core never decides anything about a request. */
+ * into a relayed connection. The core never decides anything about a request; given what to
+ * expect and answer at connect(), it judges only the backend's answer when it is a plain 101
+ * (hs_fast_start: relayed at once, EV_STARTED), everything else goes to Python as before. */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
