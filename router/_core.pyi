@@ -6,6 +6,10 @@ Buffer = bytes | bytearray | memoryview
 
 EXACT_LIMIT: int
 
+def plain_101(head: bytes, accept: bytes, /) -> bool:
+    """Whether the core relays on this backend response head at once (Core.connect's fast
+    start): never when router.http11 would refuse it or the answer depends on it."""
+
 class Scanner:
     """The C frame scanner of one direction (scan.c); see router.frames.FrameScanner."""
 

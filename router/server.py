@@ -242,6 +242,7 @@ class Router:
         return {
             ("accepted",): float(stats.get("accepted", 0)),
             ("relayed",): float(stats.get("fast_started", 0)),
+            ("relayed_alone",): float(stats.get("self_started", 0)),
             ("handed_back",): float(stats.get("handed_back", 0)),
         }
 

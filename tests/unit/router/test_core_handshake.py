@@ -408,6 +408,7 @@ async def test_a_plain_101_is_checked_and_relayed_by_the_core_alone(tmp_path: Pa
         metrics = env.router.metrics_text().decode()
         assert 'wsgate_router_handshakes_total{result="allowed",status="101"} 4.0' in metrics
         assert 'wsgate_router_core_handshakes_total{outcome="relayed"} 4.0' in metrics
+        assert 'wsgate_router_core_handshakes_total{outcome="relayed_alone"} 3.0' in metrics
         await eventually(lambda: not env.router.relays and env.router.upgrading == 0)
         assert not env.router.live.snapshot() and stats(env)["live"] == 0
 
