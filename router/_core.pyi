@@ -6,6 +6,10 @@ Buffer = bytes | bytearray | memoryview
 
 EXACT_LIMIT: int
 
+def plain_101(head: bytes, accept: bytes, /) -> bool:
+    """Whether the core relays on this backend response head at once (Core.connect's fast
+    start): never when router.http11 would refuse it or the answer depends on it."""
+
 class Scanner:
     """The C frame scanner of one direction (scan.c); see router.frames.FrameScanner."""
 
@@ -112,14 +116,27 @@ class Core:
     def close(self) -> None: ...
     # handshakes done by the core (router.server.CoreHandshakes); reports in events():
     # (EV_HEAD, hid, peer_ip, bytes), (EV_UPSTREAM, hid, error, errno, head),
-    # (EV_HS_END, hid, why, peer_ip)
+    # (EV_HS_END, hid, why, peer_ip), (EV_STARTED, hid, relay id)
     def listen(self, fd: int, max_head: int, head_timeout: float, /) -> None: ...
     def unlisten(self) -> None: ...
     def handback(self, hid: int, /) -> tuple[int, bytes] | None: ...
     def reply(self, hid: int, data: bytes, /) -> bool: ...
     def connect(
-        self, hid: int, ip: str, port: int, request: bytes, head_len: int, timeout: float, /
-    ) -> bool: ...
+        self,
+        hid: int,
+        ip: str,
+        port: int,
+        request: bytes,
+        head_len: int,
+        timeout: float,
+        expect: bytes = ...,
+        answer: bytes = ...,
+        max_message: int = ...,
+        quotas: tuple[tuple[int, bool], ...] = ...,
+        /,
+    ) -> bool:
+        """With expect (the backend's Sec-WebSocket-Accept): a plain 101 (no extensions, no
+        subprotocol) is answered with answer and relayed at once, reported as EV_STARTED."""
     def start(
         self,
         hid: int,

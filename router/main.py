@@ -120,6 +120,7 @@ async def serve(settings: RouterSettings) -> None:
         decision_cache_size=settings.router_decision_cache_size,
         relay=settings.relay,
         native_handshake=settings.router_native_handshake,
+        native_fast_start=settings.router_native_fast_start,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)

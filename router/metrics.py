@@ -143,7 +143,8 @@ class RouterMetrics:
             callbacks.counter(
                 "wsgate_router_core_handshakes",
                 "Plaintext connections accepted by the relay core, by outcome: accepted (all), "
-                "relayed (upgraded with the core's I/O), handed_back (to the asyncio path)",
+                "relayed (upgraded with the core's I/O), relayed_alone (of those, started by the "
+                "core on a plain backend 101), handed_back (to the asyncio path)",
                 core_handshakes,
                 labels=("outcome",),
             )

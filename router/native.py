@@ -81,7 +81,18 @@ except ImportError as exc:  # not built: only the Python relay is available
     IMPORT_ERROR = str(exc)
 
 RELAY_PATHS = ("native", "python", "auto")
-EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE, EV_HEAD, EV_UPSTREAM, EV_HS_END = range(8)
+# the kinds of Core.events() reports: router/_core/core.c's enum ev, in order
+(
+    EV_CLOSED,
+    EV_THROTTLED,
+    EV_ERROR,
+    EV_ABORT,
+    EV_LEASE,
+    EV_HEAD,
+    EV_UPSTREAM,
+    EV_HS_END,
+    EV_STARTED,
+) = range(9)
 SLOT_LEASE, SLOT_NEXT, SLOT_CREDIT = range(3)
 TICK_MIN, TICK_MAX = 0.002, 0.05  # seconds between pump rounds (a quarter sub-window within)
 # EV_UPSTREAM's error: the backend's response head arrived, or why not
@@ -319,7 +330,8 @@ class NativeHub:
         self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()
-        # the core's handshake reports (EV_HEAD, EV_UPSTREAM, EV_HS_END), when it listens
+        # the core's handshake reports (EV_HEAD, EV_UPSTREAM, EV_HS_END, EV_STARTED), when it
+        # listens
         self.on_handshake: Callable[[tuple[Any, ...]], None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # The Redis-leased mode (router.redis_store.RedisCounterStore): pumps by core handle.

@@ -40,7 +40,7 @@ from router.http11 import HeadReader, HttpError, Request
 from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
 from router.metrics import RouterMetrics
-from router.native import NativeHub, NativeRelay
+from router.native import NativeHub, NativeRelay, NativeThrottle
 from router.redis_store import RedisCounterStore
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
@@ -98,6 +98,9 @@ class RouterConfig:
     # On the native path, the core also accepts plaintext connections and does the upgrade I/O
     # of handshakes with a cached allow (CoreHandshakes); False: asyncio accepts them all.
     native_handshake: bool = True
+    # With native_handshake: the core checks a backend's plain 101 itself and starts the relay
+    # (EV_STARTED); False: every backend answer goes to Python (EV_UPSTREAM).
+    native_fast_start: bool = True
 
 
 class Handshake(Exception):
@@ -239,6 +242,7 @@ class Router:
         return {
             ("accepted",): float(stats.get("accepted", 0)),
             ("relayed",): float(stats.get("fast_started", 0)),
+            ("relayed_alone",): float(stats.get("self_started", 0)),
             ("handed_back",): float(stats.get("handed_back", 0)),
         }
 
@@ -881,6 +885,9 @@ class _CoreUpgrade:
     strip: bool
     live: Live
     cache: str  # how the decision cache took part (the log line's cache=)
+    # the connection's quota counters, when taken at Core.connect (for the fast start)
+    throttle: NativeThrottle | None = None
+    throttle_taken: bool = False
 
 
 @dataclass(slots=True)
@@ -931,7 +938,10 @@ class CoreHandshakes:
     A request head arrives as EV_HEAD. An upgrade whose allow is in the decision cache goes on
     in the core (Core.connect: backend upgrade; EV_UPSTREAM: its response head, checked here;
     Core.start: the 101 and the relay), with the same checks, answers, log line, metrics and
-    analytics as Connection._upgrade. Everything else (health, metrics, testkey, a cache miss,
+    analytics as Connection._upgrade. With ``native_fast_start`` Core.connect also carries the
+    answer to a plain backend 101 (no extension, no subprotocol): the core checks such a 101
+    itself, answers, relays and reports EV_STARTED (:meth:`_started`); other answers come as
+    EV_UPSTREAM. Everything else (health, metrics, testkey, a cache miss,
     a wss backend, a backend name not resolved yet) goes back to asyncio as a Connection with
     the bytes already read (Core.handback), and runs exactly as if asyncio had accepted it.
     """
@@ -954,6 +964,8 @@ class CoreHandshakes:
             self._upstream(
                 cast(int, event[1]), cast(int, event[2]), cast(int, event[3]), cast(bytes, event[4])
             )
+        elif kind == native.EV_STARTED:
+            self._started(cast(int, event[1]), cast(int, event[2]))
         elif kind == native.EV_HS_END:
             self._ended(cast(int, event[1]), cast(int, event[2]), cast(str, event[3]))
 
@@ -1129,7 +1141,7 @@ class CoreHandshakes:
         live = router.live.begin(
             identity, checked_at, verdict.subscription_id, verdict.data_version
         )
-        self.upgrades[h.hid] = _CoreUpgrade(
+        up = self.upgrades[h.hid] = _CoreUpgrade(
             h.started,
             h.request,
             h.tags(),
@@ -1145,14 +1157,41 @@ class CoreHandshakes:
         )
         router.upgrading += 1
         request_bytes = backend.build_request(target, backend_key, headers)
-        if not self.core.connect(
-            h.hid,
-            addresses[0],
-            target.port,
-            request_bytes,
-            h.head_len,
-            router.config.backend_connect_timeout,
-        ):
+        config = router.config
+        if config.native_fast_start:
+            # The core may finish alone (EV_STARTED) when the backend answers a plain 101: what
+            # _upstream would then answer (no extensions: the protocol is the marker, if any)
+            # and what _start would pass; the throttle is taken now (live.end releases it).
+            throttle = (
+                self.hub.throttle(verdict.quotas, time.monotonic()) if verdict.quotas else None
+            )
+            live.throttle = up.throttle = throttle
+            up.throttle_taken = True
+            answer = http11.switching_protocols(
+                http11.accept_key(h.key), credentials.selected_subprotocol(h.found, "")
+            )
+            sent = self.core.connect(
+                h.hid,
+                addresses[0],
+                target.port,
+                request_bytes,
+                h.head_len,
+                config.backend_connect_timeout,
+                http11.accept_key(backend_key).encode("ascii"),
+                answer,
+                config.max_message,
+                throttle.for_core() if throttle is not None else (),
+            )
+        else:
+            sent = self.core.connect(
+                h.hid,
+                addresses[0],
+                target.port,
+                request_bytes,
+                h.head_len,
+                config.backend_connect_timeout,
+            )
+        if not sent:
             self._lost(h.hid)
         return True
 
@@ -1275,9 +1314,11 @@ class CoreHandshakes:
             tags.application_id,
             tags.key_type,
         )
-        throttle = hub.throttle(verdict.quotas, time.monotonic()) if verdict.quotas else None
         live = up.live
-        live.throttle = throttle
+        throttle = up.throttle
+        if not up.throttle_taken and verdict.quotas:
+            throttle = hub.throttle(verdict.quotas, time.monotonic())
+            live.throttle = throttle
         relay = NativeRelay(
             hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
         )
@@ -1290,10 +1331,50 @@ class CoreHandshakes:
         )
         if ident is None:
             return False  # (live.end releases the throttle's counters)
+        self._adopt(up, relay, ident)
+        return True
+
+    def _adopt(self, up: _CoreUpgrade, relay: NativeRelay, ident: int) -> None:
+        """The relay runs in the core as ``ident``: the router's bookkeeping of it (a rule that
+        selected it meanwhile is in live.doom: attach closes it now)."""
+        router = self.router
         relay.adopt(ident)
         router.relays.add(relay)
-        router.live.attach(live, relay, verdict.token_expires_at)
-        return True
+        router.live.attach(up.live, relay, up.verdict.token_expires_at)
+
+    def _started(self, hid: int, ident: int) -> None:
+        """The core checked the backend's plain 101 and started relaying by itself (the fast
+        start asked by :meth:`_connect`): what _upstream + _start do after Core.start."""
+        up = self.upgrades.pop(hid, None)
+        if up is None:  # (cannot happen: nothing else ends an upgrade the core still does)
+            self.core.abort(ident, "")
+            return
+        router = self.router
+        try:
+            tags = up.tags
+            info = RelayInfo(
+                tags.request_id,
+                tags.api,
+                tags.topic,
+                tags.client_ip,
+                tags.api_id,
+                tags.application_id,
+                tags.key_type,
+            )
+            live = up.live
+            relay = NativeRelay(
+                self.hub,
+                info,
+                on_done=lambda done: router.relay_done(done, live),
+                throttle=up.throttle,
+            )
+            self._adopt(up, relay, ident)
+        finally:
+            router.upgrading -= 1
+            if up.live.relay is None:  # (only an unexpected error: the relay is not ours)
+                router.live.end(up.live)
+                self.core.abort(ident, "")
+            handshake_done(router, up.tags, up.request.path, 101, "", up.started, up.cache)
 
     # -- the client went away, or its head did not come in time --------------------------------
 

@@ -63,6 +63,10 @@ class RouterSettings(CommonSettings):
     # connections and does the upgrade I/O (request head, backend upgrade, 101) of handshakes
     # whose allow is cached; Python still decides each one (router/server.py CoreHandshakes).
     router_native_handshake: bool = True
+    # WSGATE_ROUTER_NATIVE_FAST_START: with native handshakes, the core also checks a backend's
+    # plain 101 (no extension, no subprotocol) and starts the relay without waiting for Python;
+    # any other answer is still judged by Python. false: Python judges every answer.
+    router_native_fast_start: bool = True
 
     @property
     def analytics_path(self) -> Path | None:

@@ -46,7 +46,17 @@
 enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
 enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
 static const char *BY_NAMES[] = {"", "client", "backend", "router"};
-enum ev { EV_CLOSED, EV_THROTTLED, EV_ERROR, EV_ABORT, EV_LEASE, EV_HEAD, EV_UPSTREAM, EV_HS_END };
+enum ev {
+    EV_CLOSED,
+    EV_THROTTLED,
+    EV_ERROR,
+    EV_ABORT,
+    EV_LEASE,
+    EV_HEAD,
+    EV_UPSTREAM,
+    EV_HS_END,
+    EV_STARTED
+};
 enum tag { TAG_SIDE, TAG_HS_CLIENT, TAG_HS_BACKEND, TAG_LISTEN };
 typedef struct hs hs;
 
@@ -97,6 +107,7 @@ typedef struct event {
     char text[100];
     uint8_t *data; /* EV_HEAD, EV_UPSTREAM: bytes for Python (owned, freed by events()) */
     size_t len;
+    uint64_t relay; /* EV_STARTED: the relay's id */
 } event;
 
 typedef struct {
@@ -126,7 +137,7 @@ typedef struct {
     uint32_t nhslots, nhlive;
     uint32_t *hfree;
     uint32_t nhfree;
-    uint64_t accepted, handed_back, fast_started;
+    uint64_t accepted, handed_back, fast_started, self_started;
     hs *hdead;
     hs *hpending; /* connects asked by Python, in the relay thread's next turn */
     double listen_resume; /* out of fds: accepting pauses until then (0: not paused) */
@@ -657,7 +668,9 @@ static double next_deadline(CoreObject *core) {
  * reported to Python (EV_HEAD), which decides: release() gives the socket back (the asyncio
  * path), reply() sends an answer and closes, connect() opens the backend, sends the upgrade
  * request and reports the backend's response head (EV_UPSTREAM), start() turns both sockets
- * into a relayed connection. The core never decides anything about a request. */
+ * into a relayed connection. The core never decides anything about a request; given what to
+ * expect and answer at connect(), it judges only the backend's answer when it is a plain 101
+ * (hs_fast_start: relayed at once, EV_STARTED), everything else goes to Python as before. */
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -697,7 +710,116 @@ struct hs {
     socklen_t salen;
     double connect_timeout;
     hs *next_pending;
+    /* Core.connect's fast start (fast: asked): when the backend answers a plain 101 (see
+     * plain_101) the core sends `answer` and relays at once, reporting EV_STARTED; anything
+     * else is EV_UPSTREAM as without it. fq: the quota counters, held (refs) until then. */
+    int fast, fnq;
+    uint8_t *expect, *answer;
+    size_t expect_len, answer_len;
+    unsigned long long max_message;
+    wq_counter *fq[MAX_QUOTAS];
+    uint8_t fstops[MAX_QUOTAS];
 };
+
+/* Python no longer needs the fast start's parameters: its holds on the counters go. */
+static void hs_drop_fast(hs *h) {
+    for (int i = 0; i < h->fnq; i++)
+        wq_counter_unref(h->fq[i]);
+    h->fnq = 0;
+    h->fast = 0;
+}
+
+static int hs_fast_start(CoreObject *core, hs *h);
+
+static int is_tchar(uint8_t ch) {
+    return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* p[0:n] equals the lower-case ASCII lit, ignoring ASCII case. */
+static int ieq(const uint8_t *p, size_t n, const char *lit) {
+    if (n != strlen(lit))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t ch = p[i];
+        if (ch >= 'A' && ch <= 'Z')
+            ch = (uint8_t)(ch + 32);
+        if (ch != (uint8_t)lit[i])
+            return 0;
+    }
+    return 1;
+}
+
+/* Whether the comma-separated value p[0:n] holds token tok (http11.header_tokens). */
+static int has_token(const uint8_t *p, size_t n, const char *tok) {
+    size_t i = 0;
+    for (;;) {
+        size_t j = i;
+        while (j < n && p[j] != ',')
+            j++;
+        size_t a = i, b = j;
+        while (a < b && (p[a] == ' ' || p[a] == '\t'))
+            a++;
+        while (b > a && (p[b - 1] == ' ' || p[b - 1] == '\t'))
+            b--;
+        if (ieq(p + a, b - a, tok))
+            return 1;
+        if (j >= n)
+            return 0;
+        i = j + 1;
+    }
+}
+
+/* Whether the backend's response head h[0:n] (ending with its first CRLF CRLF) is a 101 that
+ * http11.parse_response_head + check_backend_response accept with accept as the expected
+ * Sec-WebSocket-Accept, and that carries no Sec-WebSocket-Extensions nor -Protocol (the
+ * client's answer then depends on nothing the backend said). Never looser than Python: it
+ * asks HTTP/1.1, a clean head (no CR, LF or NUL outside the CRLFs), one accept header; any
+ * doubt answers 0 and Python judges the head (EV_UPSTREAM). */
+static int plain_101(const uint8_t *h, size_t n, const uint8_t *accept, size_t alen) {
+    static const char status[] = "HTTP/1.1 101";
+    const size_t sl = sizeof status - 1;
+    if (n < sl + 4 || memcmp(h + n - 4, "\r\n\r\n", 4) != 0 || memcmp(h, status, sl) != 0 ||
+        (h[sl] != ' ' && h[sl] != '\r'))
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!h[i] || (h[i] == '\r' && (i + 1 >= n || h[i + 1] != '\n')) ||
+            (h[i] == '\n' && (i == 0 || h[i - 1] != '\r')))
+            return 0;
+    }
+    const uint8_t *end = h + n - 2; /* the empty line's CRLF */
+    const uint8_t *p = (const uint8_t *)memmem(h, n, "\r\n", 2) + 2;
+    int lines = 0, upgrade = 0, connection = 0, accepts = 0;
+    while (p < end) {
+        const uint8_t *eol = memmem(p, (size_t)(end + 2 - p), "\r\n", 2);
+        if (!eol || ++lines > 100)
+            return 0;
+        const uint8_t *colon = memchr(p, ':', (size_t)(eol - p));
+        if (!colon || colon == p)
+            return 0;
+        for (const uint8_t *q = p; q < colon; q++)
+            if (!is_tchar(*q))
+                return 0;
+        const uint8_t *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        size_t nl = (size_t)(colon - p), vl = (size_t)(ve - v);
+        if (ieq(p, nl, "sec-websocket-extensions") || ieq(p, nl, "sec-websocket-protocol"))
+            return 0;
+        if (ieq(p, nl, "upgrade")) {
+            upgrade |= has_token(v, vl, "websocket");
+        } else if (ieq(p, nl, "connection")) {
+            connection |= has_token(v, vl, "upgrade");
+        } else if (ieq(p, nl, "sec-websocket-accept")) {
+            if (++accepts > 1 || vl != alen || memcmp(v, accept, alen) != 0)
+                return 0;
+        }
+        p = eol + 2;
+    }
+    return upgrade && connection && accepts == 1;
+}
 
 static void hs_watch(CoreObject *core, hs *h, int client, uint32_t want) {
     int fd = client ? h->cfd : h->bfd;
@@ -724,6 +846,7 @@ static void hs_free(CoreObject *core, hs *h, int close_fds) {
             close(h->bfd);
     }
     h->cfd = h->bfd = -1;
+    hs_drop_fast(h);
     h->state = HS_DEAD;
     h->deadline = 0;
     core->hslots[h->slot] = NULL;
@@ -740,6 +863,8 @@ static void hs_free_dead(CoreObject *core) {
         free(h->cbuf);
         free(h->bbuf);
         free(h->out);
+        free(h->expect);
+        free(h->answer);
         free(h);
     }
 }
@@ -787,6 +912,7 @@ static void hs_end_event(CoreObject *core, hs *h, int why) {
 }
 
 static void hs_upstream_event(CoreObject *core, hs *h, int err, int code) {
+    hs_drop_fast(h); /* Python decides (and starts the relay with its own holds) */
     event *e = push_event_id(core, EV_UPSTREAM, h->id);
     if (!e)
         return;
@@ -1010,6 +1136,8 @@ static void hs_backend_ready(CoreObject *core, hs *h, uint32_t events) {
     h->state = HS_WAIT;
     h->deadline = 0;
     hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
+    if (h->fast && hs_fast_start(core, h))
+        return;
     hs_upstream_event(core, h, UP_OK, 0);
 }
 
@@ -1513,8 +1641,18 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args) {
     Py_buffer request;
     Py_ssize_t head_len;
     double timeout;
-    if (!PyArg_ParseTuple(args, "Ksiy*nd", &id, &host, &port, &request, &head_len, &timeout))
+    Py_buffer expect = {0}, answer = {0};
+    unsigned long long max_message = 0;
+    PyObject *quotas = NULL;
+    if (!PyArg_ParseTuple(args, "Ksiy*nd|y*y*KO!", &id, &host, &port, &request, &head_len,
+                          &timeout, &expect, &answer, &max_message, &PyTuple_Type, &quotas))
         return NULL;
+    PyObject *result = NULL;
+    wq_counter *qs[MAX_QUOTAS];
+    uint8_t stops[MAX_QUOTAS];
+    int nq = quotas ? parse_quotas(quotas, qs, stops) : 0;
+    if (nq < 0)
+        goto out;
     struct sockaddr_storage sa;
     socklen_t salen;
     memset(&sa, 0, sizeof sa);
@@ -1529,18 +1667,38 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args) {
         v6->sin6_port = htons((uint16_t)port);
         salen = sizeof *v6;
     } else {
-        PyBuffer_Release(&request);
         PyErr_SetString(PyExc_ValueError, "host must be an IP address");
-        return NULL;
+        goto out;
     }
     lock(self);
     hs *h = hs_waiting(self, id);
     if (!h || h->bfd >= 0 || head_len < 0 || (size_t)head_len > h->clen) {
         pthread_mutex_unlock(&self->lock);
-        PyBuffer_Release(&request);
-        return PyBool_FromLong(0);
+        result = PyBool_FromLong(0);
+        goto out;
     }
     h->head_len = (size_t)head_len;
+    hs_drop_fast(h);
+    if (expect.buf && expect.len > 0) {
+        free(h->expect);
+        free(h->answer);
+        h->expect = malloc((size_t)expect.len);
+        h->answer = malloc(answer.len ? (size_t)answer.len : 1);
+        if (h->expect && h->answer) {
+            memcpy(h->expect, expect.buf, (size_t)expect.len);
+            h->expect_len = (size_t)expect.len;
+            memcpy(h->answer, answer.buf, (size_t)answer.len);
+            h->answer_len = (size_t)answer.len;
+            h->max_message = max_message;
+            for (int i = 0; i < nq; i++) {
+                h->fq[i] = qs[i];
+                qs[i]->refs++; /* held until the relay takes its own, or the fast start is off */
+                h->fstops[i] = stops[i];
+            }
+            h->fnq = nq;
+            h->fast = 1;
+        }
+    }
     free(h->out);
     h->out = malloc(request.len ? (size_t)request.len : 1);
     if (!h->out) {
@@ -1559,8 +1717,14 @@ static PyObject *Core_connect(CoreObject *self, PyObject *args) {
     }
     pthread_mutex_unlock(&self->lock);
     wake(self);
+    result = PyBool_FromLong(1);
+out:
     PyBuffer_Release(&request);
-    return PyBool_FromLong(1);
+    if (expect.buf)
+        PyBuffer_Release(&expect);
+    if (answer.buf)
+        PyBuffer_Release(&answer);
+    return result;
 }
 
 /* The relay thread's side of Core.connect: the socket calls. */
@@ -1600,6 +1764,38 @@ static void hs_run_pending(CoreObject *core) {
         if (h->state == HS_UPSTREAM && h->bfd < 0)
             hs_connect(core, h);
     }
+}
+
+/* The backend's response head is in: when it is a plain 101 (plain_101), send the client's 101
+ * and relay both sockets now, as Core.start would, and tell Python (EV_STARTED, before any
+ * report of the new relay); else 0 (Python judges the head). Relay thread, under the lock. */
+static int hs_fast_start(CoreObject *core, hs *h) {
+    if (!plain_101(h->bbuf, h->bhead, h->expect, h->expect_len))
+        return 0;
+    if (!push_event_id(core, EV_STARTED, h->id))
+        return 0; /* Python must hear of the relay: it goes the slow way */
+    size_t at = core->nevents - 1; /* (add_conn may push more: the array may move) */
+    conn *c = add_conn(core, h->cfd, h->bfd, h->creg, h->breg, h->answer, h->answer_len,
+                       h->cbuf + h->head_len, h->clen - h->head_len, h->bbuf + h->bhead,
+                       h->blen - h->bhead, h->max_message, 0, h->fq, h->fstops, h->fnq);
+    event *e = &core->events[at];
+    if (!c) { /* no memory: the report becomes the head for Python (Core.start may work) */
+        e->kind = EV_UPSTREAM;
+        e->a = UP_OK;
+        e->data = malloc(h->bhead);
+        if (e->data) {
+            memcpy(e->data, h->bbuf, h->bhead);
+            e->len = h->bhead;
+        }
+        hs_drop_fast(h);
+        return 1;
+    }
+    e->relay = c->id;
+    hs_free(core, h, 0); /* the relay owns the sockets now (hs_free drops the fast holds) */
+    core->fast_started++; /* (every relay of a core handshake) */
+    core->self_started++; /* (those started without Python) */
+    settle(core);
+    return 1;
 }
 
 static PyObject *Core_start(CoreObject *self, PyObject *args, PyObject *kwds) {
@@ -1837,6 +2033,9 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
         case EV_HS_END:
             item = Py_BuildValue("(iKis)", EV_HS_END, id, e->a, e->text);
             break;
+        case EV_STARTED:
+            item = Py_BuildValue("(iKK)", EV_STARTED, id, (unsigned long long)e->relay);
+            break;
         default:
             item = Py_BuildValue("(iKs)", EV_ABORT, id, e->text);
         }
@@ -2063,10 +2262,11 @@ static PyObject *Core_lease_credit_revoke(CoreObject *self, PyObject *arg) {
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
     lock(self);
     PyObject *r = Py_BuildValue(
-        "{sIsKsnsIsKsKsK}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
+        "{sIsKsnsIsKsKsKsK}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
         "quota_counters", (Py_ssize_t)self->quotas.count, "handshaking", self->nhlive, "accepted",
         (unsigned long long)self->accepted, "handed_back", (unsigned long long)self->handed_back,
-        "fast_started", (unsigned long long)self->fast_started);
+        "fast_started", (unsigned long long)self->fast_started, "self_started",
+        (unsigned long long)self->self_started);
     pthread_mutex_unlock(&self->lock);
     return r;
 }
@@ -2124,8 +2324,10 @@ static PyMethodDef Core_methods[] = {
     {"reply", (PyCFunction)Core_reply, METH_VARARGS,
      "reply(hid, data) -> bool: send data to the client, then close (the backend too)."},
     {"connect", (PyCFunction)Core_connect, METH_VARARGS,
-     "connect(hid, ip, port, request, head_len, timeout) -> bool: open the backend, send "
-     "request, report its response head as (EV_UPSTREAM, hid, error, errno, head)."},
+     "connect(hid, ip, port, request, head_len, timeout[, expect, answer, max_message, quotas]) "
+     "-> bool: open the backend, send request, report its response head as (EV_UPSTREAM, hid, "
+     "error, errno, head); with expect (the backend's Sec-WebSocket-Accept), a plain 101 is "
+     "answered with answer and relayed at once instead, reported as (EV_STARTED, hid, id)."},
     {"start", (PyCFunction)(void (*)(void))Core_start, METH_VARARGS | METH_KEYWORDS,
      "start(hid, to_client, max_message, allow_rsv, quotas) -> relay id or None: relay both "
      "sockets of a handshake (as add(), the early bytes are the core's)."},
@@ -2142,8 +2344,24 @@ static PyTypeObject CoreType = {
     .tp_methods = Core_methods,
 };
 
+/* plain_101 for the tests (router/_core.pyi), checked against router.http11's judgement. */
+static PyObject *mod_plain_101(PyObject *unused, PyObject *args) {
+    Py_buffer head, accept;
+    if (!PyArg_ParseTuple(args, "y*y*", &head, &accept))
+        return NULL;
+    int ok = plain_101(head.buf, (size_t)head.len, accept.buf, (size_t)accept.len);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&accept);
+    return PyBool_FromLong(ok);
+}
+
+static PyMethodDef core_functions[] = {
+    {"plain_101", mod_plain_101, METH_VARARGS,
+     "plain_101(head, accept) -> bool: whether the core starts a relay on this backend answer."},
+    {NULL}};
+
 int core_module_init(PyObject *module) {
-    if (PyType_Ready(&CoreType) < 0)
+    if (PyType_Ready(&CoreType) < 0 || PyModule_AddFunctions(module, core_functions) < 0)
         return -1;
     return PyModule_AddObjectRef(module, "Core", (PyObject *)&CoreType);
 }

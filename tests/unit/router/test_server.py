@@ -70,6 +70,7 @@ class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
         self.data_version = ""  # what a real enforcer stamps its answers with
         self.denied: set[str] = set()  # more Authorization values refused like 'Bearer deny'
         self.gate: asyncio.Event | None = None  # set: Check answers once it is set
+        self.quotas: list[enforcer_pb2.Quota] = []  # given with every allow
 
     async def Check(
         self, request: enforcer_pb2.HandshakeRequest, context: grpc.aio.ServicerContext
@@ -93,6 +94,7 @@ class EnforcerDouble(enforcer_pb2_grpc.HandshakeServiceServicer):
             key_type=key_type,
             token_id=request.authorization.removeprefix("Bearer "),
             data_version=self.data_version,
+            quotas=self.quotas,
         )
 
 
