@@ -1304,24 +1304,11 @@ class CoreHandshakes:
     def _start(self, hid: int, up: _CoreUpgrade, answer: bytes, allow_rsv: bool) -> bool:
         """Connection._start_native for a handshake the core did: False when the client left."""
         router, hub, verdict = self.router, self.hub, up.verdict
-        tags = up.tags
-        info = RelayInfo(
-            tags.request_id,
-            tags.api,
-            tags.topic,
-            tags.client_ip,
-            tags.api_id,
-            tags.application_id,
-            tags.key_type,
-        )
-        live = up.live
         throttle = up.throttle
         if not up.throttle_taken and verdict.quotas:
             throttle = hub.throttle(verdict.quotas, time.monotonic())
-            live.throttle = throttle
-        relay = NativeRelay(
-            hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
-        )
+            up.live.throttle = throttle
+        relay = self._relay(up, throttle)
         ident = self.core.start(
             hid,
             answer,
@@ -1333,6 +1320,22 @@ class CoreHandshakes:
             return False  # (live.end releases the throttle's counters)
         self._adopt(up, relay, ident)
         return True
+
+    def _relay(self, up: _CoreUpgrade, throttle: NativeThrottle | None) -> NativeRelay:
+        """The router's handle on the relay the core runs (or is about to run) for ``up``."""
+        tags, live, router = up.tags, up.live, self.router
+        info = RelayInfo(
+            tags.request_id,
+            tags.api,
+            tags.topic,
+            tags.client_ip,
+            tags.api_id,
+            tags.application_id,
+            tags.key_type,
+        )
+        return NativeRelay(
+            self.hub, info, on_done=lambda done: router.relay_done(done, live), throttle=throttle
+        )
 
     def _adopt(self, up: _CoreUpgrade, relay: NativeRelay, ident: int) -> None:
         """The relay runs in the core as ``ident``: the router's bookkeeping of it (a rule that
@@ -1351,24 +1354,7 @@ class CoreHandshakes:
             return
         router = self.router
         try:
-            tags = up.tags
-            info = RelayInfo(
-                tags.request_id,
-                tags.api,
-                tags.topic,
-                tags.client_ip,
-                tags.api_id,
-                tags.application_id,
-                tags.key_type,
-            )
-            live = up.live
-            relay = NativeRelay(
-                self.hub,
-                info,
-                on_done=lambda done: router.relay_done(done, live),
-                throttle=up.throttle,
-            )
-            self._adopt(up, relay, ident)
+            self._adopt(up, self._relay(up, up.throttle), ident)
         finally:
             router.upgrading -= 1
             if up.live.relay is None:  # (only an unexpected error: the relay is not ours)
