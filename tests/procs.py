@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -54,6 +55,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def stable_port() -> int:
+    """A free TCP port below the kernel's ephemeral range, for a server a test restarts on the
+    same port: a port the kernel picked (:func:`free_port`) may meanwhile become the local port
+    of any outgoing connection on the machine, and the restarted server then cannot bind it."""
+    low = 32768
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

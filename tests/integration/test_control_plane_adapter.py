@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.integration.control_plane_flow import control_plane, publish_and_deploy
-from tests.procs import Proc, free_port, http_ok, running, wait_for
+from tests.procs import Proc, free_port, http_ok, running, stable_port, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +61,9 @@ def cp_sees_adapter(cp_port: int) -> bool:
 
 
 def test_deploy_reaches_adapter_and_survives_adapter_restart(tmp_path: Path) -> None:
-    rest, xds, deploy, cp_port = free_port(), free_port(), free_port(), free_port()
+    # the adapter restarts on the same ports
+    rest, xds, deploy = stable_port(), stable_port(), stable_port()
+    cp_port = free_port()
     address = f"127.0.0.1:{deploy}"
     with control_plane(tmp_path / "cp", cp_port, address) as (cp, client):
         with adapter(tmp_path / "adapter", rest, xds, deploy, tmp_path / "cp" / "pki"):
@@ -128,7 +130,9 @@ def database_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
 def test_20_concurrent_deploys_all_succeed_and_reach_the_adapter(
     tmp_path: Path, database_env: dict[str, str]
 ) -> None:
-    rest, xds, deploy, cp_port = free_port(), free_port(), free_port(), free_port()
+    # the adapter restarts on the same ports
+    rest, xds, deploy = stable_port(), stable_port(), stable_port()
+    cp_port = free_port()
     address = f"127.0.0.1:{deploy}"
     with (
         control_plane(tmp_path / "cp", cp_port, address, **database_env) as (_, client),
