@@ -1158,6 +1158,7 @@ class CoreHandshakes:
         router.upgrading += 1
         request_bytes = backend.build_request(target, backend_key, headers)
         config = router.config
+        fast: tuple[object, ...] = ()
         if config.native_fast_start:
             # The core may finish alone (EV_STARTED) when the backend answers a plain 101: what
             # _upstream would then answer (no extensions: the protocol is the marker, if any)
@@ -1170,27 +1171,21 @@ class CoreHandshakes:
             answer = http11.switching_protocols(
                 http11.accept_key(h.key), credentials.selected_subprotocol(h.found, "")
             )
-            sent = self.core.connect(
-                h.hid,
-                addresses[0],
-                target.port,
-                request_bytes,
-                h.head_len,
-                config.backend_connect_timeout,
+            fast = (
                 http11.accept_key(backend_key).encode("ascii"),
                 answer,
                 config.max_message,
                 throttle.for_core() if throttle is not None else (),
             )
-        else:
-            sent = self.core.connect(
-                h.hid,
-                addresses[0],
-                target.port,
-                request_bytes,
-                h.head_len,
-                config.backend_connect_timeout,
-            )
+        sent = self.core.connect(
+            h.hid,
+            addresses[0],
+            target.port,
+            request_bytes,
+            h.head_len,
+            config.backend_connect_timeout,
+            *fast,
+        )
         if not sent:
             self._lost(h.hid)
         return True
