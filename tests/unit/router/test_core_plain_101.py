@@ -104,7 +104,7 @@ def line(name: bytes, value: bytes, sep: bytes) -> bytes:
     return name + sep + value
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(
     status=st.sampled_from(STATUS),
     lines=st.lists(
