@@ -245,9 +245,20 @@ class LiveConnections:
         return sorted(distinct, key=lambda pair: (pair[0].values(), pair[1]))
 
     def close_identity(
-        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+        self,
+        identity: Identity,
+        subscription_id: str,
+        code: int,
+        reason: str,
+        cause: str,
+        checked_before: float | None = None,
     ) -> int:
-        """Close every live connection allowed as exactly this identity; returns how many."""
+        """Close every live connection allowed as exactly this identity; returns how many.
+
+        ``checked_before``: only connections whose Check was sent by then (Reconcile's
+        snapshot time). One checked later was decided on a state at least as new as the
+        enforcer's refusal, e.g. after an unblock, and must stay open; a change after that
+        reaches it as a rule."""
         matches = (
             self.registry.match(*identity.values())
             if any(identity.values())
@@ -256,7 +267,9 @@ class LiveConnections:
         return sum(
             self._close(live, code, reason, cause)
             for live in matches
-            if live.identity == identity and live.subscription_id == subscription_id
+            if live.identity == identity
+            and live.subscription_id == subscription_id
+            and (checked_before is None or live.checked_at <= checked_before)
         )
 
     def _expire(self, live: Live) -> None:

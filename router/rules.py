@@ -56,7 +56,13 @@ class Reconcilable(Protocol):
     def snapshot(self) -> list[tuple[Identity, str]]: ...
 
     def close_identity(
-        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+        self,
+        identity: Identity,
+        subscription_id: str,
+        code: int,
+        reason: str,
+        cause: str,
+        checked_before: float | None = None,
     ) -> int: ...
 
 
@@ -283,6 +289,7 @@ class RuleWatcher:
                     wire_code(verdict.close_code),
                     wire_reason(verdict.reason),
                     "reconcile",
+                    checked_before=started,  # a later Check may have seen a later state
                 )
         log.log(
             logging.INFO if pairs else logging.DEBUG,  # no live connection: nothing was asked

@@ -102,3 +102,23 @@ def test_a_rule_received_before_the_check_was_sent_never_dooms_it() -> None:
     live.announce("v1", now=1.0)
     live.apply_rule(BLOCKED, now=5.0)
     assert live.begin(WHO, 10.0, "sub-1", "v1", now=10.1).doom is None
+
+
+def test_reconcile_closes_only_connections_checked_before_its_snapshot() -> None:
+    """Reconcile asks about the identities live at its snapshot; a connection whose Check was
+    sent after it (e.g. right after an unblock) was decided on a newer state than the answer
+    and stays open. Before the fix it was closed with the refusal of the older state."""
+    live = LiveConnections()
+    live.announce("v1", now=1.0)
+    old = live.begin(WHO, 5.0, "sub-1", "v1", now=5.01)
+    snapshot_at = 10.0
+    new = live.begin(WHO, 10.2, "sub-1", "v1", now=10.21)  # checked while Reconcile ran
+    closed = live.close_identity(
+        WHO, "sub-1", 1008, "subscription blocked", "reconcile", checked_before=snapshot_at
+    )
+    assert closed == 0  # no relay yet: doomed, not closed
+    assert old.doom is not None and old.doom[:2] == (1008, "subscription blocked")
+    assert new.doom is None
+    # without a snapshot time (every caller before Reconcile's) each one is closed
+    live.close_identity(WHO, "sub-1", 1008, "revoked", "rule")
+    assert new.doom is not None

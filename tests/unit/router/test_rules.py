@@ -166,7 +166,13 @@ class FakeLive:
         return list(self.pairs)
 
     def close_identity(
-        self, identity: Identity, subscription_id: str, code: int, reason: str, cause: str
+        self,
+        identity: Identity,
+        subscription_id: str,
+        code: int,
+        reason: str,
+        cause: str,
+        checked_before: float | None = None,
     ) -> int:
         self.closed.append((identity, subscription_id, code, reason))
         return 1
