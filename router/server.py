@@ -888,6 +888,10 @@ class _CoreUpgrade:
     # the connection's quota counters, when taken at Core.connect (for the fast start)
     throttle: NativeThrottle | None = None
     throttle_taken: bool = False
+    # the backend's other addresses, tried in order when one refuses (backend.connect does
+    # the same), and Core.connect's arguments after the address
+    others: tuple[str, ...] = ()
+    connect_args: tuple[object, ...] = ()
 
 
 @dataclass(slots=True)
@@ -1177,15 +1181,15 @@ class CoreHandshakes:
                 config.max_message,
                 throttle.for_core() if throttle is not None else (),
             )
-        sent = self.core.connect(
-            h.hid,
-            addresses[0],
+        up.others = tuple(addresses[1:])
+        up.connect_args = (
             target.port,
             request_bytes,
             h.head_len,
             config.backend_connect_timeout,
             *fast,
         )
+        sent = self.core.connect(h.hid, addresses[0], *up.connect_args)
         if not sent:
             self._lost(h.hid)
         return True
@@ -1230,6 +1234,19 @@ class CoreHandshakes:
     def _upstream(self, hid: int, error: int, code: int, head: bytes) -> None:
         up = self.upgrades.pop(hid, None)
         if up is None:
+            return
+        if error == native.UP_CONNECT and up.others:
+            address, up.others = up.others[0], up.others[1:]  # localhost: ::1, 127.0.0.1
+            log.debug(
+                "backend %s for %s: %s refused, trying %s",
+                up.url,
+                up.tags.request_id,
+                os.strerror(code),
+                address,
+            )
+            self.upgrades[hid] = up
+            if not self.core.connect(hid, address, *up.connect_args):
+                self._lost(hid)
             return
         router = self.router
         status, reason = 101, ""

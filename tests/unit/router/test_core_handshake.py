@@ -635,3 +635,27 @@ async def test_a_relay_the_core_started_alone_counts_its_quota(tmp_path: Path) -
         assert stats(env)["self_started"] == 1
         await eventually(lambda: not env.router.relays and stats(env)["live"] == 0)
         assert not env.router.live.snapshot() and env.router.upgrading == 0
+
+
+async def test_a_backend_name_is_tried_address_after_address(tmp_path: Path) -> None:
+    """A name with two addresses, the first refusing (``localhost`` as ::1 then 127.0.0.1 with
+    a backend on IPv4 only): the core tries the next one, as backend.connect does."""
+    from router import backend
+
+    async with core_env(tmp_path) as env:
+        name = "dual.wsgate.test"
+        known = (time.monotonic() + 3600, ["127.0.0.3", "127.0.0.1"])  # nothing on 127.0.0.3
+        backend.RESOLVER._known[(name, env.backend_port)] = known
+        try:
+            add_topic(env, "/dual", f"ws://{name}:{env.backend_port}/echo")
+            for _ in range(2):  # a miss, then a cached allow: both through Core.connect
+                async with raw(env) as (reader, writer):
+                    writer.write(head(env, "/echo/1.0.0/dual"))
+                    status, _ = await answer(reader)
+                    assert status == 101
+                    writer.write(masked(b"via the second address"))
+                    echoed = await asyncio.wait_for(reader.readexactly(2 + 22), 5)
+                    assert echoed[2:] == b"via the second address"
+            assert env.router.decisions.hits == 1 and stats(env)["handed_back"] == 0
+        finally:
+            backend.RESOLVER.forget(name, env.backend_port)
