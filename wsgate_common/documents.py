@@ -237,14 +237,21 @@ def _worker_start() -> None:
         pass
 
 
-def _workers() -> ProcessPoolExecutor:
+#: Seconds a new pool's workers may take to start (a forkserver, then the worker importing
+#: this module: 0.5 to 2 s on a loaded 2-core box), not counted in the document's budget.
+STARTUP_ALLOWANCE = 10.0
+
+
+def _workers() -> tuple[ProcessPoolExecutor, bool]:
+    """The pool, and whether it was started just now (its workers are still starting)."""
     global _pool
     with _pool_lock:  # sync handlers call from several threads
         if _pool is None:
             # forkserver: workers are not forks of a process running threads and an event loop
             context = multiprocessing.get_context("forkserver")
             _pool = ProcessPoolExecutor(_WORKERS, mp_context=context, initializer=_worker_start)
-        return _pool
+            return _pool, True
+        return _pool, False
 
 
 def _discard_workers(pool: ProcessPoolExecutor) -> None:
@@ -267,14 +274,20 @@ def shutdown_workers() -> None:
         _pool = None
 
 
-def _submit(work: Callable[..., T], args: tuple[Any, ...]) -> tuple[ProcessPoolExecutor, Future[T]]:
-    pool = _workers()
+def _submit(
+    work: Callable[..., T], args: tuple[Any, ...], budget: Budget
+) -> tuple[ProcessPoolExecutor, Future[T], float]:
+    """Submit ``work``; the pool, the future and how long to wait for it: the budget plus a
+    grace second (:func:`load` stops itself at the budget; this only catches a stuck worker),
+    plus the workers' start-up when they are new."""
+    pool, fresh = _workers()
     try:
-        return pool, pool.submit(work, *args)
+        future = pool.submit(work, *args)
     except BrokenProcessPool:  # a worker was killed since: start anew
         _discard_workers(pool)
-        pool = _workers()
-        return pool, pool.submit(work, *args)
+        pool, fresh = _workers()
+        future = pool.submit(work, *args)
+    return pool, future, budget.max_seconds + 1.0 + (STARTUP_ALLOWANCE if fresh else 0.0)
 
 
 def _failed(pool: ProcessPoolExecutor, budget: Budget, timed_out: bool) -> DocumentError:
@@ -295,9 +308,9 @@ async def load_in_worker(work: Callable[..., T], *args: Any, budget: Budget) -> 
 
     What ``work`` returns or raises crosses a process boundary: it must pickle (DocumentError
     does)."""
-    pool, future = _submit(work, args)
+    pool, future, wait = _submit(work, args, budget)
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(future), budget.max_seconds + 1.0)
+        return await asyncio.wait_for(asyncio.wrap_future(future), wait)
     except TimeoutError:
         raise _failed(pool, budget, timed_out=True) from None
     except BrokenProcessPool:
@@ -307,9 +320,9 @@ async def load_in_worker(work: Callable[..., T], *args: Any, budget: Budget) -> 
 def load_in_worker_sync(work: Callable[..., T], *args: Any, budget: Budget) -> T:
     """:func:`load_in_worker` for code already off the event loop (a sync request handler,
     run in a thread): the parse still holds no GIL of this process and stops at its time."""
-    pool, future = _submit(work, args)
+    pool, future, wait = _submit(work, args, budget)
     try:
-        return future.result(timeout=budget.max_seconds + 1.0)
+        return future.result(timeout=wait)
     except FutureTimeout:
         raise _failed(pool, budget, timed_out=True) from None
     except BrokenProcessPool:

@@ -182,3 +182,19 @@ def test_the_sync_worker_call_answers_and_stops_at_its_time() -> None:
     assert info.value.too_large
     assert load_in_worker_sync(_worker_pid, 0, budget=Budget()) > 0  # a new worker
     shutdown_workers()
+
+
+def test_new_workers_start_outside_the_documents_budget() -> None:
+    """The first parse after start (or after a kill) waits for its workers' start-up too: that
+    time (0.5 to 2 s on a loaded box) is not taken from the document's budget."""
+    from wsgate_common import documents
+
+    shutdown_workers()
+    budget = Budget(max_seconds=0.5)
+    _, first, wait_fresh = documents._submit(_worker_pid, (0,), budget)
+    assert first.result(timeout=60) > 0
+    _, second, wait_warm = documents._submit(_worker_pid, (0,), budget)
+    assert second.result(timeout=60) > 0
+    assert wait_fresh == 0.5 + 1.0 + documents.STARTUP_ALLOWANCE
+    assert wait_warm == 0.5 + 1.0
+    shutdown_workers()
