@@ -27,7 +27,7 @@ import yaml
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from tests.procs import REPO, WSCAT, Proc, http_ok, running
+from tests.procs import REPO, WSCAT, Proc, http_ok, running, wait_for
 from tests.relay_paths import check_router, relay_env
 from wsgate.stack import Ports, component_env, components
 from wsgate_common.pki import ensure_pki
@@ -295,20 +295,32 @@ def distinct_free_ports() -> Ports:
     return Ports(**picked)
 
 
+# Started together, wave after wave: each wave's components only stream from earlier waves'
+# (a component started early waits for the others quietly, but with a retry backoff).
+WAVES = (("echo-backend", "adapter"), ("enforcer",), ("router", "control-plane"))
+
+
 def _start(stack: Stack, log_dir: Path, exit_stack: contextlib.ExitStack) -> None:
-    for component in components(stack.ports):
-        url = component.ready_url
-        proc = exit_stack.enter_context(
-            running(
-                component.name,
-                [component.command],
-                stack.env,
-                log_dir,
-                lambda url=url: http_ok(url),  # type: ignore[misc]
-                timeout=60,
-            )
-        )
-        stack.procs[component.name] = proc
+    by_name = {component.name: component for component in components(stack.ports)}
+    assert sorted(by_name) == sorted(name for wave in WAVES for name in wave)
+    for wave in WAVES:
+        for name in wave:
+            proc = Proc(name, [by_name[name].command], stack.env, log_dir)
+            exit_stack.callback(proc.stop)
+            stack.procs[name] = proc
+        for name in wave:
+            proc, url = stack.procs[name], by_name[name].ready_url
+            try:
+                wait_for(
+                    lambda proc=proc, url=url: proc.alive() and http_ok(url),  # type: ignore[misc]
+                    60,
+                    f"{name} to be ready",
+                )
+            except TimeoutError:
+                raise RuntimeError(f"{name} did not become ready; log:\n{proc.log()}") from None
+    # On exit, this runs first: every component is told to stop at once, then each is waited
+    # for (one after the other they took 3 s per stack).
+    exit_stack.callback(lambda: [proc.terminate() for proc in stack.procs.values()])
 
 
 @contextlib.contextmanager
