@@ -218,6 +218,15 @@ class Router:
                     relay.reported = counts
         return events
 
+    def connections(self) -> int:
+        """Relays and upgrades against config.max_connections (with the core's planned
+        handshakes the router has not heard of yet)."""
+        count = len(self.relays) + self.upgrading
+        handshakes = self.core_handshakes
+        if handshakes is not None and handshakes.planning:
+            count += handshakes.unseen()
+        return count
+
     def traffic(self) -> Counts:
         """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
         fu, fd, mu, md, bu, bd, th = self.finished
@@ -634,7 +643,7 @@ class Connection(asyncio.Protocol):
                 self.reply(http11.http_error_response(exc))
                 return
             limit = router.config.max_connections
-            if limit and len(router.relays) + router.upgrading >= limit:
+            if limit and router.connections() >= limit:
                 raise Handshake(
                     503,
                     503,
@@ -1007,12 +1016,12 @@ class CoreHandshakes:
         self.planning = config.native_plans and config.native_fast_start
         self.plans: dict[int, _Plan] = {}
         self.plan_keys: dict[bytes, set[int]] = {}
-        self.acked = 0  # planned handshakes counted since the core's room was last set
+        self.seen = 0  # the core's planned handshakes reported to Python so far
         if self.planning:
             router.decisions.on_forget = self._forget
             router.routes.on_apply.append(lambda: self._forget(None))
-            router.on_upgrade = self._room
-            hub.after_drain = self._room
+            router.on_upgrade = self._allow
+            hub.after_drain = self._allow
 
     def report(self, event: tuple[object, ...]) -> None:
         kind = event[0]
@@ -1084,7 +1093,7 @@ class CoreHandshakes:
                 )
                 return
             limit = router.config.max_connections
-            if limit and len(router.relays) + router.upgrading >= limit:
+            if limit and router.connections() >= limit:
                 raise Handshake(
                     503,
                     503,
@@ -1105,6 +1114,8 @@ class CoreHandshakes:
                     return
                 task = asyncio.get_running_loop().create_task(self._check_first(h))
                 self.checking[hid] = task
+                if self.planning:
+                    self._allow()  # (counted from now: it is past the limit check)
                 return
             if verdict.quotas and router.counters is not self.hub.store:
                 self._hand_back(hid)  # Redis-shared counters: the Python relay
@@ -1503,7 +1514,7 @@ class CoreHandshakes:
             plan.ident = ident
             self.plans[ident] = plan
             self.plan_keys.setdefault(up.cache_key, set()).add(ident)
-            self._room()
+            self._allow()
 
     def _planned(self, event: tuple[object, ...]) -> None:
         """A handshake the core did by a plan: what Python would have done around it
@@ -1512,7 +1523,7 @@ class CoreHandshakes:
         hid, outcome, plan = cast(int, event[1]), cast(int, event[2]), cast(_Plan, event[3])
         rid, bkey, ckey = cast(str, event[5]), cast(str, event[6]), cast(str, event[7])
         started, handles = cast(float, event[8]), cast(tuple[int, ...], event[9])
-        self.acked += 1
+        self.seen += 1
         router, verdict = self.router, plan.verdict
         throttle = None
         if handles:
@@ -1555,16 +1566,23 @@ class CoreHandshakes:
         else:
             self._lost(hid)
 
-    def _room(self) -> None:
-        """Tell the core how many planned handshakes it may start before Python counts them
-        (config.max_connections less the relays and upgrades Python knows)."""
-        if not self.plans and not self.acked:
+    def unseen(self) -> int:
+        """Handshakes the core started by a plan that Python has not heard of yet."""
+        return int(self.core.plan_started()) - self.seen
+
+    def _allow(self) -> None:
+        """Tell the core how many planned handshakes it may start: config.max_connections
+        less what Python counts (relays, upgrades, misses awaiting the enforcer) and one
+        (Python's own check and count of a handshake are not atomic with the core's)."""
+        if not self.plans:
             return
         router = self.router
         limit = router.config.max_connections
-        room = limit - len(router.relays) - router.upgrading if limit else 1 << 60
-        self.core.plan_room(room, self.acked)
-        self.acked = 0
+        if not limit:
+            self.core.plan_allow(1 << 62)
+            return
+        free = limit - len(router.relays) - router.upgrading - len(self.checking) - 1
+        self.core.plan_allow(self.seen + max(free, 0))
 
     def _forget(self, key: bytes | None) -> None:
         """The decision cache forgot ``key`` (None: every entry), or the routes changed: the

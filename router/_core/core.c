@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -153,12 +154,13 @@ typedef struct {
     hs *hpending; /* connects asked by Python, in the relay thread's next turn */
     double listen_resume; /* out of fds: accepting pauses until then (0: not paused) */
     /* handshake plans (plan.h): a head equal to a plan's but for its key is done by the core
-     * alone; plan_room: how many more it may start before Python counts them (the router's
-     * connection limit); plan_inflight: started, not yet counted by Python */
+     * alone while plan_started < plan_allow: Python sets the allowance (lock-free) from the
+     * router's connection limit, counting what the core started that it has not seen yet */
     hp_table plans;
     hp_plan *plan_dead; /* no reference left: freed with the GIL (plan_collect) */
     uint64_t next_plan, planned;
-    long long plan_room, plan_inflight;
+    _Atomic unsigned long long plan_started; /* written by the relay thread only */
+    _Atomic unsigned long long plan_allow;
     uint8_t rnd[4096];
     size_t rnd_left;
 } CoreObject;
@@ -1109,7 +1111,9 @@ static void hs_connect(CoreObject *core, hs *h);
 /* The head just completed: when a live plan has it (but for the key), do what Python would
  * do with it (CoreHandshakes._connect with the fast start) and return 1; else 0 (EV_HEAD). */
 static int hs_try_plan(CoreObject *core, hs *h) {
-    if (!core->plans.count || core->plan_room <= 0)
+    if (!core->plans.count ||
+        atomic_load_explicit(&core->plan_started, memory_order_relaxed) >=
+            atomic_load_explicit(&core->plan_allow, memory_order_acquire))
         return 0;
     uint8_t *end = memmem(h->cbuf, h->clen, "\r\n\r\n", 4);
     if (!end)
@@ -1166,8 +1170,7 @@ static int hs_try_plan(CoreObject *core, hs *h) {
     h->plan = p;
     p->refs++;
     h->started = now;
-    core->plan_room--;
-    core->plan_inflight++;
+    atomic_fetch_add_explicit(&core->plan_started, 1, memory_order_release);
     core->planned++;
     h->state = HS_UPSTREAM;
     h->deadline = 0;
@@ -2657,16 +2660,17 @@ static PyObject *Core_plan_clear(CoreObject *self, PyObject *unused) {
     return PyLong_FromSize_t(count);
 }
 
-static PyObject *Core_plan_room(CoreObject *self, PyObject *args) {
-    long long room, acked;
-    if (!PyArg_ParseTuple(args, "LL", &room, &acked))
+static PyObject *Core_plan_allow(CoreObject *self, PyObject *arg) {
+    unsigned long long allow = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
         return NULL;
-    lock(self);
-    self->plan_inflight -= acked;
-    self->plan_room = room - self->plan_inflight;
-    long long inflight = self->plan_inflight;
-    pthread_mutex_unlock(&self->lock);
-    return PyLong_FromLongLong(inflight);
+    atomic_store_explicit(&self->plan_allow, allow, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_plan_started(CoreObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&self->plan_started, memory_order_acquire));
 }
 
 static PyObject *Core_plan_build(CoreObject *self, PyObject *args) {
@@ -2736,8 +2740,11 @@ static PyMethodDef Core_methods[] = {
      "answer_accept, max_message, quotas, expires, ctx) -> (plan id or 0, id it replaced or 0)."},
     {"plan_drop", (PyCFunction)Core_plan_drop, METH_O, "plan_drop(id) -> whether it was there."},
     {"plan_clear", (PyCFunction)Core_plan_clear, METH_NOARGS, "plan_clear() -> plans dropped."},
-    {"plan_room", (PyCFunction)Core_plan_room, METH_VARARGS,
-     "plan_room(room, acked) -> planned handshakes not counted by Python yet."},
+    {"plan_allow", (PyCFunction)Core_plan_allow, METH_O,
+     "plan_allow(n): the core starts planned handshakes while it started fewer than n in all "
+     "(no lock)."},
+    {"plan_started", (PyCFunction)Core_plan_started, METH_NOARGS,
+     "plan_started() -> planned handshakes the core started in all (no lock)."},
     {"plan_build", (PyCFunction)Core_plan_build, METH_VARARGS,
      "plan_build(id, client_key, backend_key, request_id) -> (request, answer, expected "
      "accept) as a planned handshake would make them, or None."},

@@ -213,15 +213,16 @@ async def test_a_plan_ends_with_its_cache_entry(tmp_path: Path) -> None:
 
 
 async def test_the_connection_limit_holds_for_planned_handshakes(tmp_path: Path) -> None:
-    async with plan_env(tmp_path, max_connections=2) as env:
+    async with plan_env(tmp_path, max_connections=3) as env:
         assert await shake(env) == 101 and await shake(env) == 101
         await settled(env)
         base = planned(env)
         async with contextlib.AsyncExitStack() as stack:
-            for _ in range(2):
+            for _ in range(3):
                 reader, writer = await stack.enter_async_context(raw(env))
                 writer.write(head(env, new_key()))
                 assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))[9:12] == b"101"
+            # the core leaves the last place to Python (whose check is not atomic with its)
             assert planned(env) == base + 2
             for _ in range(3):
                 assert await shake(env) == 503
