@@ -12,11 +12,12 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from router import backend, credentials, http11
-from router.analytics import HandshakeEvent
+from router.analytics import ConnectionEvent, HandshakeEvent
 from router.server import _Plan, backend_headers
 from tests.procs import eventually
 from tests.unit.router.test_analytics import ListSink
@@ -96,26 +97,15 @@ async def test_a_repeated_handshake_is_done_by_a_plan(tmp_path: Path) -> None:
         await settled(env)
         assert not env.router.live.snapshot()
         await eventually(
-            lambda: (
-                len(
-                    [
-                        e
-                        for e in sink.events
-                        if e.__class__.__name__ == "ConnectionEvent" and getattr(e, "final", False)
-                    ]
-                )
-                == 4
-            )
-        )  # noqa: E501
+            lambda: sum(isinstance(e, ConnectionEvent) and e.final for e in sink.events) == 4
+        )
     shakes = [e for e in sink.events if isinstance(e, HandshakeEvent)]
     assert len(shakes) == 4
     python, *by_plan = shakes
     assert {t.tags.request_id for t in shakes} == set(ids)
     for event in by_plan:  # the same event as Python's, but its own request id
         assert (event.allowed, event.status, event.reason) == (True, 101, "")
-        assert event.tags.__class__(**{**event.tags.as_dict(), "request_id": ""}) == (
-            python.tags.__class__(**{**python.tags.as_dict(), "request_id": ""})
-        )
+        assert replace(event.tags, request_id="") == replace(python.tags, request_id="")
 
 
 async def test_the_core_builds_what_python_builds(tmp_path: Path) -> None:
