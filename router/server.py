@@ -1474,7 +1474,7 @@ class CoreHandshakes:
             or not data.endswith(b"\r\nX-Request-ID: " + rid + b"\r\n\r\n")
         ):
             return
-        quotas = counted_quotas(up.verdict.quotas)
+        quotas = tuple(counted_quotas(up.verdict.quotas))
         tags = up.tags
         plan = _Plan(
             request,

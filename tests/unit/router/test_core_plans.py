@@ -283,3 +283,73 @@ async def test_a_planned_handshake_that_fails_ends_as_python_ends_it(tmp_path: P
         status, _, body = by_plan.partition(b"\r\n\r\n")
         assert by_plan == by_python, (by_plan, by_python)
         assert status.startswith(b"HTTP/1.1 502") and json.loads(body)["code"] == 101503
+
+
+async def test_a_client_leaving_a_planned_handshake_is_logged_as_python_logs_it(
+    tmp_path: Path,
+) -> None:
+    count = 0
+    release = asyncio.Event()
+
+    async def answer_with(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        count += 1
+        request = await reader.readuntil(b"\r\n\r\n")
+        if count == 3:
+            await release.wait()  # the third backend upgrade never ends by itself
+            return
+        writer.write(plain_101(request))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+
+    async with (
+        fake_backend(answer_with) as port,
+        open_env(tmp_path, relay="native", native_plans=True) as env,
+    ):
+        routes = make_routes(env.backend_port)
+        routes[0].topics.append(
+            config_pb2.RouteTopic(path="/slow", production_url=f"ws://127.0.0.1:{port}/")
+        )
+        env.store.apply("v-slow", packed(routes))
+        stream_up(env)
+        for _ in range(2):
+            async with raw(env) as (reader, writer):
+                writer.write(head(env, new_key(), path="/echo/1.0.0/slow"))
+                got = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                assert got.startswith(b"HTTP/1.1 101")
+        async with raw(env) as (reader, writer):
+            writer.write(head(env, new_key(), path="/echo/1.0.0/slow"))
+            await eventually(lambda: count == 3)
+        assert planned(env) == 2
+        await eventually(
+            lambda: (
+                'handshakes_total{result="denied",status="499"} 1.0'
+                in env.router.metrics_text().decode()
+            )
+        )
+        release.set()
+        await settled(env)
+        assert not env.router.live.snapshot()
+
+
+async def test_planned_connections_count_against_the_same_quota(tmp_path: Path) -> None:
+    async with plan_env(tmp_path) as env:
+        env.enforcer.quotas = [
+            enforcer_pb2.Quota(
+                key="sub:q", message_count=5, window_seconds=60, stop_on_quota_reach=True
+            )
+        ]
+        for _ in range(2):  # Python's (a miss), then a plan's: 2 messages counted each
+            assert await shake(env) == 101
+        assert planned(env) == 1
+        async with raw(env) as (reader, writer):  # a plan's again: the fifth passes, not more
+            writer.write(head(env, new_key()))
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5))[9:12] == b"101"
+            writer.write(masked(b"a"))
+            close = await asyncio.wait_for(reader.readexactly(4), 5)
+            assert close[:1] == b"\x88" and int.from_bytes(close[2:4], "big") == 1008
+        assert planned(env) == 2
+        await settled(env)
+        assert not env.router.live.snapshot()
+        core = env.router.core_handshakes
+        assert core is not None and not core.upgrades
