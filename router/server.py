@@ -150,7 +150,7 @@ class Router:
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
         # called after each `upgrading += 1` (the core's planned handshakes count against the
-        # same limit: CoreHandshakes._room)
+        # same limit: CoreHandshakes._allow)
         self.on_upgrade: Callable[[], None] | None = None
         self.servers: list[asyncio.Server] = []
         self.finished = ZERO  # counters of the relays that ended (metrics add the live ones)
@@ -998,6 +998,13 @@ class CoreHandshakes:
     EV_UPSTREAM. Everything else (health, metrics, testkey, a cache miss,
     a wss backend, a backend name not resolved yet) goes back to asyncio as a Connection with
     the bytes already read (Core.handback), and runs exactly as if asyncio had accepted it.
+
+    With ``native_plans``, a fast start decided from the decision cache leaves the core a plan
+    (:meth:`_make_plan`): the same head again (but its key, from the same address) is connected,
+    answered and relayed by the core alone and reported as EV_PLANNED (:meth:`_planned`), which
+    does what Python would have done around it and then :meth:`_started`, :meth:`_upstream` or
+    :meth:`_lost`. Plans go with their cache entry (:meth:`_forget`); the connection limit is
+    shared with the core through an allowance (:meth:`_allow`).
     """
 
     def __init__(self, router: Router, hub: NativeHub) -> None:
