@@ -10,6 +10,10 @@ def plain_101(head: bytes, accept: bytes, /) -> bool:
     """Whether the core relays on this backend response head at once (Core.connect's fast
     start): never when router.http11 would refuse it or the answer depends on it."""
 
+def key_span(head: bytes, /) -> tuple[int, int, int] | None:
+    """Where a request head's one Sec-WebSocket-Key value is (the raw value's start and end,
+    the key's start), or None when no handshake plan may serve the head."""
+
 class Scanner:
     """The C frame scanner of one direction (scan.c); see router.frames.FrameScanner."""
 

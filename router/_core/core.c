@@ -2813,9 +2813,24 @@ static PyObject *mod_plain_101(PyObject *unused, PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
+static PyObject *mod_key_span(PyObject *unused, PyObject *arg) {
+    Py_buffer head;
+    if (PyObject_GetBuffer(arg, &head, PyBUF_SIMPLE) < 0)
+        return NULL;
+    size_t vs, ve, key;
+    int ok = hp_key_span(head.buf, (size_t)head.len, &vs, &ve, &key);
+    PyBuffer_Release(&head);
+    if (!ok)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nnn)", (Py_ssize_t)vs, (Py_ssize_t)ve, (Py_ssize_t)key);
+}
+
 static PyMethodDef core_functions[] = {
     {"plain_101", mod_plain_101, METH_VARARGS,
      "plain_101(head, accept) -> bool: whether the core starts a relay on this backend answer."},
+    {"key_span", mod_key_span, METH_O,
+     "key_span(head) -> (value start, value end, key start) of its one Sec-WebSocket-Key, or "
+     "None when no plan may serve the head (plan.c hp_key_span)."},
     {NULL}};
 
 int core_module_init(PyObject *module) {
