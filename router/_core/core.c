@@ -1319,9 +1319,12 @@ static void hs_backend_ready(CoreObject *core, hs *h, uint32_t events) {
     h->bhead = (size_t)(end - h->bbuf) + 4;
     h->state = HS_WAIT;
     h->deadline = 0;
-    hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
-    if (h->fast && hs_fast_start(core, h))
+    if (h->fast && hs_fast_start(core, h)) { /* (the relay takes the registration over) */
+        if (h->state != HS_DEAD)
+            hs_watch(core, h, 0, 0); /* no memory for the relay: it waits for Python */
         return;
+    }
+    hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
     hs_upstream_event(core, h, UP_OK, 0);
 }
 
