@@ -51,11 +51,12 @@ core-check:
 SANITIZE_SECONDS ?= 15
 SANITIZE_SEED ?=
 build/test_core: router/_core/test_core.c router/_core/scan.c router/_core/quota.c \
-		router/_core/scan.h router/_core/quota.h
+		router/_core/plan.c router/_core/scan.h router/_core/quota.h router/_core/plan.h
 	mkdir -p build
 	$(CC) -std=gnu11 -g -O1 -Wall -Wextra -Werror -Wno-unused-parameter \
 		-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
-		router/_core/test_core.c router/_core/scan.c router/_core/quota.c -lm -o $@
+		router/_core/test_core.c router/_core/scan.c router/_core/quota.c router/_core/plan.c \
+		-lm -o $@
 
 sanitize: build/test_core
 	./build/test_core $(SANITIZE_SECONDS) $(SANITIZE_SEED)
@@ -68,13 +69,14 @@ sanitize-core: $(INSTALLED)
 	$(CC) -shared -fPIC -std=gnu11 -g -O1 -Wall -Wextra -Wno-unused-parameter \
 		-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer \
 		-I$(PY_INCLUDE) router/_core/module.c router/_core/core.c router/_core/scan.c \
-		router/_core/quota.c -lm -o build/asan/_core.so
+		router/_core/quota.c router/_core/plan.c -lm -o build/asan/_core.so
 	LD_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
 		ASAN_OPTIONS=detect_leaks=0 $(PY) tests/asan_pytest.py build/asan/_core.so \
 		-q -p no:cacheprovider tests/unit/router/test_native_relay.py \
 		tests/unit/router/test_core_scanner.py tests/unit/router/test_core_quota.py \
 		tests/unit/router/test_live.py tests/unit/router/test_limits.py \
-		tests/unit/router/test_core_handshake.py tests/unit/router/test_core_plain_101.py
+		tests/unit/router/test_core_handshake.py tests/unit/router/test_core_plain_101.py \
+		tests/unit/router/test_core_plans.py tests/unit/router/test_core_plan_key.py
 
 $(WSCAT): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -14,8 +14,9 @@ setup(
                 "router/_core/core.c",
                 "router/_core/scan.c",
                 "router/_core/quota.c",
+                "router/_core/plan.c",
             ],
-            depends=["router/_core/scan.h", "router/_core/quota.h"],
+            depends=["router/_core/scan.h", "router/_core/quota.h", "router/_core/plan.h"],
             extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             libraries=["m"],
         )

@@ -10,6 +10,10 @@ def plain_101(head: bytes, accept: bytes, /) -> bool:
     """Whether the core relays on this backend response head at once (Core.connect's fast
     start): never when router.http11 would refuse it or the answer depends on it."""
 
+def key_span(head: bytes, /) -> tuple[int, int, int] | None:
+    """Where a request head's one Sec-WebSocket-Key value is (the raw value's start and end,
+    the key's start), or None when no handshake plan may serve the head."""
+
 class Scanner:
     """The C frame scanner of one direction (scan.c); see router.frames.FrameScanner."""
 
@@ -116,7 +120,9 @@ class Core:
     def close(self) -> None: ...
     # handshakes done by the core (router.server.CoreHandshakes); reports in events():
     # (EV_HEAD, hid, peer_ip, bytes), (EV_UPSTREAM, hid, error, errno, head),
-    # (EV_HS_END, hid, why, peer_ip), (EV_STARTED, hid, relay id)
+    # (EV_HS_END, hid, why, peer_ip), (EV_STARTED, hid, relay id),
+    # (EV_PLANNED, hid, outcome, ctx, relay id, request id, backend key, client key, started,
+    #  quota handles, error, errno, head)
     def listen(self, fd: int, max_head: int, head_timeout: float, /) -> None: ...
     def unlisten(self) -> None: ...
     def handback(self, hid: int, /) -> tuple[int, bytes] | None: ...
@@ -145,3 +151,31 @@ class Core:
         allow_rsv: bool,
         quotas: tuple[tuple[int, bool], ...],
     ) -> int | None: ...
+    # handshake plans: a head equal to a plan's but for its Sec-WebSocket-Key, from its peer,
+    # is done by the core alone (EV_PLANNED)
+    def plan_add(
+        self,
+        head: bytes,
+        peer: str,
+        host: str,
+        port: int,
+        timeout: float,
+        request: bytes,
+        request_key: int,
+        request_id: int,
+        answer: bytes,
+        answer_accept: int,
+        max_message: int,
+        quotas: tuple[tuple[str, int, float, bool], ...],
+        expires: float,
+        ctx: object,
+    ) -> tuple[int, int]:
+        """(plan id, or 0 when no plan may serve the head; the id of the plan it replaced
+        or 0)."""
+    def plan_drop(self, ident: int, /) -> bool: ...
+    def plan_clear(self) -> int: ...
+    def plan_allow(self, allowance: int, /) -> None: ...
+    def plan_started(self) -> int: ...
+    def plan_build(
+        self, ident: int, client_key: bytes, backend_key: bytes, request_id: bytes, /
+    ) -> tuple[bytes, bytes, bytes] | None: ...

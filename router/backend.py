@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ipaddress
+import math
 import socket
 import ssl
 import time
@@ -113,6 +114,14 @@ class Resolver:
             self._known.clear()
         self._known[(host, port)] = (now + self.ttl, found)
         return found
+
+    def fresh_until(self, host: str, port: int) -> float:
+        """Until when (monotonic) :meth:`cached` answers for ``host`` as now (0: it does
+        not; inf: an address needs no resolving)."""
+        if is_ip(host):
+            return math.inf
+        known = self._known.get((host, port))
+        return known[0] if known is not None else 0.0
 
     def cached(self, host: str, port: int) -> list[str] | None:
         """The addresses without waiting: ``host`` itself when it is one, the known ones while

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from google.protobuf import any_pb2
 from google.protobuf.message import DecodeError
@@ -43,15 +44,19 @@ def build_table(resources: list[any_pb2.Any]) -> RouteTable:
 class RouteStore:
     """The current route table and whether one has been applied yet (readiness)."""
 
-    __slots__ = ("ready", "table", "version")
+    __slots__ = ("on_apply", "ready", "table", "version")
 
     def __init__(self) -> None:
         self.table = RouteTable()
         self.version = ""
         self.ready = False
+        # called after each applied table (what was derived from the old one must go)
+        self.on_apply: list[Callable[[], None]] = []
 
     def apply(self, version: str, resources: list[any_pb2.Any]) -> None:
         """xDS handler for ROUTE_TYPE_URL; raises (NACK) without touching the current table."""
         table = build_table(resources)
         self.table, self.version, self.ready = table, version, True
+        for callback in self.on_apply:
+            callback()
         log.info("applied routes version %s (%d APIs)", version, table.size)

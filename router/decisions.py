@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from router.registry import ConnectionRegistry, Identity
@@ -91,6 +91,10 @@ class DecisionCache:
         self.misses = 0
         self.stored = 0
         self.evicted: dict[str, int] = {"rule": 0, "expired": 0, "capacity": 0, "flush": 0}
+        # Told of every entry forgotten (its key), or of all of them (None), before the call
+        # that forgets returns: what was derived from an entry must not outlive it (the core's
+        # handshake plans, router/server.py CoreHandshakes).
+        self.on_forget: Callable[[bytes | None], None] | None = None
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -130,6 +134,14 @@ class DecisionCache:
             return None
         entry = self._entries.get(key)
         return entry.verdict if entry is not None and entry.expires > now else None
+
+    def entry(self, key: bytes, now: float) -> Entry | None:
+        """The unexpired entry for ``key`` (None: none, or the cache is not usable); counts
+        nothing."""
+        if not self.usable:
+            return None
+        entry = self._entries.get(key)
+        return entry if entry is not None and entry.expires > now else None
 
     def put(
         self,
@@ -201,8 +213,12 @@ class DecisionCache:
         self._entries.clear()
         self._index = ConnectionRegistry()
         self.evicted["flush"] += count
+        if self.on_forget is not None:
+            self.on_forget(None)
         return count
 
     def _drop(self, key: bytes) -> None:
         self._entries.pop(key, None)
         self._index.remove(key)
+        if self.on_forget is not None:
+            self.on_forget(key)

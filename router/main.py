@@ -121,6 +121,7 @@ async def serve(settings: RouterSettings) -> None:
         relay=settings.relay,
         native_handshake=settings.router_native_handshake,
         native_fast_start=settings.router_native_fast_start,
+        native_plans=settings.router_native_plans,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)

@@ -92,7 +92,11 @@ RELAY_PATHS = ("native", "python", "auto")
     EV_UPSTREAM,
     EV_HS_END,
     EV_STARTED,
-) = range(9)
+    EV_PLANNED,
+) = range(10)
+# EV_PLANNED's outcome: a handshake the core did by a plan was relayed, got a backend answer
+# (or error) for Python to judge, or lost its client
+PLANNED_STARTED, PLANNED_UPSTREAM, PLANNED_GONE = range(3)
 SLOT_LEASE, SLOT_NEXT, SLOT_CREDIT = range(3)
 TICK_MIN, TICK_MAX = 0.002, 0.05  # seconds between pump rounds (a quarter sub-window within)
 # EV_UPSTREAM's error: the backend's response head arrived, or why not
@@ -333,6 +337,7 @@ class NativeHub:
         # the core's handshake reports (EV_HEAD, EV_UPSTREAM, EV_HS_END, EV_STARTED), when it
         # listens
         self.on_handshake: Callable[[tuple[Any, ...]], None] | None = None
+        self.after_drain: Callable[[], None] | None = None  # once per drain, after its events
         self._loop: asyncio.AbstractEventLoop | None = None
         # The Redis-leased mode (router.redis_store.RedisCounterStore): pumps by core handle.
         self.leases: Any = None
@@ -454,6 +459,8 @@ class NativeHub:
                 relay._stream_error(event[2], event[3], event[4])
             elif event[2]:
                 log.info("aborting %s: %s", relay.info.request_id, event[2])
+        if self.after_drain is not None:
+            self.after_drain()
 
 
 class NativeRelay:

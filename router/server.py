@@ -14,7 +14,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -40,12 +40,17 @@ from router.http11 import HeadReader, HttpError, Request
 from router.idle import IDLE_REASON, idle_connections, sweep_interval
 from router.live import Live, LiveConnections
 from router.metrics import RouterMetrics
-from router.native import NativeHub, NativeRelay, NativeThrottle
+from router.native import NativeHub, NativeLimit, NativeRelay, NativeThrottle
 from router.redis_store import RedisCounterStore
 from router.registry import Identity
 from router.relay import Relay, RelayInfo
 from router.routes import BadPath, Match, host_without_port
-from router.throttle import CounterStore, InProcessCounterStore, connection_throttle
+from router.throttle import (
+    CounterStore,
+    InProcessCounterStore,
+    connection_throttle,
+    counted_quotas,
+)
 from wsgate_common.logs import info_writer
 from wsgate_common.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from wsgate_common.request_ids import safe_request_id
@@ -101,6 +106,9 @@ class RouterConfig:
     # With native_handshake: the core checks a backend's plain 101 itself and starts the relay
     # (EV_STARTED); False: every backend answer goes to Python (EV_UPSTREAM).
     native_fast_start: bool = True
+    # With native_fast_start: the core repeats a handshake Python decided from a plan
+    # (CoreHandshakes._make_plan) when the same request comes again; False: never.
+    native_plans: bool = True
 
 
 class Handshake(Exception):
@@ -141,6 +149,9 @@ class Router:
         self.relays: set[Relay | NativeRelay] = set()
         self.pending: set[Connection] = set()
         self.upgrading = 0  # handshakes past the connection-limit check, not relayed yet
+        # called after each `upgrading += 1` (the core's planned handshakes count against the
+        # same limit: CoreHandshakes._allow)
+        self.on_upgrade: Callable[[], None] | None = None
         self.servers: list[asyncio.Server] = []
         self.finished = ZERO  # counters of the relays that ended (metrics add the live ones)
         self.decisions = DecisionCache(config.decision_cache_ttl, config.decision_cache_size)
@@ -207,6 +218,15 @@ class Router:
                     relay.reported = counts
         return events
 
+    def connections(self) -> int:
+        """Relays and upgrades against config.max_connections (with the core's planned
+        handshakes the router has not heard of yet)."""
+        count = len(self.relays) + self.upgrading
+        handshakes = self.core_handshakes
+        if handshakes is not None and handshakes.planning:
+            count += handshakes.unseen()
+        return count
+
     def traffic(self) -> Counts:
         """Every relay's counters summed, ended and live ones (read by /metrics, not per frame)."""
         fu, fd, mu, md, bu, bd, th = self.finished
@@ -241,6 +261,7 @@ class Router:
         stats = self.native.core.stats() if self.native is not None else {}
         return {
             ("accepted",): float(stats.get("accepted", 0)),
+            ("planned",): float(stats.get("planned", 0)),
             ("relayed",): float(stats.get("fast_started", 0)),
             ("relayed_alone",): float(stats.get("self_started", 0)),
             ("handed_back",): float(stats.get("handed_back", 0)),
@@ -622,7 +643,7 @@ class Connection(asyncio.Protocol):
                 self.reply(http11.http_error_response(exc))
                 return
             limit = router.config.max_connections
-            if limit and len(router.relays) + router.upgrading >= limit:
+            if limit and router.connections() >= limit:
                 raise Handshake(
                     503,
                     503,
@@ -631,6 +652,8 @@ class Connection(asyncio.Protocol):
                 )
             router.upgrading += 1
             counted = True
+            if router.on_upgrade is not None:
+                router.on_upgrade()
             host = host_without_port(request.headers.get("host", ""))
             match = self._match(host, request.path)
             api, topic = f"{match.route.api_name}:{match.route.api_version}", match.topic.path
@@ -892,6 +915,33 @@ class _CoreUpgrade:
     # the same), and Core.connect's arguments after the address
     others: tuple[str, ...] = ()
     connect_args: tuple[object, ...] = ()
+    plan: int = 0  # the core's plan it was done by (0: decided by Python)
+    # what a plan for the same request is made of (CoreHandshakes._make_plan)
+    head: bytes = b""
+    cache_key: bytes = b""
+    route_version: str = ""
+    address: str = ""
+    request_bytes: bytes = b""
+    answer: bytes = b""
+
+
+@dataclass(slots=True, eq=False)
+class _Plan:
+    """What Python knows of a plan the core holds (its ctx): a decided request whose repeats
+    the core does alone; the core's reports of them come back with it."""
+
+    request: Request
+    tags: Tags  # (request_id: each handshake's own)
+    url: str
+    target: backend.BackendUrl
+    verdict: enforcer_pb2.HandshakeResponse
+    found: Extracted
+    strip: bool
+    cache_key: bytes
+    identity: Identity
+    limits: tuple[tuple[str, str, bool], ...]  # (key, policy, stop) of each counted quota
+    expires: float
+    ident: int = 0
 
 
 @dataclass(slots=True)
@@ -913,6 +963,9 @@ class _Head:
     api_id: str = ""
     application_id: str = ""
     key_type: str = ""
+    head: bytes = b""  # the request head's bytes
+    cache_key: bytes = b""
+    route_version: str = ""
 
     def tags(self) -> Tags:
         return Tags(
@@ -933,6 +986,7 @@ def _tls_backend(match: Match) -> bool:
 
 
 MEMO_SIZE = 1024  # credential sets remembered by CoreHandshakes._credentials
+MAX_PLANS = 4096  # plans the core holds at most (expired ones make room)
 
 
 class CoreHandshakes:
@@ -948,6 +1002,13 @@ class CoreHandshakes:
     EV_UPSTREAM. Everything else (health, metrics, testkey, a cache miss,
     a wss backend, a backend name not resolved yet) goes back to asyncio as a Connection with
     the bytes already read (Core.handback), and runs exactly as if asyncio had accepted it.
+
+    With ``native_plans``, a fast start decided from the decision cache leaves the core a plan
+    (:meth:`_make_plan`): the same head again (but its key, from the same address) is connected,
+    answered and relayed by the core alone and reported as EV_PLANNED (:meth:`_planned`), which
+    does what Python would have done around it and then :meth:`_started`, :meth:`_upstream` or
+    :meth:`_lost`. Plans go with their cache entry (:meth:`_forget`); the connection limit is
+    shared with the core through an allowance (:meth:`_allow`).
     """
 
     def __init__(self, router: Router, hub: NativeHub) -> None:
@@ -959,6 +1020,19 @@ class CoreHandshakes:
         self.adopting: set[asyncio.Task[object]] = set()
         self.memo: dict[tuple[str, ...], tuple[Extracted, bytes]] = {}
         hub.on_handshake = self.report
+        # Handshake plans (the core repeats a decided request alone): by id, and the ids of
+        # each decision cache entry's; every entry forgotten, every route table applied drops
+        # theirs in the core at once (_forget), and the connection limit is the core's room.
+        config = router.config
+        self.planning = config.native_plans and config.native_fast_start
+        self.plans: dict[int, _Plan] = {}
+        self.plan_keys: dict[bytes, set[int]] = {}
+        self.seen = 0  # the core's planned handshakes reported to Python so far
+        if self.planning:
+            router.decisions.on_forget = self._forget
+            router.routes.on_apply.append(lambda: self._forget(None))
+            router.on_upgrade = self._allow
+            hub.after_drain = self._allow
 
     def report(self, event: tuple[object, ...]) -> None:
         kind = event[0]
@@ -970,6 +1044,8 @@ class CoreHandshakes:
             )
         elif kind == native.EV_STARTED:
             self._started(cast(int, event[1]), cast(int, event[2]))
+        elif kind == native.EV_PLANNED:
+            self._planned(event)
         elif kind == native.EV_HS_END:
             self._ended(cast(int, event[1]), cast(int, event[2]), cast(str, event[3]))
 
@@ -1010,13 +1086,13 @@ class CoreHandshakes:
         ):
             self._hand_back(hid)
             return
-        self._upgrade(hid, peer, request, len(head))
+        self._upgrade(hid, peer, request, head)
 
-    def _upgrade(self, hid: int, peer: str, request: Request, head_len: int) -> None:
+    def _upgrade(self, hid: int, peer: str, request: Request, head: bytes) -> None:
         """Connection._upgrade with the core's I/O: synchronous for a cache hit; a miss awaits
         the enforcer in a task (:meth:`_check_first`) while the core holds the connection."""
         router = self.router
-        h = _Head(hid, peer, request, head_len, time.monotonic())
+        h = _Head(hid, peer, request, len(head), time.monotonic(), head=head)
         h.request_id = safe_request_id(request.headers.get("x-request-id"))
         try:
             try:
@@ -1028,7 +1104,7 @@ class CoreHandshakes:
                 )
                 return
             limit = router.config.max_connections
-            if limit and len(router.relays) + router.upgrading >= limit:
+            if limit and router.connections() >= limit:
                 raise Handshake(
                     503,
                     503,
@@ -1040,6 +1116,7 @@ class CoreHandshakes:
             h.api = f"{match.route.api_name}:{match.route.api_version}"
             h.topic, h.api_id = match.topic.path, match.route.api_id
             h.found, cache_key = self._credentials(request, match, peer)
+            h.cache_key, h.route_version = cache_key, router.routes.version
             checked_at = time.monotonic()
             verdict = self._cached(cache_key)
             if verdict is None:
@@ -1048,6 +1125,8 @@ class CoreHandshakes:
                     return
                 task = asyncio.get_running_loop().create_task(self._check_first(h))
                 self.checking[hid] = task
+                if self.planning:
+                    self._allow()  # (counted from now: it is past the limit check)
                 return
             if verdict.quotas and router.counters is not self.hub.store:
                 self._hand_back(hid)  # Redis-shared counters: the Python relay
@@ -1069,6 +1148,8 @@ class CoreHandshakes:
         router = self.router
         router.upgrading += 1  # counted against the limit while checking, as on asyncio's path
         counted = True
+        if router.on_upgrade is not None:
+            router.on_upgrade()
         cache = "off"
         try:
             assert h.match is not None and h.found is not None
@@ -1160,6 +1241,8 @@ class CoreHandshakes:
             cache,
         )
         router.upgrading += 1
+        if router.on_upgrade is not None:
+            router.on_upgrade()
         request_bytes = backend.build_request(target, backend_key, headers)
         config = router.config
         fast: tuple[object, ...] = ()
@@ -1181,6 +1264,9 @@ class CoreHandshakes:
                 config.max_message,
                 throttle.for_core() if throttle is not None else (),
             )
+            if self.planning:  # what _make_plan needs should the core start it
+                up.head, up.cache_key, up.route_version = h.head, h.cache_key, h.route_version
+                up.address, up.request_bytes, up.answer = addresses[0], request_bytes, answer
         up.others = tuple(addresses[1:])
         up.connect_args = (
             target.port,
@@ -1237,6 +1323,7 @@ class CoreHandshakes:
             return
         if error == native.UP_CONNECT and up.others:
             address, up.others = up.others[0], up.others[1:]  # localhost: ::1, 127.0.0.1
+            up.address = address  # (a plan, if made, connects where this one did)
             log.debug(
                 "backend %s for %s: %s refused, trying %s",
                 up.url,
@@ -1373,6 +1460,184 @@ class CoreHandshakes:
                 router.live.end(up.live)
                 self.core.abort(ident, "")
             handshake_done(router, up.tags, up.request.path, 101, "", up.started, up.cache)
+        if self.planning and not up.plan and up.live.relay is not None:
+            self._make_plan(up)
+
+    # -- handshake plans ---------------------------------------------------------------------
+
+    def _make_plan(self, up: _CoreUpgrade) -> None:
+        """The core started ``up`` alone, decided by the (still cached) allow: leave it a plan
+        for the same request head from the same address, until that allow may end."""
+        router = self.router
+        decisions = router.decisions
+        now = time.monotonic()
+        request = up.request
+        if (
+            up.cache not in ("hit", "miss")
+            or not up.cache_key
+            or not up.answer
+            or "x-request-id" in request.headers  # (a plan mints each request id)
+            or up.route_version != router.routes.version
+            or up.route_version != decisions.route_version
+            or router.counters is not self.hub.store
+        ):
+            return
+        entry = decisions.entry(up.cache_key, now)
+        if entry is None or entry.verdict is not up.verdict:
+            return  # forgotten (or replaced) meanwhile
+        expires = min(entry.expires, backend.RESOLVER.fresh_until(up.target.host, up.target.port))
+        if expires <= now or (len(self.plans) >= MAX_PLANS and not self._purge(now)):
+            return
+        data, rid = up.request_bytes, up.tags.request_id.encode("ascii")
+        key_at = data.find(b"\r\nSec-WebSocket-Key: " + up.backend_key.encode("ascii") + b"\r\n")
+        accept = http11.accept_key(up.key).encode("ascii")
+        accept_at = up.answer.find(b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n")
+        if (
+            key_at < 0
+            or accept_at < 0
+            or len(rid) != 32
+            or not data.endswith(b"\r\nX-Request-ID: " + rid + b"\r\n\r\n")
+        ):
+            return
+        quotas = tuple(counted_quotas(up.verdict.quotas))
+        tags = up.tags
+        plan = _Plan(
+            request,
+            tags,
+            up.url,
+            up.target,
+            up.verdict,
+            up.found,
+            up.strip,
+            up.cache_key,
+            up.live.identity,
+            tuple((q.key, q.policy, q.stop_on_quota_reach) for q in quotas),
+            expires,
+        )
+        config = router.config
+        ident, replaced = self.core.plan_add(
+            head=up.head,
+            peer=tags.client_ip,
+            host=up.address,
+            port=up.target.port,
+            timeout=config.backend_connect_timeout,
+            request=data,
+            request_key=key_at + 21,
+            request_id=len(data) - 4 - 32,
+            answer=up.answer,
+            answer_accept=accept_at + 24,
+            max_message=config.max_message,
+            quotas=tuple(
+                (q.key, q.message_count, q.window_seconds, q.stop_on_quota_reach) for q in quotas
+            ),
+            expires=expires,
+            ctx=plan,
+        )
+        if replaced:
+            self._unlist(replaced)
+        if ident:
+            plan.ident = ident
+            self.plans[ident] = plan
+            self.plan_keys.setdefault(up.cache_key, set()).add(ident)
+            self._allow()
+
+    def _planned(self, event: tuple[object, ...]) -> None:
+        """A handshake the core did by a plan: what Python would have done around it
+        (live.begin, the hit counted, the throttle), then _started, _upstream or _lost as for
+        one it connected itself."""
+        hid, outcome, plan = cast(int, event[1]), cast(int, event[2]), cast(_Plan, event[3])
+        rid, bkey, ckey = cast(str, event[5]), cast(str, event[6]), cast(str, event[7])
+        started, handles = cast(float, event[8]), cast(tuple[int, ...], event[9])
+        self.seen += 1
+        router, verdict = self.router, plan.verdict
+        throttle = None
+        if handles:
+            limits = tuple(
+                NativeLimit(key, policy, stop, handle)
+                for (key, policy, stop), handle in zip(plan.limits, handles, strict=True)
+            )
+            throttle = NativeThrottle(self.core, limits)
+        live = router.live.begin(
+            plan.identity, started, verdict.subscription_id, verdict.data_version
+        )
+        live.throttle = throttle
+        router.decisions.get(plan.cache_key, started)  # counted as the hit it is
+        t = plan.tags
+        tags = Tags(rid, t.api, t.api_id, t.topic, t.application_id, t.key_type, t.client_ip)
+        self.upgrades[hid] = _CoreUpgrade(
+            started,
+            plan.request,
+            tags,
+            ckey,
+            bkey,
+            plan.url,
+            plan.target,
+            verdict,
+            plan.found,
+            plan.strip,
+            live,
+            "hit",
+            throttle,
+            True,
+            plan=plan.ident,
+        )
+        router.upgrading += 1
+        if outcome == native.PLANNED_STARTED:
+            self._started(hid, cast(int, event[4]))
+            return
+        self._unlist(plan.ident)  # the core dropped it: the next such head goes to Python
+        if outcome == native.PLANNED_UPSTREAM:
+            self._upstream(hid, cast(int, event[10]), cast(int, event[11]), cast(bytes, event[12]))
+        else:
+            self._lost(hid)
+
+    def unseen(self) -> int:
+        """Handshakes the core started by a plan that Python has not heard of yet."""
+        return int(self.core.plan_started()) - self.seen
+
+    def _allow(self) -> None:
+        """Tell the core how many planned handshakes it may start: config.max_connections
+        less what Python counts (relays, upgrades, misses awaiting the enforcer) and one
+        (Python's own check and count of a handshake are not atomic with the core's)."""
+        if not self.plans:
+            return
+        router = self.router
+        limit = router.config.max_connections
+        if not limit:
+            self.core.plan_allow(1 << 62)
+            return
+        free = limit - len(router.relays) - router.upgrading - len(self.checking) - 1
+        self.core.plan_allow(self.seen + max(free, 0))
+
+    def _forget(self, key: bytes | None) -> None:
+        """The decision cache forgot ``key`` (None: every entry), or the routes changed: the
+        plans made from it go from the core before anything else runs."""
+        if key is None:
+            self.plans.clear()
+            self.plan_keys.clear()
+            self.core.plan_clear()
+            return
+        for ident in self.plan_keys.pop(key, ()):
+            self.plans.pop(ident, None)
+            self.core.plan_drop(ident)
+
+    def _unlist(self, ident: int) -> None:
+        """Forget a plan the core no longer holds."""
+        plan = self.plans.pop(ident, None)
+        if plan is not None:
+            idents = self.plan_keys.get(plan.cache_key)
+            if idents is not None:
+                idents.discard(ident)
+                if not idents:
+                    del self.plan_keys[plan.cache_key]
+
+    def _purge(self, now: float) -> bool:
+        """Drop the expired plans; whether there is room for another."""
+        for ident, plan in list(self.plans.items()):
+            if plan.expires <= now:
+                self._unlist(ident)
+                self.core.plan_drop(ident)
+        return len(self.plans) < MAX_PLANS
 
     # -- the client went away, or its head did not come in time --------------------------------
 

@@ -67,6 +67,12 @@ class RouterSettings(CommonSettings):
     # plain 101 (no extension, no subprotocol) and starts the relay without waiting for Python;
     # any other answer is still judged by Python. false: Python judges every answer.
     router_native_fast_start: bool = True
+    # WSGATE_ROUTER_NATIVE_PLANS: with the fast start, a handshake Python decided (and that
+    # the core started) leaves the core a plan for that exact request head (but its
+    # Sec-WebSocket-Key) from that client address: the same request again is connected,
+    # answered and relayed by the core alone, Python only hears the outcome. Plans end with the
+    # decision cache entry they come from (rules, versions, TTL, the rules stream down).
+    router_native_plans: bool = True
 
     @property
     def analytics_path(self) -> Path | None:

@@ -26,6 +26,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -35,6 +36,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "plan.h"
 #include "quota.h"
 #include "scan.h"
 
@@ -55,8 +57,10 @@ enum ev {
     EV_HEAD,
     EV_UPSTREAM,
     EV_HS_END,
-    EV_STARTED
+    EV_STARTED,
+    EV_PLANNED
 };
+enum planned { PLANNED_STARTED, PLANNED_UPSTREAM, PLANNED_GONE }; /* EV_PLANNED's outcome */
 enum tag { TAG_SIDE, TAG_HS_CLIENT, TAG_HS_BACKEND, TAG_LISTEN };
 typedef struct hs hs;
 
@@ -108,6 +112,14 @@ typedef struct event {
     uint8_t *data; /* EV_HEAD, EV_UPSTREAM: bytes for Python (owned, freed by events()) */
     size_t len;
     uint64_t relay; /* EV_STARTED: the relay's id */
+    /* EV_PLANNED: a handshake the core did by a plan (a: outcome; err/code as EV_UPSTREAM's;
+     * the plan's reference moves here from the handshake, dropped by events()) */
+    hp_plan *plan;
+    int err, code;
+    char rid[HP_RID_LEN], bkey[HP_KEY_LEN], ckey[HP_KEY_LEN];
+    double started;
+    int nq;
+    wq_counter *q[MAX_QUOTAS];
 } event;
 
 typedef struct {
@@ -141,6 +153,16 @@ typedef struct {
     hs *hdead;
     hs *hpending; /* connects asked by Python, in the relay thread's next turn */
     double listen_resume; /* out of fds: accepting pauses until then (0: not paused) */
+    /* handshake plans (plan.h): a head equal to a plan's but for its key is done by the core
+     * alone while plan_started < plan_allow: Python sets the allowance (lock-free) from the
+     * router's connection limit, counting what the core started that it has not seen yet */
+    hp_table plans;
+    hp_plan *plan_dead; /* no reference left: freed with the GIL (plan_collect) */
+    uint64_t next_plan, planned;
+    _Atomic unsigned long long plan_started; /* written by the relay thread only */
+    _Atomic unsigned long long plan_allow;
+    uint8_t rnd[4096];
+    size_t rnd_left;
 } CoreObject;
 
 static void set_deadline(CoreObject *core, double *at, double when) {
@@ -719,6 +741,13 @@ struct hs {
     unsigned long long max_message;
     wq_counter *fq[MAX_QUOTAS];
     uint8_t fstops[MAX_QUOTAS];
+    /* done by a plan: its reference, what the core made up for this handshake, the quota
+     * holds taken for Python (reported with the outcome: Python releases them) */
+    hp_plan *plan;
+    char rid[HP_RID_LEN], bkey[HP_KEY_LEN], ckey[HP_KEY_LEN];
+    double started;
+    int pnq;
+    wq_counter *pq[MAX_QUOTAS];
 };
 
 /* Python no longer needs the fast start's parameters: its holds on the counters go. */
@@ -730,6 +759,39 @@ static void hs_drop_fast(hs *h) {
 }
 
 static int hs_fast_start(CoreObject *core, hs *h);
+
+/* A reference to a plan goes; the last one queues it for plan_collect (its ctx is a Python
+ * object: only freed with the GIL). Under the lock. */
+static void plan_unref(CoreObject *core, hp_plan *p) {
+    if (p && --p->refs == 0) {
+        p->next_dead = core->plan_dead;
+        core->plan_dead = p;
+    }
+}
+
+/* Report the outcome of a planned handshake (moving its plan reference and quota holds to the
+ * report); a failure also drops the plan: the next such head goes to Python. */
+static event *plan_report(CoreObject *core, hs *h, int outcome) {
+    hp_plan *p = h->plan;
+    if (outcome != PLANNED_STARTED && hp_remove(&core->plans, p))
+        plan_unref(core, p);
+    event *e = push_event_id(core, EV_PLANNED, h->id);
+    h->plan = NULL;
+    if (!e) {
+        plan_unref(core, p);
+        return NULL;
+    }
+    e->a = outcome;
+    e->plan = p;
+    memcpy(e->rid, h->rid, sizeof e->rid);
+    memcpy(e->bkey, h->bkey, sizeof e->bkey);
+    memcpy(e->ckey, h->ckey, sizeof e->ckey);
+    e->started = h->started;
+    e->nq = h->pnq;
+    memcpy(e->q, h->pq, sizeof e->q);
+    h->pnq = 0;
+    return e;
+}
 
 static int is_tchar(uint8_t ch) {
     return (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -847,6 +909,8 @@ static void hs_free(CoreObject *core, hs *h, int close_fds) {
     }
     h->cfd = h->bfd = -1;
     hs_drop_fast(h);
+    plan_unref(core, h->plan);
+    h->plan = NULL;
     h->state = HS_DEAD;
     h->deadline = 0;
     core->hslots[h->slot] = NULL;
@@ -904,6 +968,10 @@ static int hs_grow(CoreObject *core) {
 }
 
 static void hs_end_event(CoreObject *core, hs *h, int why) {
+    if (h->plan) {
+        plan_report(core, h, PLANNED_GONE);
+        return;
+    }
     event *e = push_event_id(core, EV_HS_END, h->id);
     if (e) {
         snprintf(e->text, sizeof e->text, "%s", h->peer);
@@ -913,11 +981,16 @@ static void hs_end_event(CoreObject *core, hs *h, int why) {
 
 static void hs_upstream_event(CoreObject *core, hs *h, int err, int code) {
     hs_drop_fast(h); /* Python decides (and starts the relay with its own holds) */
-    event *e = push_event_id(core, EV_UPSTREAM, h->id);
+    event *e = h->plan ? plan_report(core, h, PLANNED_UPSTREAM)
+                       : push_event_id(core, EV_UPSTREAM, h->id);
     if (!e)
         return;
-    e->a = err;
-    e->b = code;
+    if (e->kind == EV_UPSTREAM) {
+        e->a = err;
+        e->b = code;
+    }
+    e->err = err;
+    e->code = code;
     if (err == UP_OK && h->bhead) {
         e->data = malloc(h->bhead);
         if (e->data) {
@@ -996,6 +1069,115 @@ static void hs_reply_flush(CoreObject *core, hs *h) {
     hs_watch(core, h, 1, EPOLLIN);
 }
 
+/* 32 random bytes from the core's pool (getrandom 4 KiB at a time, as RandomPool does). */
+static int take_random(CoreObject *core, uint8_t *out, size_t n) {
+    if (core->rnd_left < n) {
+        ssize_t got = getrandom(core->rnd, sizeof core->rnd, 0);
+        if (got != (ssize_t)sizeof core->rnd)
+            return -1;
+        core->rnd_left = sizeof core->rnd;
+    }
+    core->rnd_left -= n;
+    memcpy(out, core->rnd + core->rnd_left, n);
+    memset(core->rnd + core->rnd_left, 0, n);
+    return 0;
+}
+
+/* A plan's backend request, client answer and expected backend accept for these values
+ * (malloc'ed; 0, or -1 on no memory). Core.plan_build shows it to the differential test. */
+static int plan_render(const hp_plan *p, const char *ckey, const char *bkey, const char *rid,
+                       uint8_t **req, uint8_t **ans, uint8_t **expect) {
+    *req = malloc(p->req_len);
+    *ans = malloc(p->ans_len);
+    *expect = malloc(HP_ACCEPT_LEN);
+    if (!*req || !*ans || !*expect) {
+        free(*req);
+        free(*ans);
+        free(*expect);
+        *req = *ans = *expect = NULL;
+        return -1;
+    }
+    memcpy(*req, p->req, p->req_len);
+    memcpy(*req + p->req_key, bkey, HP_KEY_LEN);
+    memcpy(*req + p->req_rid, rid, HP_RID_LEN);
+    memcpy(*ans, p->ans, p->ans_len);
+    hp_accept((const uint8_t *)ckey, HP_KEY_LEN, (char *)*ans + p->ans_accept);
+    hp_accept((const uint8_t *)bkey, HP_KEY_LEN, (char *)*expect);
+    return 0;
+}
+
+static void hs_connect(CoreObject *core, hs *h);
+
+/* The head just completed: when a live plan has it (but for the key), do what Python would
+ * do with it (CoreHandshakes._connect with the fast start) and return 1; else 0 (EV_HEAD). */
+static int hs_try_plan(CoreObject *core, hs *h) {
+    if (!core->plans.count ||
+        atomic_load_explicit(&core->plan_started, memory_order_relaxed) >=
+            atomic_load_explicit(&core->plan_allow, memory_order_acquire))
+        return 0;
+    uint8_t *end = memmem(h->cbuf, h->clen, "\r\n\r\n", 4);
+    if (!end)
+        return 0;
+    size_t n = (size_t)(end - h->cbuf) + 4, vs, ve, kat;
+    if (!hp_key_span(h->cbuf, n, &vs, &ve, &kat))
+        return 0;
+    double now = mono();
+    hp_plan *p = hp_find(&core->plans, h->cbuf, n, vs, ve, h->peer, now);
+    if (!p)
+        return 0;
+    uint8_t raw[32];
+    if (take_random(core, raw, sizeof raw) < 0)
+        return 0;
+    wq_counter *qs[MAX_QUOTAS];
+    int nq = 0;
+    for (; nq < p->nq; nq++) { /* NativeHub.throttle's acquire, for Python to release */
+        qs[nq] = wq_acquire_kind(&core->quotas, p->q[nq].key, p->q[nq].limit, p->q[nq].window,
+                                 now, 0);
+        if (!qs[nq])
+            break;
+    }
+    memcpy(h->ckey, h->cbuf + kat, HP_KEY_LEN);
+    hp_base64(raw, 16, h->bkey);
+    hp_hex16(raw + 16, h->rid);
+    uint8_t *req, *ans, *expect;
+    if (nq < p->nq || plan_render(p, h->ckey, h->bkey, h->rid, &req, &ans, &expect) < 0) {
+        while (nq--)
+            wq_release(&core->quotas, p->q[nq].key, qs[nq], now);
+        return 0;
+    }
+    free(h->out);
+    free(h->answer);
+    free(h->expect);
+    h->out = req;
+    h->outlen = p->req_len;
+    h->outoff = 0;
+    h->answer = ans;
+    h->answer_len = p->ans_len;
+    h->expect = expect;
+    h->expect_len = HP_ACCEPT_LEN;
+    h->head_len = n;
+    h->max_message = p->max_message;
+    for (int i = 0; i < nq; i++) {
+        h->pq[i] = h->fq[i] = qs[i];
+        qs[i]->refs++; /* the fast start's own hold, besides Python's */
+        h->fstops[i] = p->q[i].stop;
+    }
+    h->fnq = h->pnq = nq;
+    h->fast = 1;
+    memcpy(&h->sa, p->sa, sizeof h->sa);
+    h->salen = p->salen;
+    h->connect_timeout = p->connect_timeout;
+    h->plan = p;
+    p->refs++;
+    h->started = now;
+    atomic_fetch_add_explicit(&core->plan_started, 1, memory_order_release);
+    core->planned++;
+    h->state = HS_UPSTREAM;
+    h->deadline = 0;
+    hs_connect(core, h);
+    return 1;
+}
+
 static void hs_client_readable(CoreObject *core, hs *h) {
     uint8_t *buf = core->rbuf;
     size_t room = READ_SIZE;
@@ -1029,6 +1211,8 @@ static void hs_client_readable(CoreObject *core, hs *h) {
             return;
         h->state = HS_WAIT;
         h->deadline = 0;
+        if (hs_try_plan(core, h))
+            return;
         event *e = push_event_id(core, EV_HEAD, h->id);
         if (e) {
             snprintf(e->text, sizeof e->text, "%s", h->peer);
@@ -1135,9 +1319,12 @@ static void hs_backend_ready(CoreObject *core, hs *h, uint32_t events) {
     h->bhead = (size_t)(end - h->bbuf) + 4;
     h->state = HS_WAIT;
     h->deadline = 0;
-    hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
-    if (h->fast && hs_fast_start(core, h))
+    if (h->fast && hs_fast_start(core, h)) { /* (the relay takes the registration over) */
+        if (h->state != HS_DEAD)
+            hs_watch(core, h, 0, 0); /* no memory for the relay: it waits for Python */
         return;
+    }
+    hs_watch(core, h, 0, 0); /* the rest waits for the relay (or the close) */
     hs_upstream_event(core, h, UP_OK, 0);
 }
 
@@ -1266,6 +1453,8 @@ static void *run(void *arg) {
 
 /* ---- Python API -------------------------------------------------------------------------- */
 
+static void plan_collect(CoreObject *self);
+
 static void lock(CoreObject *core) {
     if (pthread_mutex_trylock(&core->lock) != 0) {
         Py_BEGIN_ALLOW_THREADS pthread_mutex_lock(&core->lock);
@@ -1368,10 +1557,21 @@ static void Core_dealloc(CoreObject *self) {
     free(self->free_slots);
     free(self->hslots);
     free(self->hfree);
-    for (size_t i = 0; i < self->nevents; i++)
+    for (size_t i = 0; i < self->nevents; i++) {
         free(self->events[i].data);
+        if (self->events[i].kind == EV_PLANNED)
+            plan_unref(self, self->events[i].plan);
+    }
     free(self->events);
     free(self->rbuf);
+    for (size_t i = 0; i < self->plans.nslots; i++)
+        while (self->plans.slots[i]) {
+            hp_plan *p = self->plans.slots[i];
+            hp_remove(&self->plans, p);
+            plan_unref(self, p);
+        }
+    free(self->plans.slots);
+    plan_collect(self); /* (handshakes still holding a plan keep it: freed with them, never) */
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1772,7 +1972,8 @@ static void hs_run_pending(CoreObject *core) {
 static int hs_fast_start(CoreObject *core, hs *h) {
     if (!plain_101(h->bbuf, h->bhead, h->expect, h->expect_len))
         return 0;
-    if (!push_event_id(core, EV_STARTED, h->id))
+    hp_plan *planned = h->plan;
+    if (planned ? !plan_report(core, h, PLANNED_STARTED) : !push_event_id(core, EV_STARTED, h->id))
         return 0; /* Python must hear of the relay: it goes the slow way */
     size_t at = core->nevents - 1; /* (add_conn may push more: the array may move) */
     conn *c = add_conn(core, h->cfd, h->bfd, h->creg, h->breg, h->answer, h->answer_len,
@@ -1780,8 +1981,12 @@ static int hs_fast_start(CoreObject *core, hs *h) {
                        h->blen - h->bhead, h->max_message, 0, h->fq, h->fstops, h->fnq);
     event *e = &core->events[at];
     if (!c) { /* no memory: the report becomes the head for Python (Core.start may work) */
-        e->kind = EV_UPSTREAM;
-        e->a = UP_OK;
+        if (planned && hp_remove(&core->plans, planned))
+            plan_unref(core, planned);
+        if (!planned)
+            e->kind = EV_UPSTREAM;
+        e->err = UP_OK;
+        e->a = planned ? PLANNED_UPSTREAM : UP_OK;
         e->data = malloc(h->bhead);
         if (e->data) {
             memcpy(e->data, h->bbuf, h->bhead);
@@ -2036,6 +2241,26 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
         case EV_STARTED:
             item = Py_BuildValue("(iKK)", EV_STARTED, id, (unsigned long long)e->relay);
             break;
+        case EV_PLANNED: {
+            PyObject *handles = PyTuple_New(e->nq);
+            for (int k = 0; handles && k < e->nq; k++) {
+                PyObject *hd = PyLong_FromVoidPtr(e->q[k]);
+                if (!hd) {
+                    Py_CLEAR(handles);
+                    break;
+                }
+                PyTuple_SET_ITEM(handles, k, hd);
+            }
+            if (!handles)
+                break;
+            item = Py_BuildValue("(iKiOKs#s#s#dNiiy#)", EV_PLANNED, id, e->a,
+                                 e->plan && e->plan->ctx ? (PyObject *)e->plan->ctx : Py_None,
+                                 (unsigned long long)e->relay, e->rid, (Py_ssize_t)HP_RID_LEN,
+                                 e->bkey, (Py_ssize_t)HP_KEY_LEN, e->ckey, (Py_ssize_t)HP_KEY_LEN,
+                                 e->started, handles, e->err, e->code,
+                                 e->data ? (const char *)e->data : "", (Py_ssize_t)e->len);
+            break;
+        }
         default:
             item = Py_BuildValue("(iKs)", EV_ABORT, id, e->text);
         }
@@ -2045,9 +2270,15 @@ static PyObject *Core_events(CoreObject *self, PyObject *unused) {
         }
         PyList_SET_ITEM(list, (Py_ssize_t)i, item);
     }
+    lock(self);
+    for (size_t i = 0; i < n; i++)
+        if (evs[i].kind == EV_PLANNED)
+            plan_unref(self, evs[i].plan);
+    pthread_mutex_unlock(&self->lock);
     for (size_t i = 0; i < n; i++)
         free(evs[i].data);
     free(evs);
+    plan_collect(self);
     return list;
 }
 
@@ -2259,14 +2490,231 @@ static PyObject *Core_lease_credit_revoke(CoreObject *self, PyObject *arg) {
     return PyLong_FromLongLong(n);
 }
 
+
+/* ---- handshake plans: Python's side ---------------------------------------------------------- */
+
+_Static_assert(sizeof(struct sockaddr_storage) <= sizeof(((hp_plan *)0)->sa), "sockaddr size");
+
+/* Free the plans no reference holds any more (with the GIL: their ctx is a Python object). */
+static void plan_collect(CoreObject *self) {
+    lock(self);
+    hp_plan *p = self->plan_dead;
+    self->plan_dead = NULL;
+    pthread_mutex_unlock(&self->lock);
+    while (p) {
+        hp_plan *next = p->next_dead;
+        Py_XDECREF((PyObject *)p->ctx);
+        hp_free(p);
+        p = next;
+    }
+}
+
+static int sockaddr_of(const char *host, int port, struct sockaddr_storage *sa, socklen_t *len) {
+    memset(sa, 0, sizeof *sa);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)sa;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+    } else if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+    } else {
+        PyErr_SetString(PyExc_ValueError, "host must be an IP address");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *Core_plan_add(CoreObject *self, PyObject *args, PyObject *kwds) {
+    static char *kw[] = {"head",   "peer",        "host",        "port",    "timeout",
+                         "request", "request_key", "request_id", "answer", "answer_accept",
+                         "max_message", "quotas", "expires", "ctx", NULL};
+    Py_buffer head, request, answer;
+    const char *peer, *host;
+    int port;
+    double timeout, expires;
+    Py_ssize_t req_key, req_rid, ans_accept;
+    unsigned long long max_message;
+    PyObject *quotas, *ctx;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "y*ssidy*nny*nKO!dO", kw, &head, &peer, &host,
+                                     &port, &timeout, &request, &req_key, &req_rid, &answer,
+                                     &ans_accept, &max_message, &PyTuple_Type, &quotas, &expires,
+                                     &ctx))
+        return NULL;
+    PyObject *result = NULL;
+    hp_plan *p = calloc(1, sizeof *p);
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    size_t vs, ve, kat;
+    Py_ssize_t nq = PyTuple_GET_SIZE(quotas);
+    if (!p) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    if (sockaddr_of(host, port, &sa, &salen) < 0)
+        goto out;
+    if (nq > MAX_QUOTAS || strlen(peer) >= sizeof p->peer || req_key < 0 || req_rid < 0 ||
+        ans_accept < 0 || req_key + HP_KEY_LEN > request.len ||
+        req_rid + HP_RID_LEN > request.len || ans_accept + HP_ACCEPT_LEN > answer.len) {
+        PyErr_SetString(PyExc_ValueError, "bad plan: quotas, peer or offsets out of range");
+        goto out;
+    }
+    if (!hp_key_span(head.buf, (size_t)head.len, &vs, &ve, &kat)) {
+        result = Py_BuildValue("(KK)", 0ULL, 0ULL); /* a head no plan may serve */
+        goto out;
+    }
+    for (Py_ssize_t i = 0; i < nq; i++) {
+        const char *key;
+        long long limit;
+        double window;
+        int stop;
+        if (!PyArg_ParseTuple(PyTuple_GET_ITEM(quotas, i), "sLdp", &key, &limit, &window, &stop))
+            goto out;
+        p->q[i].key = strdup(key);
+        p->q[i].limit = limit;
+        p->q[i].window = window;
+        p->q[i].stop = (uint8_t)stop;
+        p->nq = (int)i + 1;
+        if (!p->q[i].key) {
+            PyErr_NoMemory();
+            goto out;
+        }
+    }
+    p->head = malloc((size_t)head.len);
+    p->req = malloc((size_t)request.len);
+    p->ans = malloc((size_t)answer.len);
+    if (!p->head || !p->req || !p->ans) {
+        PyErr_NoMemory();
+        goto out;
+    }
+    memcpy(p->head, head.buf, (size_t)head.len);
+    p->head_len = (size_t)head.len;
+    p->vs = vs;
+    p->ve = ve;
+    memcpy(p->req, request.buf, (size_t)request.len);
+    p->req_len = (size_t)request.len;
+    p->req_key = (size_t)req_key;
+    p->req_rid = (size_t)req_rid;
+    memcpy(p->ans, answer.buf, (size_t)answer.len);
+    p->ans_len = (size_t)answer.len;
+    p->ans_accept = (size_t)ans_accept;
+    snprintf(p->peer, sizeof p->peer, "%s", peer);
+    memcpy(p->sa, &sa, sizeof sa);
+    p->salen = salen;
+    p->connect_timeout = timeout;
+    p->expires = expires;
+    p->max_message = max_message;
+    p->hash = hp_hash(p->head, p->head_len, vs, ve, p->peer);
+    p->refs = 1;
+    p->ctx = Py_NewRef(ctx);
+    lock(self);
+    p->id = ++self->next_plan;
+    int err;
+    hp_plan *old = hp_insert(&self->plans, p, &err);
+    uint64_t id = err ? 0 : p->id, old_id = old ? old->id : 0;
+    if (old)
+        plan_unref(self, old);
+    pthread_mutex_unlock(&self->lock);
+    if (err) {
+        Py_DECREF(ctx);
+        p->ctx = NULL;
+        PyErr_NoMemory();
+        goto out;
+    }
+    p = NULL;
+    plan_collect(self);
+    result = Py_BuildValue("(KK)", (unsigned long long)id, (unsigned long long)old_id);
+out:
+    hp_free(p);
+    PyBuffer_Release(&head);
+    PyBuffer_Release(&request);
+    PyBuffer_Release(&answer);
+    return result;
+}
+
+static PyObject *Core_plan_drop(CoreObject *self, PyObject *arg) {
+    unsigned long long id = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    lock(self);
+    hp_plan *p = hp_by_id(&self->plans, id);
+    int dropped = p && hp_remove(&self->plans, p);
+    if (dropped)
+        plan_unref(self, p);
+    pthread_mutex_unlock(&self->lock);
+    plan_collect(self);
+    return PyBool_FromLong(dropped);
+}
+
+static PyObject *Core_plan_clear(CoreObject *self, PyObject *unused) {
+    lock(self);
+    size_t count = self->plans.count;
+    for (size_t i = 0; i < self->plans.nslots; i++)
+        while (self->plans.slots[i]) {
+            hp_plan *p = self->plans.slots[i];
+            hp_remove(&self->plans, p);
+            plan_unref(self, p);
+        }
+    pthread_mutex_unlock(&self->lock);
+    plan_collect(self);
+    return PyLong_FromSize_t(count);
+}
+
+static PyObject *Core_plan_allow(CoreObject *self, PyObject *arg) {
+    unsigned long long allow = PyLong_AsUnsignedLongLong(arg);
+    if (PyErr_Occurred())
+        return NULL;
+    atomic_store_explicit(&self->plan_allow, allow, memory_order_release);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Core_plan_started(CoreObject *self, PyObject *unused) {
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&self->plan_started, memory_order_acquire));
+}
+
+static PyObject *Core_plan_build(CoreObject *self, PyObject *args) {
+    unsigned long long id;
+    const char *ckey, *bkey, *rid;
+    Py_ssize_t cl, bl, rl;
+    if (!PyArg_ParseTuple(args, "Ky#y#y#", &id, &ckey, &cl, &bkey, &bl, &rid, &rl))
+        return NULL;
+    if (cl != HP_KEY_LEN || bl != HP_KEY_LEN || rl != HP_RID_LEN) {
+        PyErr_SetString(PyExc_ValueError, "keys are 24 bytes, a request id 32");
+        return NULL;
+    }
+    uint8_t *req = NULL, *ans = NULL, *expect = NULL;
+    size_t req_len = 0, ans_len = 0;
+    lock(self);
+    hp_plan *p = hp_by_id(&self->plans, id);
+    int rc = p ? plan_render(p, ckey, bkey, rid, &req, &ans, &expect) : 1;
+    if (p) {
+        req_len = p->req_len;
+        ans_len = p->ans_len;
+    }
+    pthread_mutex_unlock(&self->lock);
+    if (rc)
+        return rc < 0 ? PyErr_NoMemory() : Py_NewRef(Py_None);
+    PyObject *r = Py_BuildValue("(y#y#y#)", req, (Py_ssize_t)req_len, ans, (Py_ssize_t)ans_len,
+                                expect, (Py_ssize_t)HP_ACCEPT_LEN);
+    free(req);
+    free(ans);
+    free(expect);
+    return r;
+}
+
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
     lock(self);
     PyObject *r = Py_BuildValue(
-        "{sIsKsnsIsKsKsKsK}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
+        "{sIsKsnsIsKsKsKsKsKsn}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
         "quota_counters", (Py_ssize_t)self->quotas.count, "handshaking", self->nhlive, "accepted",
         (unsigned long long)self->accepted, "handed_back", (unsigned long long)self->handed_back,
         "fast_started", (unsigned long long)self->fast_started, "self_started",
-        (unsigned long long)self->self_started);
+        (unsigned long long)self->self_started, "planned", (unsigned long long)self->planned,
+        "plans", (Py_ssize_t)self->plans.count);
     pthread_mutex_unlock(&self->lock);
     return r;
 }
@@ -2290,6 +2738,19 @@ static PyMethodDef Core_methods[] = {
     {"snapshot", (PyCFunction)Core_snapshot, METH_NOARGS, "{id: 7 counters} of live ones."},
     {"events", (PyCFunction)Core_events, METH_NOARGS, "Drain the queued events."},
     {"fileno", (PyCFunction)Core_fileno, METH_NOARGS, "The eventfd that signals events."},
+    {"plan_add", (PyCFunction)(void (*)(void))Core_plan_add, METH_VARARGS | METH_KEYWORDS,
+     "plan_add(head, peer, host, port, timeout, request, request_key, request_id, answer, "
+     "answer_accept, max_message, quotas, expires, ctx) -> (plan id or 0, id it replaced or 0)."},
+    {"plan_drop", (PyCFunction)Core_plan_drop, METH_O, "plan_drop(id) -> whether it was there."},
+    {"plan_clear", (PyCFunction)Core_plan_clear, METH_NOARGS, "plan_clear() -> plans dropped."},
+    {"plan_allow", (PyCFunction)Core_plan_allow, METH_O,
+     "plan_allow(n): the core starts planned handshakes while it started fewer than n in all "
+     "(no lock)."},
+    {"plan_started", (PyCFunction)Core_plan_started, METH_NOARGS,
+     "plan_started() -> planned handshakes the core started in all (no lock)."},
+    {"plan_build", (PyCFunction)Core_plan_build, METH_VARARGS,
+     "plan_build(id, client_key, backend_key, request_id) -> (request, answer, expected "
+     "accept) as a planned handshake would make them, or None."},
     {"acquire", (PyCFunction)Core_acquire, METH_VARARGS,
      "acquire(key, limit, window, now[, leased]) -> counter handle (shared quota table)."},
     {"release", (PyCFunction)Core_release, METH_VARARGS,
@@ -2355,9 +2816,24 @@ static PyObject *mod_plain_101(PyObject *unused, PyObject *args) {
     return PyBool_FromLong(ok);
 }
 
+static PyObject *mod_key_span(PyObject *unused, PyObject *arg) {
+    Py_buffer head;
+    if (PyObject_GetBuffer(arg, &head, PyBUF_SIMPLE) < 0)
+        return NULL;
+    size_t vs, ve, key;
+    int ok = hp_key_span(head.buf, (size_t)head.len, &vs, &ve, &key);
+    PyBuffer_Release(&head);
+    if (!ok)
+        Py_RETURN_NONE;
+    return Py_BuildValue("(nnn)", (Py_ssize_t)vs, (Py_ssize_t)ve, (Py_ssize_t)key);
+}
+
 static PyMethodDef core_functions[] = {
     {"plain_101", mod_plain_101, METH_VARARGS,
      "plain_101(head, accept) -> bool: whether the core starts a relay on this backend answer."},
+    {"key_span", mod_key_span, METH_O,
+     "key_span(head) -> (value start, value end, key start) of its one Sec-WebSocket-Key, or "
+     "None when no plan may serve the head (plan.c hp_key_span)."},
     {NULL}};
 
 int core_module_init(PyObject *module) {

@@ -15,6 +15,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "plan.h"
 #include "quota.h"
 #include "scan.h"
 
@@ -317,6 +318,151 @@ static void fuzz(double seconds) {
     free(c);
 }
 
+
+/* ---- plan.c: SHA-1 (FIPS 180 examples), base64 (RFC 4648), accept (RFC 6455), plans ---- */
+
+static void hexof(const uint8_t *p, size_t n, char *out) {
+    for (size_t i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", p[i]);
+}
+
+static int sha1_is(const char *msg, size_t n, const char *want) {
+    uint8_t d[20];
+    char hex[41];
+    hp_sha1((const uint8_t *)msg, n, d);
+    hexof(d, 20, hex);
+    return strcmp(hex, want) == 0;
+}
+
+static int b64_is(const char *in, const char *want) {
+    char out[64];
+    size_t n = hp_base64((const uint8_t *)in, strlen(in), out);
+    return n == strlen(want) && memcmp(out, want, n) == 0;
+}
+
+static const char HEAD[] = "GET /chat?x=1 HTTP/1.1\r\nHost: a.example\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                           "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer t\r\n\r\n";
+
+static hp_plan *plan_of(const char *head, const char *peer, uint64_t id, double expires) {
+    hp_plan *p = calloc(1, sizeof *p);
+    size_t n = strlen(head), key;
+    CHECK(hp_key_span((const uint8_t *)head, n, &p->vs, &p->ve, &key));
+    p->head = malloc(n);
+    memcpy(p->head, head, n);
+    p->head_len = n;
+    snprintf(p->peer, sizeof p->peer, "%s", peer);
+    p->id = id;
+    p->expires = expires;
+    p->hash = hp_hash(p->head, n, p->vs, p->ve, p->peer);
+    return p;
+}
+
+static hp_plan *find_head(hp_table *t, const char *head, const char *peer, double now) {
+    size_t vs, ve, key, n = strlen(head);
+    if (!hp_key_span((const uint8_t *)head, n, &vs, &ve, &key))
+        return NULL;
+    return hp_find(t, (const uint8_t *)head, n, vs, ve, peer, now);
+}
+
+static char *with(const char *from, const char *to) { /* HEAD with one substring replaced */
+    static char buf[1024];
+    const char *at = strstr(HEAD, from);
+    assert(at);
+    size_t a = (size_t)(at - HEAD);
+    snprintf(buf, sizeof buf, "%.*s%s%s", (int)a, HEAD, to, at + strlen(from));
+    return buf;
+}
+
+static void unit_plan(void) {
+    CHECK(sha1_is("abc", 3, "a9993e364706816aba3e25717850c26c9cd0d89d"));
+    CHECK(sha1_is("", 0, "da39a3ee5e6b4b0d3255bfef95601890afd80709"));
+    const char *two = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    CHECK(sha1_is(two, strlen(two), "84983e441c3bd26ebaae4aa1f95129e5e54670f1"));
+    char *million = malloc(1000000);
+    memset(million, 'a', 1000000);
+    CHECK(sha1_is(million, 1000000, "34aa973cd4c4daa4f61eeb2bdbad27316534016f"));
+    free(million);
+    CHECK(b64_is("", ""));
+    CHECK(b64_is("f", "Zg=="));
+    CHECK(b64_is("fo", "Zm8="));
+    CHECK(b64_is("foo", "Zm9v"));
+    CHECK(b64_is("foob", "Zm9vYg=="));
+    CHECK(b64_is("fooba", "Zm9vYmE="));
+    CHECK(b64_is("foobar", "Zm9vYmFy"));
+    char acc[HP_ACCEPT_LEN];
+    hp_accept((const uint8_t *)"dGhlIHNhbXBsZSBub25jZQ==", 24, acc);
+    CHECK(memcmp(acc, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=", HP_ACCEPT_LEN) == 0);
+    uint8_t raw[16];
+    for (int i = 0; i < 16; i++)
+        raw[i] = (uint8_t)(i * 17);
+    char rid[HP_RID_LEN];
+    hp_hex16(raw, rid);
+    CHECK(memcmp(rid, "00112233445566778899aabbccddeeff", HP_RID_LEN) == 0);
+
+    /* the key span */
+    size_t vs, ve, key, n = strlen(HEAD);
+    CHECK(hp_key_span((const uint8_t *)HEAD, n, &vs, &ve, &key));
+    CHECK(memcmp(HEAD + key, "dGhlIHNhbXBsZSBub25jZQ==", 24) == 0);
+    CHECK(HEAD[vs] == ' ' && HEAD[ve] == '\r');
+    CHECK(hp_key_span((const uint8_t *)with("Sec-WebSocket-Key", "sec-websocket-KEY"), n, &vs,
+                      &ve, &key));
+    const char *bad[] = {
+        "dGhlIHNhbXBsZSBub25jZQ=", "dGhlIHNhbXBsZSBub25jZQ==x", "dGhlIHNhbXBsZSBub25jZQ=A",
+        "dGhlIHNhbXBsZSBub25jZ!==", "dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key: "
+                                    "dGhlIHNhbXBsZSBub25jZQ==",
+        "dGhlIHNhbXBsZSBub25jZQ==\r\n folded"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        const char *h = with("dGhlIHNhbXBsZSBub25jZQ==", bad[i]);
+        CHECK(!hp_key_span((const uint8_t *)h, strlen(h), &vs, &ve, &key));
+    }
+    const char *none = with("Sec-WebSocket-Key", "Sec-WebSocket-Kex");
+    CHECK(!hp_key_span((const uint8_t *)none, strlen(none), &vs, &ve, &key));
+    const char *spaced = with(": dGhlIHNhbXBsZSBub25jZQ==", ":\tAAAAAAAAAAAAAAAAAAAAAA== ");
+    CHECK(hp_key_span((const uint8_t *)spaced, strlen(spaced), &vs, &ve, &key));
+    CHECK(memcmp(spaced + key, "AAAAAAAAAAAAAAAAAAAAAA==", 24) == 0);
+
+    /* the table: only the key may differ; peer, expiry and every other byte count */
+    hp_table t = {0};
+    int err;
+    hp_plan *p = plan_of(HEAD, "127.0.0.1", 1, 100.0);
+    CHECK(hp_insert(&t, p, &err) == NULL && !err);
+    CHECK(find_head(&t, HEAD, "127.0.0.1", 1.0) == p);
+    CHECK(find_head(&t, with("dGhlIHNhbXBsZSBub25jZQ==", "AAAAAAAAAAAAAAAAAAAAAA=="),
+                    "127.0.0.1", 1.0) == p);
+    CHECK(find_head(&t, HEAD, "127.0.0.2", 1.0) == NULL);
+    CHECK(find_head(&t, HEAD, "127.0.0.1", 100.0) == NULL); /* expired */
+    CHECK(find_head(&t, with("Bearer t", "Bearer u"), "127.0.0.1", 1.0) == NULL);
+    CHECK(find_head(&t, with("Host: a", "host: a"), "127.0.0.1", 1.0) == NULL);
+    CHECK(find_head(&t, with("\r\n\r\n", "\r\nX-Request-ID: r\r\n\r\n"), "127.0.0.1", 1.0) ==
+          NULL);
+    CHECK(find_head(&t, with(": dGhlIHNhbXBsZSBub25jZQ==", ":  dGhlIHNhbXBsZSBub25jZQ=="),
+                    "127.0.0.1", 1.0) == NULL); /* another length: another head */
+    for (uint64_t i = 2; i < 300; i++) {      /* growth keeps every plan findable */
+        char h[1024];
+        snprintf(h, sizeof h, "%.*sX-N: %llu\r\n\r\n", (int)(n - 2), HEAD,
+                 (unsigned long long)i);
+        CHECK(hp_insert(&t, plan_of(h, "::1", i, 100.0), &err) == NULL && !err);
+    }
+    CHECK(t.count == 299 && find_head(&t, HEAD, "127.0.0.1", 1.0) == p);
+    CHECK(hp_by_id(&t, 150) != NULL && hp_by_id(&t, 1) == p);
+    hp_plan *again = plan_of(HEAD, "127.0.0.1", 1000, 100.0);
+    CHECK(hp_insert(&t, again, &err) == p && p->dead); /* the same head replaces */
+    CHECK(find_head(&t, HEAD, "127.0.0.1", 1.0) == again);
+    hp_free(p);
+    CHECK(hp_remove(&t, again) && again->dead && !hp_remove(&t, again));
+    CHECK(find_head(&t, HEAD, "127.0.0.1", 1.0) == NULL);
+    hp_free(again);
+    for (size_t i = 0; i < t.nslots; i++)
+        while (t.slots[i]) {
+            hp_plan *q = t.slots[i];
+            hp_remove(&t, q);
+            hp_free(q);
+        }
+    CHECK(t.count == 0);
+    free(t.slots);
+}
+
 int main(int argc, char **argv) {
     double seconds = argc > 1 ? atof(argv[1]) : 15.0;
     uint64_t seed = argc > 2 ? strtoull(argv[2], NULL, 0) : (uint64_t)time(NULL);
@@ -327,6 +473,7 @@ int main(int argc, char **argv) {
     unit_quota();
     unit_leased();
     unit_leased_credit();
+    unit_plan();
     printf("unit tests: %s\n", failures ? "FAILED" : "ok");
     if (!failures)
         fuzz(seconds);

@@ -68,7 +68,9 @@ async def raw(env: Env) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.Str
 
 @contextlib.asynccontextmanager
 async def core_env(tmp_path: Path, **overrides: Any) -> AsyncIterator[Env]:
-    """A native router with its decision cache usable (the rules stream "up")."""
+    """A native router with its decision cache usable (the rules stream "up"); handshake
+    plans off unless asked (here Python decides every handshake: test_core_plans.py)."""
+    overrides.setdefault("native_plans", False)
     async with open_env(tmp_path, relay="native", **overrides) as env:
         stream_up(env)
         yield env
