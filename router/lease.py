@@ -664,6 +664,18 @@ class LeasedCounter:
         down (the fallback cap decides then: ``lend_credit``)."""
         return self._credit_room(now) if self.health.up else 0
 
+    def dry_until(self, now: float) -> float:
+        """Until when (local time) the core must refuse a message its pool has no permit nor
+        credit for: Redis answered that the window has no room left up to a sub-window not
+        over yet, and this counter has no permit left to lend either. -inf: not so (the core
+        holds such a message until the pump tops its pool up)."""
+        dry = self._dry
+        if dry is None or dry < self.sub_at(now):
+            return -math.inf
+        if (self.permits > 0 and now < self._valid_until) or self._next_permits > 0:
+            return -math.inf
+        return (dry + 1) * self.sub_len - self.clock.offset
+
     def missed(self, now: float) -> None:
         """Messages found no permit in the core's pool (or used its last ones): ask for a
         lease as ``take`` asks when it finds none."""
