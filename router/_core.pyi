@@ -63,6 +63,8 @@ class CounterTable:
 CloseSeen = tuple[bool, int, int | None]
 Event = tuple[int, int, object] | tuple[object, ...]
 
+HOLD_MAX: float  # seconds a message may be held (core.c)
+
 class Core:
     """One epoll relay thread; see router.native."""
 

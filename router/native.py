@@ -37,13 +37,15 @@ counter in the core's table: three slots of permits, each usable only in [start,
   dropped, nothing reordered, at most one read kept per side) and reports the pool (EV_LEASE);
   whatever changes the pool (a put, credit, or the dry mark below) feeds the held bytes again,
   and so does the moment a slot's permits become usable. So a stalled event loop delays
-  traffic under the limit instead of refusing it. Only when the counter says the window is
-  exhausted (``LeasedCounter.dry_until``: Redis answered no room, and the counter has nothing
-  left to lend; or Redis is down and neither fail-open's fallback cap nor anything else admits)
-  does the pump mark the pool dry (``lease_dry``) and the core refuse (drop, or 1008 per the
-  quota's stop_on_quota_reach), as ``take`` refuses, until that sub-window ends. A held side
-  still closes on terminate/shutdown/abort (its held bytes are dropped then, as a closed
-  transport delivers nothing more), and the idle sweep sees it idle.
+  traffic under the limit instead of refusing it. When the counter says the window is
+  exhausted (``LeasedCounter.dry_until``: it has nothing left to lend, and Redis answered no
+  room, or less than every router's credit; or Redis is down and fail-open's fallback cap
+  admits nothing more, or fail-closed), the pump marks the pool dry (``lease_dry``) and the
+  core refuses (drop, or 1008 per the quota's stop_on_quota_reach), as ``take`` refuses, until
+  that sub-window ends. And what waited HOLD_MAX (core.c, 1 s) is decided without holding, so
+  traffic over a quota is throttled, not queued behind the lease pump. A held side still
+  closes on terminate/shutdown/abort (its held bytes are dropped then, as a closed transport
+  delivers nothing more), and the idle sweep sees it idle.
 - What the core did not use is taken back when its validity ends (or when the slot is
   refilled with another validity) and handed back to the counter (``unlend``): to the lease
   still in use, or to Redis as a return with the next request, or off the credit owed, so no
@@ -300,10 +302,11 @@ class LeasePump:
         state = core.lease_state(handle)
         empty = not any(n > 0 and s <= now < e for n, s, e in state[:2])
         dry = -math.inf
-        if empty and counter.health.up:
-            counter.missed(now)  # no permit at hand: a lease before messages find none
-            dry = counter.dry_until(now)
-        elif empty and not counter.health.up and not held[SLOT_CREDIT]:
+        if counter.health.up:
+            if empty:
+                counter.missed(now)  # no permit at hand: a lease before messages find none
+            dry = counter.dry_until(now)  # (for when the pool runs out before the next round)
+        elif empty and not held[SLOT_CREDIT]:
             # Redis down: the fallback cap's admissions (fail-open), lent like permits
             credit = counter.lend_credit(now, batch - held[SLOT_CREDIT])
             if credit is not None:

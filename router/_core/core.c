@@ -44,6 +44,10 @@
 #define CLOSE_GRACE 1.0
 #define MAX_QUOTAS 8
 #define MAX_EVENTS 256
+/* A held message waits this long at most: then what the side had read is decided without
+ * holding (refused if the pool still has nothing), as without the hold. Long enough for a
+ * stalled event loop; short enough that traffic over a quota is throttled, not queued. */
+#define HOLD_MAX 1.0
 
 enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
 enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
@@ -87,6 +91,7 @@ typedef struct side {
     wq_counter *hold_q;
     uint64_t hold_gen;
     double hold_until;
+    double hold_since; /* when those bytes were read (held first): HOLD_MAX from then */
     struct side *next_doomed;
 } side;
 
@@ -104,6 +109,7 @@ struct conn {
     double grace; /* the frame in flight to the client must end by then, 0 none */
     int nq, stop_quota, first_drop; /* first_drop: 0 none yet, i+1 to report, -1 reported */
     wq_counter *held_by;            /* conn_admit's last WS_HOLD: the counter without room */
+    int no_hold;                    /* feeding bytes held HOLD_MAX already: refuse, not hold */
     wq_counter *q[MAX_QUOTAS];
     uint8_t stop[MAX_QUOTAS];
     conn *next_dead;
@@ -230,6 +236,7 @@ static void drop_held(CoreObject *core, side *s) {
     s->hold_len = 0;
     s->hold_q = NULL;
     s->hold_until = 0;
+    s->hold_since = 0;
     core->nheld--;
     update_events(core, s);
 }
@@ -572,7 +579,7 @@ static int conn_admit(void *ctx, int opcode) {
     conn *c = ctx;
     if (c->stop_pending || c->terminating || !c->nq)
         return 0;
-    int i = wq_decide(c->q, c->nq, mono());
+    int i = c->no_hold ? wq_admit(c->q, c->nq, mono()) : wq_decide(c->q, c->nq, mono());
     if (i == -1)
         return 1;
     if (i <= WQ_HELD(0)) { /* a leased pool is dry, the window is not: wait for permits */
@@ -619,10 +626,12 @@ static int hold(CoreObject *core, side *s, const uint8_t *p, size_t n) {
     s->hold_q = s->c->held_by;
     s->hold_gen = s->hold_q->gen;
     core->holds++;
-    double next = wq_lease_next_start(s->hold_q, mono());
+    double now = mono();
+    if (!s->hold_since) /* (fed again still held: they were read when first held) */
+        s->hold_since = now;
+    double next = wq_lease_next_start(s->hold_q, now), end = s->hold_since + HOLD_MAX;
     s->hold_until = 0;
-    if (next)
-        set_deadline(core, &s->hold_until, next);
+    set_deadline(core, &s->hold_until, next && next < end ? next : end);
     update_events(core, s);
     return 1;
 }
@@ -630,17 +639,24 @@ static int hold(CoreObject *core, side *s, const uint8_t *p, size_t n) {
 static void received(CoreObject *core, side *s, uint8_t *data, size_t n);
 
 /* Feed a side's held input again (its pool changed, or a slot's permits became usable); what
- * is still held (the pool is dry again) stays, and the side is read again once none is. */
-static void retry_held(CoreObject *core, side *s) {
+ * is still held (the pool is dry again) stays, and the side is read again once none is. Held
+ * HOLD_MAX already: decided without holding (what has no permit is refused). */
+static void retry_held(CoreObject *core, side *s, double now) {
     uint8_t *buf = s->hold;
     size_t n = s->hold_len;
+    int expired = now >= s->hold_since + HOLD_MAX;
     s->hold = NULL;
     s->hold_len = 0;
     s->hold_q = NULL;
     s->hold_until = 0;
     core->nheld--;
-    if (!s->lost && !s->doomed && !s->closing && s->mode != DISCARD)
+    if (!s->lost && !s->doomed && !s->closing && s->mode != DISCARD) {
+        s->c->no_hold = expired;
         received(core, s, buf + WS_HEADROOM, n);
+        s->c->no_hold = 0;
+    }
+    if (!s->hold)
+        s->hold_since = 0;
     free(buf);
     update_events(core, s);
 }
@@ -657,7 +673,7 @@ static void resume_held(CoreObject *core, double now) {
             side *s = sides[k];
             if (s->hold && (s->hold_q->gen != s->hold_gen ||
                             (s->hold_until && s->hold_until <= now)))
-                retry_held(core, s);
+                retry_held(core, s, now);
         }
         settle(core);
     }
@@ -741,7 +757,7 @@ static void expire(CoreObject *core, double now) {
         side *sides[2] = {&c->cl, &c->be};
         for (int k = 0; k < 2 && !c->finished; k++)
             if (sides[k]->hold && sides[k]->hold_until && sides[k]->hold_until <= now)
-                retry_held(core, sides[k]); /* a slot's permits are usable from now */
+                retry_held(core, sides[k], now); /* a slot's permits usable, or HOLD_MAX */
         for (int k = 0; k < 2; k++)
             if (sides[k]->deadline && sides[k]->deadline <= now && !sides[k]->lost) {
                 sides[k]->deadline = 0;
@@ -2511,5 +2527,10 @@ static PyMethodDef core_functions[] = {
 int core_module_init(PyObject *module) {
     if (PyType_Ready(&CoreType) < 0 || PyModule_AddFunctions(module, core_functions) < 0)
         return -1;
+    PyObject *hold_max = PyFloat_FromDouble(HOLD_MAX);
+    if (!hold_max || PyModule_AddObject(module, "HOLD_MAX", hold_max) < 0) {
+        Py_XDECREF(hold_max);
+        return -1;
+    }
     return PyModule_AddObjectRef(module, "Core", (PyObject *)&CoreType);
 }

@@ -218,15 +218,20 @@ class NativeSim(Sim):
         return self.refused == refused
 
     def _feed(self, i: int) -> None:
-        """The core decides router i's waiting messages, in order, until one is held."""
+        """The core decides router i's waiting messages, in order, until one is held; those
+        held HOLD_MAX already (the whole backlog: the core had read them) without holding."""
         waiting, local = self.waiting[i], self.local(i)
+        hold_max = self.core_module.HOLD_MAX
+        expired = bool(waiting) and self.now >= waiting[0] + hold_max
         while waiting:
-            got = self.core.admit((self.handles[i],), local, self.hold)
+            hold = self.hold and not expired
+            got = self.core.admit((self.handles[i],), local, hold)
             if got <= -2:  # held: the side is read again when the pool changes
                 state = self.core.lease_state(self.handles[i])
-                starts = [f for n, f, e in state[:3] if n > 0 and local < f < e]
-                if starts:  # the core's own timer: that slot's permits become usable
-                    self._at(min(starts) + self.skews[i] + 1e-9, functools.partial(self._feed, i))
+                starts = [f + self.skews[i] for n, f, e in state[:3] if n > 0 and local < f < e]
+                # the core's own timers: a slot's permits become usable, or HOLD_MAX is over
+                at = min([*starts, waiting[0] + hold_max])
+                self._at(at + 1e-9, functools.partial(self._feed, i))
                 return
             arrived = waiting.popleft()
             if got < 0:

@@ -192,3 +192,21 @@ def test_waiting_costs_no_cpu(core: Any, conn: Conn) -> None:
     time.sleep(0.5)
     assert time.process_time() - cpu < 0.1
     assert core.stats()["held"] == 1
+
+
+def test_what_waited_hold_max_is_refused_then_new_input_is_held_again(
+    core_module: Any, core: Any, conn: Conn
+) -> None:
+    """Traffic over a quota is throttled, not queued: after HOLD_MAX without a permit, what
+    the side had read is decided without holding (refused), and reading resumes."""
+    sent = time.monotonic()
+    conn.client.sendall(text(b"a") + text(b"b") + frame(0x9, b"p", masked=True))
+    ping = read(conn.backend, 7, timeout=core_module.HOLD_MAX + 2)
+    waited = time.monotonic() - sent
+    assert ping[0] == 0x89 and core_module.HOLD_MAX - 0.05 <= waited < core_module.HOLD_MAX + 1
+    assert core.lease_state(conn.handle)[4] == 2  # both refused
+    assert conn.reading_client() and core.stats()["held"] == 0
+    conn.client.sendall(text(b"c"))  # new input: held again, for HOLD_MAX again
+    assert nothing(conn.backend, 0.3)
+    conn.put(1)
+    assert read(conn.backend, 7)[0] == 0x81

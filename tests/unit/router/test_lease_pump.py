@@ -247,7 +247,8 @@ def test_a_stalled_loop_delays_traffic_under_the_limit_but_never_refuses_it(
 
 
 def test_the_core_holds_the_global_limit_within_the_credit_bound(core_module: Any) -> None:
-    """Overloaded (450/s for 300/s allowed): credit is bounded as on the Python path."""
+    """Overloaded (450/s for 300/s allowed): credit is bounded as on the Python path, and
+    holding does not queue the excess."""
     sim = NativeSim(
         limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.002, core_module=core_module
     )
@@ -258,3 +259,5 @@ def test_the_core_holds_the_global_limit_within_the_credit_bound(core_module: An
     assert sim.worst_window() <= LIMIT + 2 * ROUTERS * credit_cap(LIMIT, ROUTERS)
     # not starved: the pump on a ticker alone keeps the core at half the limit's rate at least
     assert sum(1 for t in sim.admitted if t >= 10.0) >= 0.5 * 1.5 * LIMIT
+    # throttled, not queued: what the core held passed within HOLD_MAX or was refused then
+    assert sim.refused > 0 and max(sim.delays) <= core_module.HOLD_MAX + 1e-6
