@@ -76,7 +76,8 @@ sanitize-core: $(INSTALLED)
 		tests/unit/router/test_core_scanner.py tests/unit/router/test_core_quota.py \
 		tests/unit/router/test_live.py tests/unit/router/test_limits.py \
 		tests/unit/router/test_core_handshake.py tests/unit/router/test_core_plain_101.py \
-		tests/unit/router/test_core_plans.py tests/unit/router/test_core_plan_key.py
+		tests/unit/router/test_core_plans.py tests/unit/router/test_core_plan_key.py \
+		tests/unit/router/test_core_hold.py tests/unit/router/test_lease_pump.py
 
 $(WSCAT): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error

@@ -664,6 +664,24 @@ class LeasedCounter:
         down (the fallback cap decides then: ``lend_credit``)."""
         return self._credit_room(now) if self.health.up else 0
 
+    def dry_until(self, now: float) -> float:
+        """Until when (local time) the core must refuse a message its pool has no permit nor
+        credit for, as ``take`` refuses it: this counter has no permit left to lend, and Redis
+        answered that the window has no room left up to a sub-window not over yet, or its last
+        answer left less than every router's credit (the window is all but used: the credit
+        rule's own test; re-checked by every pump round, so only until this sub-window ends).
+        -inf: not so; the core holds such a message until the pump tops its pool up (a lease
+        late, the loop stalled: traffic under the limit waits, it is not refused)."""
+        if (self.permits > 0 and now < self._valid_until) or self._next_permits > 0:
+            return -math.inf
+        sub, dry = self.sub_at(now), self._dry
+        if dry is not None and dry >= sub:
+            return (dry + 1) * self.sub_len - self.clock.offset
+        remaining = self._remaining
+        if remaining is not None and remaining < self._credit_cap * self.routers:
+            return (sub + 1) * self.sub_len - self.clock.offset
+        return -math.inf
+
     def missed(self, now: float) -> None:
         """Messages found no permit in the core's pool (or used its last ones): ask for a
         lease as ``take`` asks when it finds none."""

@@ -32,6 +32,20 @@ counter in the core's table: three slots of permits, each usable only in [start,
   credit rule allows (``credit_allowance``: within the credit cap, none once Redis has no room
   left), counted against the cap from the moment it is given; the core keeps each use's time
   and the pump charges it like ``take``'s credit (``credited``), so lease.py's bound holds.
+- Holding: a message that finds neither a permit nor credit is not refused but held: the
+  core stops reading that side (the bytes stay unread, like the watermark backpressure: nothing
+  dropped, nothing reordered, at most one read kept per side) and reports the pool (EV_LEASE);
+  whatever changes the pool (a put, credit, or the dry mark below) feeds the held bytes again,
+  and so does the moment a slot's permits become usable. So a stalled event loop delays
+  traffic under the limit instead of refusing it. When the counter says the window is
+  exhausted (``LeasedCounter.dry_until``: it has nothing left to lend, and Redis answered no
+  room, or less than every router's credit; or Redis is down and fail-open's fallback cap
+  admits nothing more, or fail-closed), the pump marks the pool dry (``lease_dry``) and the
+  core refuses (drop, or 1008 per the quota's stop_on_quota_reach), as ``take`` refuses, until
+  that sub-window ends. And what waited HOLD_MAX (core.c, 1 s) is decided without holding, so
+  traffic over a quota is throttled, not queued behind the lease pump. A held side still
+  closes on terminate/shutdown/abort (its held bytes are dropped then, as a closed transport
+  delivers nothing more), and the idle sweep sees it idle.
 - What the core did not use is taken back when its validity ends (or when the slot is
   refilled with another validity) and handed back to the counter (``unlend``): to the lease
   still in use, or to Redis as a return with the next request, or off the credit owed, so no
@@ -213,7 +227,7 @@ class LeasePump:
     """Moves the permits a :class:`LeasedCounter` decides into the core's pool for one quota
     key, and hands back what the core did not use (see the module docstring)."""
 
-    __slots__ = ("core", "counter", "handle", "key", "lent", "refs", "validity")
+    __slots__ = ("core", "counter", "dry", "handle", "key", "lent", "refs", "validity")
 
     def __init__(self, core: Any, handle: int, counter: LeasedCounter, key: str) -> None:
         self.core = core
@@ -223,6 +237,7 @@ class LeasePump:
         self.refs = 0  # connections using it
         self.lent: list[list[Lent]] = [[], [], []]  # per slot, what is in it (oldest first)
         self.validity: list[tuple[float, float]] = [(0.0, 0.0)] * 3
+        self.dry = -math.inf  # what the core was told last (lease_dry; -inf: not dry)
         # The core does not wait for the loop as the Python relay's messages do: the next
         # sub-window's lease is asked for two pump rounds ahead at least (see _tick).
         counter.lead = max(counter.lead, counter.sub_len / 2)
@@ -290,15 +305,25 @@ class LeasePump:
         self._credit(now)
         state = core.lease_state(handle)
         empty = not any(n > 0 and s <= now < e for n, s, e in state[:2])
-        if empty and counter.health.up:
-            counter.missed(now)  # no permit at hand: a lease before messages find none
-        elif empty and not counter.health.up and not held[SLOT_CREDIT]:
+        dry = -math.inf
+        if counter.health.up:
+            if empty:
+                counter.missed(now)  # no permit at hand: a lease before messages find none
+            dry = counter.dry_until(now)  # (for when the pool runs out before the next round)
+        elif empty and not held[SLOT_CREDIT]:
             # Redis down: the fallback cap's admissions (fail-open), lent like permits
             credit = counter.lend_credit(now, batch - held[SLOT_CREDIT])
             if credit is not None:
                 sub, k, start, end, degraded = credit
                 self._put(SLOT_CREDIT, (sub, k, True, degraded, now), start, end, low)
-        # Nothing lent: the core's report stays pending (no report per refused message); the
+            else:  # fail-closed, or the fallback cap is full: refused as take refuses
+                dry = math.inf
+        # A message the pool has nothing for waits in the core (its side is not read) unless
+        # the counter says the window is exhausted: then it is refused, as take refuses it.
+        if dry != self.dry:
+            core.lease_dry(handle, dry)
+            self.dry = dry
+        # Nothing lent: the core's report stays pending (no report per held message); the
         # next lease reply or tick refills the pool.
 
     def _credit(self, now: float) -> None:

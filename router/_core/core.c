@@ -5,7 +5,9 @@
  * thread reads into one shared buffer, scans the frames (scan.c, with the quota gate of
  * quota.c), and send()s the kept bytes straight to the peer; only what the peer's socket does
  * not take is copied into a per-direction pending buffer (allocated on demand, freed when
- * drained), and while it exists the source is not read (backpressure).
+ * drained), and while it exists the source is not read (backpressure). The same is done for a
+ * message a leased quota's pool has nothing for while the window is not known to be exhausted
+ * (hold: the side's unscanned bytes are kept, the side is not read until the pool changes).
  *
  * The closing logic is router/relay.py's Relay (terminate, close_client, side_lost,
  * stream_error, shutdown, abort), statement by statement; uvloop's transport semantics are
@@ -44,6 +46,10 @@
 #define CLOSE_GRACE 1.0
 #define MAX_QUOTAS 8
 #define MAX_EVENTS 256
+/* A held message waits this long at most: then what the side had read is decided without
+ * holding (refused if the pool still has nothing), as without the hold. Long enough for a
+ * stalled event loop; short enough that traffic over a quota is throttled, not queued. */
+#define HOLD_MAX 1.0
 
 enum mode { RELAY, DISCARD, FINISH }; /* _Side, _Detached, _FinishFrame */
 enum by { BY_NONE, BY_CLIENT, BY_BACKEND, BY_ROUTER };
@@ -79,6 +85,17 @@ typedef struct side {
     ws_scan scan;              /* what this side sends */
     uint8_t *pend;             /* output to this side the socket did not take yet */
     size_t pend_len, pend_off;
+    /* Input held back (a leased quota's pool ran dry, Python has not said the window is
+     * exhausted): the bytes read from this side from the held message on, not scanned yet,
+     * at hold + WS_HEADROOM (at most one read). The side is not read while they wait; they are
+     * fed again when hold_q's pool changes (its gen moves) or at hold_until (a slot's permits
+     * become usable then). */
+    uint8_t *hold;
+    size_t hold_len;
+    wq_counter *hold_q;
+    uint64_t hold_gen;
+    double hold_until;
+    double hold_since; /* when those bytes were read (held first): HOLD_MAX from then */
     struct side *next_doomed;
 } side;
 
@@ -95,6 +112,8 @@ struct conn {
     int backend_reason_len;
     double grace; /* the frame in flight to the client must end by then, 0 none */
     int nq, stop_quota, first_drop; /* first_drop: 0 none yet, i+1 to report, -1 reported */
+    wq_counter *held_by;            /* conn_admit's last WS_HOLD: the counter without room */
+    int no_hold;                    /* feeding bytes held HOLD_MAX already: refuse, not hold */
     wq_counter *q[MAX_QUOTAS];
     uint8_t stop[MAX_QUOTAS];
     conn *next_dead;
@@ -163,6 +182,9 @@ typedef struct {
     _Atomic unsigned long long plan_allow;
     uint8_t rnd[4096];
     size_t rnd_left;
+    uint32_t nheld;       /* sides holding input back (side.hold) */
+    int retry_held;       /* a leased pool changed (Python): try the held sides again */
+    uint64_t holds;       /* times a side was held, ever */
 } CoreObject;
 
 static void set_deadline(CoreObject *core, double *at, double when) {
@@ -216,7 +238,7 @@ static void update_events(CoreObject *core, side *s) {
     uint32_t want = 0;
     if (s->lingering && !s->doomed)
         want |= EPOLLIN;
-    else if (!s->closing && !s->doomed && (s->peer->lost || !s->peer->pend_len))
+    else if (!s->closing && !s->doomed && !s->hold_len && (s->peer->lost || !s->peer->pend_len))
         want |= EPOLLIN;
     if (s->pend_len)
         want |= EPOLLOUT;
@@ -225,6 +247,20 @@ static void update_events(CoreObject *core, side *s) {
         epoll_ctl(core->epfd, EPOLL_CTL_MOD, s->fd, &ev);
         s->events = want;
     }
+}
+
+/* Forget a side's held input (the side is closing, discarding or gone), read it again. */
+static void drop_held(CoreObject *core, side *s) {
+    if (!s->hold)
+        return;
+    free(s->hold);
+    s->hold = NULL;
+    s->hold_len = 0;
+    s->hold_q = NULL;
+    s->hold_until = 0;
+    s->hold_since = 0;
+    core->nheld--;
+    update_events(core, s);
 }
 
 /* connection_lost, soon: the side's socket ends after the current operation. */
@@ -259,6 +295,7 @@ static void closing(CoreObject *core, side *s) {
     if (s->closing || s->lost)
         return;
     s->closing = 1;
+    drop_held(core, s); /* a closed transport delivers nothing more */
     if (!s->pend_len) {
         linger(core, s);
         return;
@@ -395,8 +432,10 @@ static void finish(CoreObject *core, conn *c) {
 static void close_client(CoreObject *core, conn *c) {
     side *cl = &c->cl, *be = &c->be;
     c->grace = 0;
-    if (!be->lost)
+    if (!be->lost) {
         be->mode = DISCARD;
+        drop_held(core, be);
+    }
     int code = c->router_code >= 0 ? c->router_code : 1008;
     if (!cl->lost && !cl->closing && !be->scan.close_seen)
         close_frame(core, cl, code, c->router_reason, c->router_reason_len, 0);
@@ -423,8 +462,10 @@ static int terminate(CoreObject *core, conn *c, int code, const uint8_t *reason,
         c->backend_reason_len = brlen > 123 ? 123 : brlen;
         memcpy(c->backend_reason, breason, (size_t)c->backend_reason_len);
     }
-    if (!cl->lost)
+    if (!cl->lost) {
         cl->mode = DISCARD;
+        drop_held(core, cl);
+    }
     c->tell_backend = ws_scan_out_at_boundary(&cl->scan) && !cl->scan.close_seen;
     if (be->lost || be->closing || ws_scan_out_at_boundary(&be->scan)) {
         close_client(core, c);
@@ -534,6 +575,7 @@ static void settle(CoreObject *core) {
         free(s->pend);
         s->pend = NULL;
         s->pend_len = s->pend_off = 0;
+        drop_held(core, s);
         update_events(core, s->peer);
         side_lost(core, s);
     }
@@ -547,6 +589,8 @@ static void free_dead(CoreObject *core) {
             wq_counter_unref(c->q[i]); /* Python releases the keys (CounterTable refs) */
         free(c->cl.pend);
         free(c->be.pend);
+        free(c->cl.hold); /* (only when the core stops: else dropped as the side ended) */
+        free(c->be.hold);
         free(c);
     }
 }
@@ -557,9 +601,13 @@ static int conn_admit(void *ctx, int opcode) {
     conn *c = ctx;
     if (c->stop_pending || c->terminating || !c->nq)
         return 0;
-    int i = wq_admit(c->q, c->nq, mono());
-    if (i < 0)
+    int i = c->no_hold ? wq_admit(c->q, c->nq, mono()) : wq_decide(c->q, c->nq, mono());
+    if (i == -1)
         return 1;
+    if (i <= WQ_HELD(0)) { /* a leased pool is dry, the window is not: wait for permits */
+        c->held_by = c->q[WQ_HELD(0) - i];
+        return WS_HOLD;
+    }
     if (c->stop[i]) {
         c->stop_pending = 1;
         c->stop_quota = i;
@@ -582,6 +630,77 @@ static void report_leases(CoreObject *core, conn *c) {
     }
 }
 
+/* The scan stopped at a held message: keep p[0:n] (not scanned yet) and stop reading the side
+ * until the pool that had no room changes (backpressure: nothing dropped, nothing reordered).
+ * 0 when the connection was aborted (no memory). */
+static int hold(CoreObject *core, side *s, const uint8_t *p, size_t n) {
+    uint8_t *buf = malloc(WS_HEADROOM + (n ? n : 1));
+    if (!buf) {
+        abort_conn(core, s->c, "no memory to hold a message");
+        return 0;
+    }
+    memcpy(buf + WS_HEADROOM, p, n);
+    if (!s->hold)
+        core->nheld++;
+    free(s->hold);
+    s->hold = buf;
+    s->hold_len = n;
+    s->hold_q = s->c->held_by;
+    s->hold_gen = s->hold_q->gen;
+    core->holds++;
+    double now = mono();
+    if (!s->hold_since) /* (fed again still held: they were read when first held) */
+        s->hold_since = now;
+    double next = wq_lease_next_start(s->hold_q, now), end = s->hold_since + HOLD_MAX;
+    s->hold_until = 0;
+    set_deadline(core, &s->hold_until, next && next < end ? next : end);
+    update_events(core, s);
+    return 1;
+}
+
+static void received(CoreObject *core, side *s, uint8_t *data, size_t n);
+
+/* Feed a side's held input again (its pool changed, or a slot's permits became usable); what
+ * is still held (the pool is dry again) stays, and the side is read again once none is. Held
+ * HOLD_MAX already: decided without holding (what has no permit is refused). */
+static void retry_held(CoreObject *core, side *s, double now) {
+    uint8_t *buf = s->hold;
+    size_t n = s->hold_len;
+    int expired = now >= s->hold_since + HOLD_MAX;
+    s->hold = NULL;
+    s->hold_len = 0;
+    s->hold_q = NULL;
+    s->hold_until = 0;
+    core->nheld--;
+    if (!s->lost && !s->doomed && !s->closing && s->mode != DISCARD) {
+        s->c->no_hold = expired;
+        received(core, s, buf + WS_HEADROOM, n);
+        s->c->no_hold = 0;
+    }
+    if (!s->hold)
+        s->hold_since = 0;
+    free(buf);
+    update_events(core, s);
+}
+
+/* The held sides whose pool changed since they were held (or whose hold_until is due). */
+static void resume_held(CoreObject *core, double now) {
+    core->retry_held = 0;
+    for (uint32_t i = 0; i < core->nslots && core->nheld; i++) {
+        conn *c = core->slots[i];
+        if (!c)
+            continue;
+        side *sides[2] = {&c->cl, &c->be};
+        for (int k = 0; k < 2 && !c->finished; k++) {
+            side *s = sides[k];
+            if (s->hold && (s->hold_q->gen != s->hold_gen ||
+                            (s->hold_until && s->hold_until <= now)))
+                retry_held(core, s, now);
+        }
+        settle(core);
+    }
+}
+
 /* What the side read: data[0:n], with WS_HEADROOM writable bytes before it. */
 static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
     conn *c = s->c;
@@ -599,6 +718,8 @@ static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
         return;
     }
     size_t w = ws_scan_feed(&s->scan, data, n, data - WS_HEADROOM);
+    if (s->scan.held && !hold(core, s, data + s->scan.held_at, n - s->scan.held_at))
+        return;
     if (c->nq)
         report_leases(core, c);
     if (c->first_drop > 0) {
@@ -656,6 +777,9 @@ static void expire(CoreObject *core, double now) {
             abort_conn(core, c, "backend frame in flight did not end in time");
         }
         side *sides[2] = {&c->cl, &c->be};
+        for (int k = 0; k < 2 && !c->finished; k++)
+            if (sides[k]->hold && sides[k]->hold_until && sides[k]->hold_until <= now)
+                retry_held(core, sides[k], now); /* a slot's permits usable, or HOLD_MAX */
         for (int k = 0; k < 2; k++)
             if (sides[k]->deadline && sides[k]->deadline <= now && !sides[k]->lost) {
                 sides[k]->deadline = 0;
@@ -674,8 +798,9 @@ static double next_deadline(CoreObject *core) {
         conn *c = core->slots[i];
         if (!c)
             continue;
-        double ds[3] = {c->grace, c->cl.deadline, c->be.deadline};
-        for (int k = 0; k < 3; k++)
+        double ds[5] = {c->grace, c->cl.deadline, c->be.deadline, c->cl.hold_until,
+                        c->be.hold_until};
+        for (int k = 0; k < 5; k++)
             if (ds[k] && (!next || ds[k] < next))
                 next = ds[k];
     }
@@ -1405,6 +1530,8 @@ static void *run(void *arg) {
                 ssize_t r = read(core->wakefd, &v, sizeof v);
                 (void)r;
                 hs_run_pending(core);
+                if (core->retry_held)
+                    resume_held(core, mono());
                 continue;
             }
             int kind = *(int *)evs[i].data.ptr;
@@ -2331,7 +2458,8 @@ static int handle_arg(PyObject *args, wq_counter **c, double *now) {
 static PyObject *Core_admit(CoreObject *self, PyObject *args) {
     PyObject *handles;
     double now;
-    if (!PyArg_ParseTuple(args, "O!d", &PyTuple_Type, &handles, &now))
+    int may_hold = 0;
+    if (!PyArg_ParseTuple(args, "O!d|p", &PyTuple_Type, &handles, &now, &may_hold))
         return NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(handles);
     if (n > MAX_QUOTAS) {
@@ -2343,7 +2471,7 @@ static PyObject *Core_admit(CoreObject *self, PyObject *args) {
         if (!(cs[i] = PyLong_AsVoidPtr(PyTuple_GET_ITEM(handles, i))))
             return NULL;
     lock(self);
-    int r = wq_admit(cs, (int)n, now);
+    int r = may_hold ? wq_decide(cs, (int)n, now) : wq_admit(cs, (int)n, now);
     pthread_mutex_unlock(&self->lock);
     return PyLong_FromLong(r);
 }
@@ -2392,6 +2520,15 @@ static PyObject *Core_unref(CoreObject *self, PyObject *arg) {
 }
 
 /* Leased counters (router.native.LeasePump): Python moves permits in and takes them back. */
+
+/* Under the lock: the pool of c changed (gen moved): the sides it holds are fed again. */
+static void pool_changed(CoreObject *core, wq_counter *c, uint64_t gen) {
+    if (c->gen != gen && core->nheld && !core->retry_held) {
+        core->retry_held = 1;
+        wake(core);
+    }
+}
+
 static wq_counter *leased_arg(PyObject *handle) {
     wq_counter *c = PyLong_AsVoidPtr(handle);
     if (c && !c->leased) {
@@ -2416,7 +2553,9 @@ static PyObject *Core_lease_put(CoreObject *self, PyObject *args) {
         return NULL;
     }
     lock(self);
+    uint64_t gen = c->gen;
     int64_t back = wq_lease_put(c, slot, n, from, until, low);
+    pool_changed(self, c, gen);
     pthread_mutex_unlock(&self->lock);
     return PyLong_FromLongLong(back);
 }
@@ -2442,12 +2581,13 @@ static PyObject *Core_lease_state(CoreObject *self, PyObject *arg) {
     lock(self);
     wq_slot s[WQ_SLOTS];
     memcpy(s, c->slot, sizeof s);
-    unsigned long long used = c->used, refused = c->refused;
+    unsigned long long used = c->used, refused = c->refused, waits = c->waits;
     long long allow = c->allow, credited = c->ncredit;
+    double dry = c->dry_until;
     pthread_mutex_unlock(&self->lock);
-    return Py_BuildValue("((Ldd)(Ldd)(Ldd)KKLL)", (long long)s[0].n, s[0].from, s[0].until,
+    return Py_BuildValue("((Ldd)(Ldd)(Ldd)KKLLKd)", (long long)s[0].n, s[0].from, s[0].until,
                          (long long)s[1].n, s[1].from, s[1].until, (long long)s[2].n,
-                         s[2].from, s[2].until, used, refused, allow, credited);
+                         s[2].from, s[2].until, used, refused, allow, credited, waits, dry);
 }
 
 static PyObject *Core_lease_credit(CoreObject *self, PyObject *args) {
@@ -2464,7 +2604,9 @@ static PyObject *Core_lease_credit(CoreObject *self, PyObject *args) {
     }
     double at[WQ_CREDIT_MAX];
     lock(self);
+    uint64_t gen = c->gen;
     int n = wq_lease_credit(c, add, at, WQ_CREDIT_MAX);
+    pool_changed(self, c, gen);
     pthread_mutex_unlock(&self->lock);
     PyObject *times = PyTuple_New(n);
     if (!times)
@@ -2478,6 +2620,22 @@ static PyObject *Core_lease_credit(CoreObject *self, PyObject *args) {
         PyTuple_SET_ITEM(times, i, t);
     }
     return times;
+}
+
+static PyObject *Core_lease_dry(CoreObject *self, PyObject *args) {
+    PyObject *handle;
+    double until;
+    if (!PyArg_ParseTuple(args, "Od", &handle, &until))
+        return NULL;
+    wq_counter *c = leased_arg(handle);
+    if (!c)
+        return NULL;
+    lock(self);
+    uint64_t gen = c->gen;
+    wq_lease_dry(c, until);
+    pool_changed(self, c, gen);
+    pthread_mutex_unlock(&self->lock);
+    Py_RETURN_NONE;
 }
 
 static PyObject *Core_lease_credit_revoke(CoreObject *self, PyObject *arg) {
@@ -2709,12 +2867,14 @@ static PyObject *Core_plan_build(CoreObject *self, PyObject *args) {
 static PyObject *Core_stats(CoreObject *self, PyObject *unused) {
     lock(self);
     PyObject *r = Py_BuildValue(
-        "{sIsKsnsIsKsKsKsKsKsn}", "live", self->nlive, "closed", (unsigned long long)self->closed_total,
-        "quota_counters", (Py_ssize_t)self->quotas.count, "handshaking", self->nhlive, "accepted",
-        (unsigned long long)self->accepted, "handed_back", (unsigned long long)self->handed_back,
-        "fast_started", (unsigned long long)self->fast_started, "self_started",
+        "{sIsKsnsIsKsKsKsKsKsnsIsK}", "live", self->nlive, "closed",
+        (unsigned long long)self->closed_total, "quota_counters", (Py_ssize_t)self->quotas.count,
+        "handshaking", self->nhlive, "accepted", (unsigned long long)self->accepted, "handed_back",
+        (unsigned long long)self->handed_back, "fast_started",
+        (unsigned long long)self->fast_started, "self_started",
         (unsigned long long)self->self_started, "planned", (unsigned long long)self->planned,
-        "plans", (Py_ssize_t)self->plans.count);
+        "plans", (Py_ssize_t)self->plans.count, "held", self->nheld, "holds",
+        (unsigned long long)self->holds);
     pthread_mutex_unlock(&self->lock);
     return r;
 }
@@ -2756,7 +2916,8 @@ static PyMethodDef Core_methods[] = {
     {"release", (PyCFunction)Core_release, METH_VARARGS,
      "release(key, handle, now): a connection using key ended (handle None: keep the hold)."},
     {"admit", (PyCFunction)Core_admit, METH_VARARGS,
-     "admit(handles, now) -> -1 when the message passes (counted), else the first full one."},
+     "admit(handles, now[, hold]) -> -1 when the message passes (counted), else the first full "
+     "one; with hold, -2 - i when leased counter i holds it (dry pool, window not exhausted)."},
     {"available", (PyCFunction)Core_available, METH_VARARGS, "available(handle, now)."},
     {"take", (PyCFunction)Core_take, METH_VARARGS, "take(handle, now)."},
     {"idle", (PyCFunction)Core_idle, METH_VARARGS, "idle(handle, now)."},
@@ -2767,7 +2928,10 @@ static PyMethodDef Core_methods[] = {
      "lease_take_back(handle, slot) -> the permits that were left in the slot."},
     {"lease_state", (PyCFunction)Core_lease_state, METH_O,
      "lease_state(handle) -> ((n, from, until) x 3 slots, used, refused, credit allowance, "
-     "credit admissions not collected)."},
+     "credit admissions not collected, holds, dry until)."},
+    {"lease_dry", (PyCFunction)Core_lease_dry, METH_VARARGS,
+     "lease_dry(handle, until): no room in the window: a message without a permit or credit is "
+     "refused while now < until, held (the side not read) until the pool changes otherwise."},
     {"lease_credit", (PyCFunction)Core_lease_credit, METH_VARARGS,
      "lease_credit(handle, add) -> times of the admissions on credit since the last call "
      "(collected); the allowance grows by add."},
@@ -2839,5 +3003,10 @@ static PyMethodDef core_functions[] = {
 int core_module_init(PyObject *module) {
     if (PyType_Ready(&CoreType) < 0 || PyModule_AddFunctions(module, core_functions) < 0)
         return -1;
+    PyObject *hold_max = PyFloat_FromDouble(HOLD_MAX);
+    if (!hold_max || PyModule_AddObject(module, "HOLD_MAX", hold_max) < 0) {
+        Py_XDECREF(hold_max);
+        return -1;
+    }
     return PyModule_AddObjectRef(module, "Core", (PyObject *)&CoreType);
 }

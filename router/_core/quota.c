@@ -31,6 +31,7 @@ wq_counter *wq_leased_new(int64_t limit, double window) {
         c->leased = 1;
         c->bucket = 0;
         c->low = -1;
+        c->dry_until = -INFINITY;
     }
     return c;
 }
@@ -62,6 +63,7 @@ int64_t wq_lease_put(wq_counter *c, int slot, int64_t n, double from, double unt
         s->n += n;
     c->low = low;
     c->want = c->reported = 0;
+    c->gen++;
     return back;
 }
 
@@ -90,14 +92,20 @@ static int credit_left(const wq_counter *c) {
     return c->allow > 0 && c->ncredit < WQ_CREDIT_MAX;
 }
 
-static int leased_available(wq_counter *c, double now) {
+/* 1: a permit or credit; 0: none; 2 (may_hold): none but the window is not known to be
+ * exhausted, the message waits for the pool to be topped up. */
+static int leased_available(wq_counter *c, double now, int may_hold) {
     for (int i = 0; i < WQ_SLOTS; i++)
         if (slot_usable(&c->slot[i], now))
             return 1;
     if (at_edge(c, now) || credit_left(c))
         return 1;
-    c->refused++;
     c->want = 1;
+    if (may_hold && !(now < c->dry_until)) {
+        c->waits++;
+        return 2;
+    }
+    c->refused++;
     return 0;
 }
 
@@ -139,8 +147,26 @@ int wq_lease_credit(wq_counter *c, int64_t add, double *at, int max) {
         int64_t room = WQ_CREDIT_MAX - (int64_t)c->ncredit - c->allow;
         c->allow += add < room ? add : (room > 0 ? room : 0);
         c->want = c->reported = 0;
+        c->gen++;
     }
     return n;
+}
+
+void wq_lease_dry(wq_counter *c, double until) {
+    if (c->dry_until != until) {
+        c->dry_until = until;
+        c->gen++;
+    }
+}
+
+double wq_lease_next_start(const wq_counter *c, double now) {
+    double next = 0;
+    for (int i = 0; i < WQ_SLOTS; i++) {
+        const wq_slot *s = &c->slot[i];
+        if (s->n > 0 && s->from > now && s->from < s->until && (!next || s->from < next))
+            next = s->from;
+    }
+    return next;
 }
 
 int64_t wq_lease_credit_revoke(wq_counter *c) {
@@ -166,7 +192,7 @@ static void refill(wq_counter *c, double now) {
 
 int wq_available(wq_counter *c, double now) {
     if (__builtin_expect(c->leased, 0))
-        return leased_available(c, now);
+        return leased_available(c, now, 0);
     if (c->bucket) {
         refill(c, now);
         return c->tokens >= 1.0;
@@ -225,6 +251,24 @@ int wq_admit(wq_counter *const *counters, int n, double now) {
     for (int i = 0; i < n; i++)
         if (!wq_available(counters[i], now))
             return i;
+    for (int i = 0; i < n; i++)
+        wq_take(counters[i], now);
+    return -1;
+}
+
+int wq_decide(wq_counter *const *counters, int n, double now) {
+    for (int i = 0; i < n; i++) {
+        wq_counter *c = counters[i];
+        if (__builtin_expect(c->leased, 0)) {
+            int r = leased_available(c, now, 1);
+            if (r == 2)
+                return WQ_HELD(i);
+            if (!r)
+                return i;
+        } else if (!wq_available(c, now)) {
+            return i;
+        }
+    }
     for (int i = 0; i < n; i++)
         wq_take(counters[i], now);
     return -1;

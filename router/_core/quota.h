@@ -49,6 +49,13 @@ typedef struct wq_counter {
     int64_t allow;
     uint32_t ncredit;
     double credit_at[WQ_CREDIT_MAX];
+    /* leased: a message that finds neither a permit nor credit is held (the relay stops
+     * reading that side, wq_decide), not refused, until Python tops the pool up, unless Python
+     * said the window is really exhausted: then it is refused while now < dry_until
+     * (wq_lease_dry). `gen` changes with every put, credit or dry change (held messages are
+     * tried again), `waits` counts the holds. */
+    double dry_until;
+    uint64_t gen, waits;
 } wq_counter;
 
 typedef struct wq_entry {
@@ -88,10 +95,20 @@ int64_t wq_lease_usable(const wq_counter *c, double now);
 int wq_lease_credit(wq_counter *c, int64_t add, double *at, int max);
 /* Withdraw the credit allowance not used yet; returns it. */
 int64_t wq_lease_credit_revoke(wq_counter *c);
+/* Python found no room in Redis (or Redis down and nothing to admit): messages without a
+ * permit or credit are refused while now < until, held otherwise (-INFINITY, the initial
+ * value: never refused). */
+void wq_lease_dry(wq_counter *c, double until);
+/* The earliest time after `now` a slot's permits become usable (0: none will). */
+double wq_lease_next_start(const wq_counter *c, double now);
 
 /* -1 when the message may pass (and was counted against all), else the index of the first
  * counter that has no room (nothing counted). */
 int wq_admit(wq_counter *const *counters, int n, double now);
+/* wq_admit, except that when the first counter without room is a leased one that is not dry,
+ * the message is held: returns WQ_HELD(i) (<= -2, nothing counted), i its index. */
+int wq_decide(wq_counter *const *counters, int n, double now);
+#define WQ_HELD(i) (-2 - (i))
 
 int wq_table_init(wq_table *t);
 void wq_table_free(wq_table *t);

@@ -79,14 +79,23 @@ static int data_frame(ws_scan *s, int opcode, int fin, uint64_t length) {
         s->msg_opcode = -1;
     }
     if (s->gated && opcode) { /* the rules first: a bad frame is not asked about */
-        s->dropping = !(s->admit ? s->admit(s->admit_ctx, opcode) : 1);
+        int ok = s->admit ? s->admit(s->admit_ctx, opcode) : 1;
+        if (ok == WS_HOLD) { /* not now: as if this frame had not been read (header undoes) */
+            if (fin)
+                s->messages--;
+            s->msg_opcode = -1;
+            s->msg_size = 0;
+            return 1;
+        }
+        s->dropping = !ok;
         if (s->dropping)
             s->dropped++;
     }
     return 0;
 }
 
-/* Parse the header at buf[0:avail]: its length, 0 when incomplete, -1 on a framing error. */
+/* Parse the header at buf[0:avail]: its length, 0 when incomplete, -1 on a framing error, -2
+ * when its message is held (WS_HOLD: nothing of the header counted). */
 static int header(ws_scan *s, const uint8_t *buf, size_t avail) {
     if (avail < 2)
         return 0;
@@ -119,8 +128,13 @@ static int header(ws_scan *s, const uint8_t *buf, size_t avail) {
         return fail(s, 1002, "reserved bits set without a negotiated extension");
     s->frames++;
     if (opcode <= 2) {
-        if (data_frame(s, opcode, fin, length))
+        int r = data_frame(s, opcode, fin, length);
+        if (r < 0)
             return -1;
+        if (r > 0) {
+            s->frames--;
+            return -2;
+        }
     } else if (opcode >= 8 && opcode <= 10) {
         if (length > 125)
             return fail(s, 1002, "control frame with a %llu-byte payload",
@@ -160,6 +174,8 @@ size_t ws_scan_feed(ws_scan *s, const uint8_t *data, size_t n, uint8_t *out) {
     long keep; /* start of the run of data being forwarded; -1 inside a cut frame or held header */
     int gated = s->gated;
     s->bytes += n;
+    s->held = 0;
+    s->held_at = 0;
     if (!s->remaining && !s->partial_len && s->msg_opcode < 0 && n > 1) {
         /* Fast path, the common case: data is exactly one whole unfragmented text or binary
          * frame (FIN, no RSV, a 7- or 16-bit length, masked as it must be) within the limit.
@@ -178,7 +194,15 @@ size_t ws_scan_feed(ws_scan *s, const uint8_t *data, size_t n, uint8_t *out) {
                 s->frames++;
                 s->messages++;
                 s->fed_at_boundary = 1;
-                if (!s->gated || (s->admit ? s->admit(s->admit_ctx, b0 & 0x0F) : 1)) {
+                int ok = !s->gated || !s->admit ? 1 : s->admit(s->admit_ctx, b0 & 0x0F);
+                if (ok == WS_HOLD) {
+                    s->frames--;
+                    s->messages--;
+                    s->bytes -= n;
+                    s->held = 1;
+                    return 0;
+                }
+                if (ok) {
                     s->dropping = 0;
                     EMIT(data, n);
                     return w;
@@ -227,6 +251,11 @@ size_t ws_scan_feed(ws_scan *s, const uint8_t *data, size_t n, uint8_t *out) {
             memcpy(buf, s->partial, (size_t)plen);
             memcpy(buf + plen, data, take);
             int used = header(s, buf, (size_t)plen + take);
+            if (used == -2) { /* held: the header's start stays in partial, data is unread */
+                s->bytes -= n;
+                s->held = 1;
+                return w;
+            }
             if (used < 0)
                 goto error;
             if (!used) {
@@ -246,6 +275,14 @@ size_t ws_scan_feed(ws_scan *s, const uint8_t *data, size_t n, uint8_t *out) {
         }
         start = (long)pos;
         int used = header(s, data + pos, n - pos);
+        if (used == -2) { /* held: what precedes the message goes out, the rest is unread */
+            if (keep >= 0 && (long)pos > keep)
+                EMIT(data + keep, pos - (size_t)keep);
+            s->bytes -= n - pos;
+            s->held = 1;
+            s->held_at = pos;
+            return w;
+        }
         if (used < 0)
             goto error;
         if (!used) {

@@ -15,8 +15,11 @@
 /* ws_scan_feed may write up to this many bytes more than it read (a held header). */
 #define WS_HEADROOM 16
 
-/* Asked once per new data message (at its first frame): nonzero = deliver it. */
+/* Asked once per new data message (at its first frame): 1 = deliver it, 0 = refuse it (cut out
+ * of the stream), WS_HOLD = not now: the feed stops before the message's first frame, as if the
+ * bytes from there on had not been read yet (s->held, s->held_at), to be fed again later. */
 typedef int (*ws_admit_fn)(void *ctx, int opcode);
+#define WS_HOLD (-1)
 
 typedef struct ws_scan {
     /* configuration */
@@ -35,6 +38,8 @@ typedef struct ws_scan {
     uint8_t close_reason[125];
     int close_reason_len;
     int fed_at_boundary; /* forwarded stream was between frames before the last feed */
+    int held;            /* the last feed stopped at a message admit answered WS_HOLD ... */
+    size_t held_at;      /* ... and data[held_at:n] was not consumed (feed it again later) */
     /* frame state */
     uint64_t remaining; /* payload bytes of the current frame still to skip */
     int frame_kept;     /* that frame is forwarded */
@@ -59,7 +64,10 @@ void ws_scan_init(ws_scan *s, int masked, uint64_t max_message, int allow_rsv, i
 /* Scan data[0:n]; write the bytes to forward to out (may be data - WS_HEADROOM .. data: the
  * writes never overtake the reads; else a buffer of n + WS_HEADROOM bytes). Returns the count
  * written. On a framing error s->err_code is set and the count is what precedes the bad frame
- * (nothing more may be fed). */
+ * (nothing more may be fed). When admit answered WS_HOLD, s->held is set and the scan stopped
+ * at data[held_at] (the held message's first frame, or its header's start held from an earlier
+ * feed): the state and counters are as if data[held_at:n] had never been fed; the caller feeds
+ * those bytes (and only them, then what follows) again. */
 size_t ws_scan_feed(ws_scan *s, const uint8_t *data, size_t n, uint8_t *out);
 
 /* Scan only as much of data as finishes the forwarded frame; return that count (the caller

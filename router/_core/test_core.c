@@ -63,6 +63,35 @@ static size_t frame(uint8_t *out, int b0, int masked, const uint8_t *payload, si
 
 static int admit_all(void *ctx, int opcode) { return 1; }
 static int admit_alternate(void *ctx, int opcode) { return (*(int *)ctx)++ % 2 == 0; }
+/* Every message is held once, then admitted when it is fed again. */
+static int admit_after_hold(void *ctx, int opcode) { return (*(int *)ctx)++ % 2 ? 1 : WS_HOLD; }
+
+/* feed_chunks (in place), with what a hold leaves unread fed again at once, as the relay feeds
+ * its held input when the pool changes; counts the holds. */
+static size_t feed_holding(ws_scan *s, const uint8_t *stream, size_t n, const size_t *cuts,
+                           int ncuts, uint8_t *out, long *holds) {
+    size_t pos = 0, w = 0;
+    uint8_t *buf = malloc(n + WS_HEADROOM + 1);
+    for (int c = 0; c <= ncuts && !s->err_code; c++) {
+        size_t end = c < ncuts ? cuts[c] : n;
+        while (pos < end && !s->err_code) {
+            size_t len = end - pos;
+            memcpy(buf + WS_HEADROOM, stream + pos, len);
+            size_t got = ws_scan_feed(s, buf + WS_HEADROOM, len, buf);
+            memcpy(out + w, buf, got);
+            w += got;
+            if (!s->held) {
+                pos = end;
+                break;
+            }
+            CHECK(s->held_at < len && got <= s->held_at + WS_HEADROOM);
+            (*holds)++;
+            pos += s->held_at;
+        }
+    }
+    free(buf);
+    return w;
+}
 
 /* Feed stream[0:n] in the given chunks, in place; returns the output length. */
 static size_t feed_chunks(ws_scan *s, const uint8_t *stream, size_t n, const size_t *cuts,
@@ -132,6 +161,33 @@ static void unit_scan(void) {
     memcpy(buf + n, buf, n);
     CHECK(ws_scan_to_boundary(&s, buf + 10, 2 * n - 10) == (long)(n - 10));
     CHECK(ws_scan_out_at_boundary(&s));
+    /* a held message: what precedes it goes out, it and what follows are left unread */
+    m = frame(buf, 0x89, 0, payload, 2); /* a ping, then text "abc", then a pong */
+    size_t text_at = m;
+    m += frame(buf + m, 0x81, 0, payload, 3);
+    m += frame(buf + m, 0x8A, 0, payload, 0);
+    turn = 0;
+    ws_scan_init(&s, 0, 1000, 0, 1, admit_after_hold, &turn);
+    w = ws_scan_feed(&s, buf, m, out);
+    CHECK(s.held && s.held_at == text_at && w == text_at && memcmp(out, buf, w) == 0);
+    CHECK(s.frames == 1 && s.messages == 0 && s.bytes == text_at && ws_scan_out_at_boundary(&s));
+    w = ws_scan_feed(&s, buf + text_at, m - text_at, out); /* fed again: admitted */
+    CHECK(!s.held && w == m - text_at && s.frames == 3 && s.messages == 1 && s.bytes == m);
+    /* the fast path (one whole frame) and a header split across feeds hold the same way */
+    n = frame(buf, 0x82, 0, payload, 4);
+    turn = 0;
+    ws_scan_init(&s, 0, 1000, 0, 1, admit_after_hold, &turn);
+    CHECK(ws_scan_feed(&s, buf, n, out) == 0 && s.held && s.held_at == 0 && s.frames == 0);
+    CHECK(s.bytes == 0 && s.messages == 0);
+    CHECK(ws_scan_feed(&s, buf, n, out) == n && !s.held && s.messages == 1 && s.bytes == n);
+    n = frame(buf, 0x82, 0, payload, 130); /* a 4-byte header: split after its first byte */
+    turn = 0;
+    ws_scan_init(&s, 0, 1000, 0, 1, admit_after_hold, &turn);
+    CHECK(ws_scan_feed(&s, buf, 1, out) == 0 && !s.held && s.partial_len == 1);
+    CHECK(ws_scan_feed(&s, buf + 1, n - 1, out) == 0 && s.held && s.held_at == 0);
+    CHECK(s.partial_len == 1 && s.bytes == 1 && s.frames == 0);
+    CHECK(ws_scan_feed(&s, buf + 1, n - 1, out) == n && !s.held && s.frames == 1);
+    CHECK(memcmp(out, buf, n) == 0 && s.bytes == n);
 }
 
 /* A leased counter admits exactly the permits put in it, each only inside its slot's
@@ -216,6 +272,41 @@ static void unit_leased_credit(void) {
     wq_table_free(&t);
 }
 
+/* Holding (the relay's wq_decide): a leased counter with neither permit nor credit holds the
+ * message unless Python said the window is exhausted (dry); puts, credit and dry changes move
+ * its generation (held messages are fed again); the next slot start is the core's timer. */
+static void unit_leased_hold(void) {
+    wq_table t;
+    CHECK(wq_table_init(&t) == 0);
+    wq_counter *c = wq_acquire_kind(&t, "api:h", 5, 1.0, -50.0, 1);
+    wq_counter *q[2] = {wq_acquire(&t, "sub:h", 1, 1.0, -50.0), c};
+    uint64_t gen = c->gen;
+    CHECK(wq_decide(&c, 1, -10.0) == WQ_HELD(0) && c->waits == 1 && c->refused == 0 && c->want);
+    CHECK(wq_admit(&c, 1, -10.0) == 0 && c->refused == 1); /* wq_admit never holds */
+    CHECK(wq_decide(q, 2, -10.0) == WQ_HELD(1) && q[0]->len == 0); /* nothing counted */
+    wq_lease_put(c, 1, 2, -9.0, -8.0, 0);
+    CHECK(c->gen != gen && wq_lease_next_start(c, -10.0) == -9.0);
+    CHECK(wq_lease_next_start(c, -9.0) == 0 && wq_decide(&c, 1, -9.5) == WQ_HELD(0));
+    CHECK(wq_decide(q, 2, -9.0) == -1 && q[0]->len == 1 && c->slot[1].n == 1);
+    CHECK(wq_decide(q, 2, -8.9) == 0 && c->slot[1].n == 1); /* the in-process one refuses */
+    gen = c->gen;
+    wq_lease_dry(c, -8.0);
+    CHECK(c->gen != gen && wq_decide(&c, 1, -8.5) == -1); /* permits still come first */
+    CHECK(wq_decide(&c, 1, -8.4) == 0 && c->refused == 2); /* dry: refused */
+    CHECK(wq_decide(&c, 1, -8.0) == WQ_HELD(0));           /* dry no more: held */
+    gen = c->gen;
+    wq_lease_dry(c, -8.0); /* no change, no generation */
+    CHECK(c->gen == gen);
+    double at[WQ_CREDIT_MAX];
+    wq_lease_credit(c, 1, at, WQ_CREDIT_MAX);
+    CHECK(c->gen != gen && wq_decide(&c, 1, -7.0) == -1 && wq_decide(&c, 1, -7.0) == WQ_HELD(0));
+    wq_lease_credit(c, 0, at, WQ_CREDIT_MAX);
+    wq_release(&t, "sub:h", q[0], 100.0);
+    wq_release(&t, "api:h", c, 100.0);
+    CHECK(t.count == 0);
+    wq_table_free(&t);
+}
+
 static void unit_quota(void) {
     wq_table t;
     CHECK(wq_table_init(&t) == 0);
@@ -271,7 +362,7 @@ static void fuzz(double seconds) {
     uint8_t *stream = malloc(cap), *a = malloc(2 * cap), *b = malloc(2 * cap), *c = malloc(2 * cap);
     size_t cuts[32];
     clock_t until = clock() + (clock_t)(seconds * CLOCKS_PER_SEC);
-    long rounds = 0;
+    long rounds = 0, holds = 0;
     while (clock() < until) {
         int masked = (int)(rnd() % 2);
         uint64_t limit = (rnd() % 2) ? 5000 : 0;
@@ -285,16 +376,23 @@ static void fuzz(double seconds) {
                 cuts[j] = cuts[j - 1];
                 cuts[j - 1] = t;
             }
-        ws_scan whole, plain, gated, refusing;
-        int turn = 0;
+        ws_scan whole, plain, gated, refusing, holding;
+        int turn = 0, hturn = 0;
         ws_scan_init(&whole, masked, limit, 0, 0, NULL, NULL);
         ws_scan_init(&plain, masked, limit, 0, 0, NULL, NULL);
         ws_scan_init(&gated, masked, limit, 0, 1, admit_all, NULL);
         ws_scan_init(&refusing, masked, limit, 0, 1, admit_alternate, &turn);
+        ws_scan_init(&holding, masked, limit, 0, 1, admit_after_hold, &hturn);
         size_t wn = feed_chunks(&whole, stream, n, NULL, 0, a, 0);
         size_t pn = feed_chunks(&plain, stream, n, cuts, ncuts, b, 1);
         size_t gn = feed_chunks(&gated, stream, n, cuts, ncuts, c, rnd() % 2);
         feed_chunks(&refusing, stream, n, cuts, ncuts, c + cap, 1);
+        /* holding each message once changes nothing of what goes out, nor any counter */
+        size_t hn = feed_holding(&holding, stream, n, cuts, ncuts, a + cap, &holds);
+        CHECK(holding.err_code == gated.err_code && holding.frames == gated.frames);
+        CHECK(holding.messages == gated.messages && holding.bytes == gated.bytes);
+        CHECK(holding.close_code == gated.close_code && holding.dropped == 0);
+        CHECK(hn == gn && memcmp(a + cap, c, gn) == 0);
         CHECK(whole.err_code == plain.err_code && whole.frames == plain.frames);
         CHECK(whole.messages == plain.messages && whole.close_code == plain.close_code);
         CHECK(gated.err_code == plain.err_code && gated.frames == plain.frames);
@@ -311,7 +409,8 @@ static void fuzz(double seconds) {
         }
         rounds++;
     }
-    printf("fuzz: %ld random streams, %s\n", rounds, failures ? "FAILED" : "ok");
+    printf("fuzz: %ld random streams (%ld holds), %s\n", rounds, holds,
+           failures ? "FAILED" : "ok");
     free(stream);
     free(a);
     free(b);
@@ -474,6 +573,7 @@ int main(int argc, char **argv) {
     unit_leased();
     unit_leased_credit();
     unit_plan();
+    unit_leased_hold();
     printf("unit tests: %s\n", failures ? "FAILED" : "ok");
     if (!failures)
         fuzz(seconds);

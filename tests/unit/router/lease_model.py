@@ -4,6 +4,7 @@ LeasedCounters (simulated clock and round trips): the lease arithmetic tested wi
 from __future__ import annotations
 
 import bisect
+import collections
 import functools
 import heapq
 import itertools
@@ -52,7 +53,9 @@ class ScriptModel:
 @dataclass
 class Sim:
     """Routers (one LeasedCounter each) sharing one ScriptModel, with round trip ``rtt``;
-    router i's monotonic clock is Redis' clock minus ``skews[i]``."""
+    router i's monotonic clock is Redis' clock minus ``skews[i]``. During each of ``stalls``
+    ((start, end), Redis time) every router's event loop is stuck: what it would run then (lease
+    requests and replies, pump rounds, the Python relay's messages) runs at the stall's end."""
 
     limit: int
     window: float
@@ -65,6 +68,7 @@ class Sim:
     admitted: list[float] = field(default_factory=list)
     refused: int = 0
     redis_up: bool = True
+    stalls: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self) -> None:
         self.model = ScriptModel(self.limit, self.window / self.subs, self.subs, self.routers)
@@ -87,7 +91,14 @@ class Sim:
         ]
 
     def _kick(self, i: int, counter: LeasedCounter) -> None:
-        self._at(self.now, lambda: self._send(i, counter))
+        self._at(self.loop_time(self.now), lambda: self._send(i, counter))
+
+    def loop_time(self, t: float) -> float:
+        """When a router's loop runs what is due at ``t`` (the end of a stall it falls in)."""
+        for start, end in self.stalls:
+            if start <= t < end:
+                return end
+        return t
 
     def local(self, i: int) -> float:
         return self.now - self.skews[i]
@@ -109,7 +120,8 @@ class Sim:
 
     def _serve(self, i: int, counter: LeasedCounter, req: LeaseRequest) -> None:
         reply = self.model.run(self.now, req.target, req.want, req.adjust)
-        self._at(self.now + self.rtt / 2, lambda: self._granted(i, counter, req, reply))
+        at = self.loop_time(self.now + self.rtt / 2)
+        self._at(at, lambda: self._granted(i, counter, req, reply))
 
     def _granted(
         self, i: int, counter: LeasedCounter, req: LeaseRequest, reply: LeaseReply
@@ -128,7 +140,8 @@ class Sim:
         self.now = max(self.now, t)
 
     def message(self, i: int, t: float) -> bool:
-        """Router i gets a message at Redis time t."""
+        """Router i gets a message at Redis time t (the Python relay: its loop decides)."""
+        t = self.loop_time(t)
         self.run_until(t)
         if self.admit(i, self.local(i)):
             self.admitted.append(t)
@@ -157,18 +170,28 @@ class Sim:
 class NativeSim(Sim):
     """The same routers on the native relay: each router's relay core (a real
     ``router._core.Core``, the simulated clock passed in) decides every message from the pool
-    its :class:`router.native.LeasePump` fills from the counter. The pump runs on every lease
-    reply and every ``tick`` seconds, as NativeHub runs it; the core's own reports (EV_LEASE)
-    are left out: on a loaded machine the loop answers them no sooner than that."""
+    its :class:`router.native.LeasePump` fills from the counter, on its own thread (stalls do
+    not stop it). The pump runs on every lease reply and every ``tick`` seconds, as NativeHub
+    runs it; the core's own reports (EV_LEASE) are left out: on a loaded machine the loop
+    answers them no sooner than that.
+
+    A message the core holds (``hold``: its pool is dry, the counter did not say the window is)
+    waits with the ones after it on the same router (the core stops reading that side) and is
+    decided again when the core would feed it again: after a pump round (a put, credit or dry
+    change moves the pool's generation) and when a slot's permits become usable.
+    ``admitted`` has the time each message passed; ``delays`` how long each waited."""
 
     core_module: Any = None
     tick: float = 0.025
+    hold: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.core = self.core_module.Core()
         self.handles: list[int] = []
         self.pumps: list[LeasePump] = []
+        self.waiting: list[collections.deque[float]] = [collections.deque() for _ in self.counters]
+        self.delays: list[float] = []
         for i, counter in enumerate(self.counters):
             key = f"api:r{i}"  # one core per router in real life: one key each here
             handle = self.core.acquire(key, self.limit, self.window, self.local(i), True)
@@ -178,13 +201,49 @@ class NativeSim(Sim):
 
     def _tick(self, i: int) -> None:
         self.pumps[i].sync(self.local(i))
-        self._at(self.now + self.tick, functools.partial(self._tick, i))
+        self._feed(i)
+        self._at(self.loop_time(self.now + self.tick), functools.partial(self._tick, i))
 
     def replied(self, i: int) -> None:
         self.pumps[i].sync(self.local(i))
+        self._feed(i)
 
-    def admit(self, i: int, local: float) -> bool:
-        return bool(self.core.admit((self.handles[i],), local) < 0)
+    def message(self, i: int, t: float) -> bool:
+        """Router i's core reads a message at Redis time t (or holds it behind the waiting
+        ones); True: not refused (yet)."""
+        self.run_until(t)
+        refused = self.refused
+        self.waiting[i].append(t)
+        self._feed(i)
+        return self.refused == refused
+
+    def _feed(self, i: int) -> None:
+        """The core decides router i's waiting messages, in order, until one is held; those
+        held HOLD_MAX already (the whole backlog: the core had read them) without holding."""
+        waiting, local = self.waiting[i], self.local(i)
+        hold_max = self.core_module.HOLD_MAX
+        expired = bool(waiting) and self.now >= waiting[0] + hold_max
+        while waiting:
+            hold = self.hold and not expired
+            got = self.core.admit((self.handles[i],), local, hold)
+            if got <= -2:  # held: the side is read again when the pool changes
+                state = self.core.lease_state(self.handles[i])
+                starts = [f + self.skews[i] for n, f, e in state[:3] if n > 0 and local < f < e]
+                # the core's own timers: a slot's permits become usable, or HOLD_MAX is over
+                at = min([*starts, waiting[0] + hold_max])
+                self._at(at + 1e-9, functools.partial(self._feed, i))
+                return
+            arrived = waiting.popleft()
+            if got < 0:
+                self.admitted.append(self.now)
+                self.delays.append(self.now - arrived)
+            else:
+                self.refused += 1
+
+    @property
+    def held(self) -> int:
+        """Messages still waiting in the cores."""
+        return sum(len(w) for w in self.waiting)
 
     def close(self) -> None:
         self.core.close()

@@ -146,6 +146,44 @@ def test_the_core_gets_the_next_sub_windows_lease_asked_for_earlier(core: Any) -
     assert twins.native.in_flight and twins.native.request(0.001).target == 1
 
 
+def test_a_message_the_pool_has_nothing_for_waits_for_the_pump_not_refused(core: Any) -> None:
+    """Pool and credit used up, the lease reply a loop turn away: the core holds the message
+    (its side is not read) instead of refusing one the window has room for, and the pump's
+    next round lets it pass."""
+    twins = Twins(core)
+    twins.lease(0.0, 3, 0)
+    handle = twins.handle
+    for k in range(1, 6):  # the 3 permits, then the credit cap (2)
+        assert core.admit((handle,), 0.001 * k, True) == -1
+    assert core.admit((handle,), 0.006) == 0  # without holding: refused (the old answer)
+    assert core.admit((handle,), 0.006, True) == -2  # held by quota 0
+    waits = core.lease_state(handle)[7]
+    assert waits == 1 and core.lease_state(handle)[5] == 0  # allowance used up
+    twins.lease(0.01, 20, 0)  # the reply: the pump tops the pool up
+    assert core.admit((handle,), 0.011, True) == -1
+
+
+def test_the_core_refuses_once_the_counter_says_the_window_is_exhausted(core: Any) -> None:
+    """Redis answered no room left: a message the pool has nothing for is refused, as the Python
+    path refuses it, until that sub-window is over; then held again (a new window may have
+    room)."""
+    twins = Twins(core)
+    handle, c = twins.handle, twins.native
+    twins.lease(0.0, 2, 0)
+    assert [twins.message(0.001 * k) for k in range(1, 3)] == [(True, True)] * 2
+    for counter_ in (twins.python, c):  # Redis: nothing left in sub-window 0
+        req = counter_.request(0.003)
+        counter_.granted(req, LeaseReply(0, 0, 0, 0, 0.0535), 0.004)
+    twins.pump.sync(0.004)
+    dry = core.lease_state(handle)[8]
+    assert dry == pytest.approx(0.05, abs=0.002)  # sub-window 0's end (Redis 0.1), local time
+    assert not twins.python.available(0.005)  # the Python path refuses it ...
+    assert core.admit((handle,), 0.005, True) == 0  # ... and so does the core
+    assert core.admit((handle,), dry + 0.001, True) == -2  # past it: held, a lease is asked
+    twins.pump.sync(dry + 0.001)
+    assert c.in_flight
+
+
 def steady(sim: Sim, duration: float, rates: list[float], jitter: float = 0.0) -> None:
     """Every router gets messages at its own rate; with ``jitter``, in bursts (a client a
     little late sends what it owes at once, as on a loaded machine)."""
@@ -179,8 +217,38 @@ def test_traffic_under_the_limit_is_never_refused_by_the_core(
     assert native.refused == 0, f"{native.refused} messages under the limit refused"
 
 
+@pytest.mark.parametrize("jitter", [0.0, 0.03])
+def test_a_stalled_loop_delays_traffic_under_the_limit_but_never_refuses_it(
+    core_module: Any, jitter: float
+) -> None:
+    """The integration test's load while every router's loop is stuck 300 ms in each second (no
+    lease request, reply nor pump round: longer than a sub-window plus the credit): the core
+    holds what its pool has nothing for until the loop is back, and refuses none of it."""
+    stalls = tuple((0.7 + k, 1.0 + k) for k in range(5))
+    sim = NativeSim(
+        limit=LIMIT,
+        window=WINDOW,
+        subs=SUBS,
+        routers=ROUTERS,
+        rtt=0.001,
+        core_module=core_module,
+        stalls=stalls,
+    )
+    try:
+        steady(sim, 6.0, [50.0] * 3, jitter)
+        sim.run_until(7.0)
+    finally:
+        sim.close()
+    assert sim.refused == 0, f"{sim.refused} messages under the limit refused"
+    assert sim.held == 0 and len(sim.admitted) == 3 * 300  # all passed, none left waiting
+    assert max(sim.delays) > 0.1  # (they did wait for the loop)
+    assert max(sim.delays) < 0.3 + 0.1  # the stall, then a reply and a pump round or two
+    assert sim.worst_window() <= LIMIT
+
+
 def test_the_core_holds_the_global_limit_within_the_credit_bound(core_module: Any) -> None:
-    """Overloaded (450/s for 300/s allowed): credit is bounded as on the Python path."""
+    """Overloaded (450/s for 300/s allowed): credit is bounded as on the Python path, and
+    holding does not queue the excess."""
     sim = NativeSim(
         limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.002, core_module=core_module
     )
@@ -191,3 +259,5 @@ def test_the_core_holds_the_global_limit_within_the_credit_bound(core_module: An
     assert sim.worst_window() <= LIMIT + 2 * ROUTERS * credit_cap(LIMIT, ROUTERS)
     # not starved: the pump on a ticker alone keeps the core at half the limit's rate at least
     assert sum(1 for t in sim.admitted if t >= 10.0) >= 0.5 * 1.5 * LIMIT
+    # throttled, not queued: what the core held passed within HOLD_MAX or was refused then
+    assert sim.refused > 0 and max(sim.delays) <= core_module.HOLD_MAX + 1e-6
