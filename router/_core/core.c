@@ -70,12 +70,15 @@ typedef struct side {
     int mode;
     int closing, lost, doomed; /* doomed: queued to become lost (like connection_lost soon) */
     int lingering;             /* flushed and FIN sent: waiting for the peer's FIN */
-    uint32_t events;           /* registered with epoll */
+    uint32_t events;           /* registered with epoll (EPOLLET, see update_events) */
+    int eof_seen;              /* EPOLLRDHUP/HUP/ERR reported: read on until EOF or error */
+    int again;                 /* queued on core->again: to be read again after this batch */
     double deadline;           /* closing with output pending: abort then; 0 none */
     ws_scan scan;              /* what this side sends */
     uint8_t *pend;             /* output to this side the socket did not take yet */
     size_t pend_len, pend_off;
     struct side *next_doomed;
+    struct side *next_again;
 } side;
 
 struct conn {
@@ -121,6 +124,7 @@ typedef struct {
     uint32_t nfree;
     uint64_t next_id;
     side *doomed;
+    side *again; /* sides whose last read may have left bytes (or the EOF) unread */
     conn *dead;
     event *events;
     size_t nevents, capevents;
@@ -188,6 +192,17 @@ static event *push_event(CoreObject *core, int kind, conn *c) {
 
 /* ---- sockets ------------------------------------------------------------------------------- */
 
+/* A relayed socket's epoll registration: edge-triggered, as nginx registers its sockets, so a
+ * readable socket is reported once per arrival and not again at every epoll_wait until a read
+ * finds it empty (level-triggered epoll polls every reported socket once more at the next wait,
+ * a tcp_poll per event). What an edge may leave unread is read again after the batch
+ * (read_again): the rest of a read that filled the buffer, and the EOF behind the data when
+ * EPOLLRDHUP said the peer has shut down. Turning EPOLLIN back on (EPOLL_CTL_MOD) makes epoll
+ * poll the socket at once, so bytes that arrived while it was off are reported then. */
+static uint32_t registration(uint32_t want) {
+    return want | EPOLLET | ((want & EPOLLIN) ? EPOLLRDHUP : 0);
+}
+
 static void update_events(CoreObject *core, side *s) {
     if (s->lost || s->fd < 0)
         return;
@@ -198,6 +213,7 @@ static void update_events(CoreObject *core, side *s) {
         want |= EPOLLIN;
     if (s->pend_len)
         want |= EPOLLOUT;
+    want = registration(want);
     if (want != s->events) {
         struct epoll_event ev = {.events = want, .data.ptr = s};
         epoll_ctl(core->epfd, EPOLL_CTL_MOD, s->fd, &ev);
@@ -604,16 +620,35 @@ static void received(CoreObject *core, side *s, uint8_t *data, size_t n) {
     }
 }
 
+/* The socket may hold more than the read took: a full buffer's worth may be followed by more,
+ * and after a short read the EOF may wait behind the data (eof_seen). Edge-triggered epoll
+ * will not report either again, so the side is read again after the current batch, which
+ * keeps one read per connection per turn, as level-triggered events gave. */
+static void read_again(CoreObject *core, side *s, ssize_t r) {
+    if ((r == READ_SIZE || s->eof_seen || r < 0) && !s->again) {
+        s->again = 1;
+        s->next_again = core->again;
+        core->again = s;
+    }
+}
+
 static void readable(CoreObject *core, side *s) {
     uint8_t *data = core->rbuf + WS_HEADROOM;
     ssize_t r = recv(s->fd, data, READ_SIZE, MSG_DONTWAIT);
+    if (r < 0 && errno == EINTR) {
+        read_again(core, s, r);
+        return;
+    }
     if (s->lingering) { /* only the peer's FIN matters now */
-        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK))
             doom(core, s);
+        else if (r > 0)
+            read_again(core, s, r);
         return;
     }
     if (r > 0) {
         received(core, s, data, (size_t)r);
+        read_again(core, s, r);
         return;
     }
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
@@ -1194,6 +1229,40 @@ static double hs_next_deadline(CoreObject *core, double next) {
     return next;
 }
 
+/* The sides read_again queued during the batch: each read once more (queued again if need be,
+ * for the next turn). The lock is dropped between them as between events. */
+static void read_again_all(CoreObject *core) {
+    side *s = core->again;
+    core->again = NULL;
+    while (s) {
+        side *next = s->next_again;
+        s->again = 0;
+        s->next_again = NULL;
+        if (!s->lost && !s->doomed && !s->c->finished && (s->events & EPOLLIN)) {
+            pthread_mutex_unlock(&core->lock);
+            pthread_mutex_lock(&core->lock);
+            readable(core, s);
+            settle(core);
+        }
+        s = next;
+    }
+}
+
+/* Queued sides of finished connections leave the queue before their memory is freed. */
+static void forget_again(CoreObject *core) {
+    side **at = &core->again;
+    while (*at) {
+        side *s = *at;
+        if (s->c->finished) {
+            *at = s->next_again;
+            s->again = 0;
+            s->next_again = NULL;
+        } else {
+            at = &s->next_again;
+        }
+    }
+}
+
 static void *run(void *arg) {
     CoreObject *core = arg;
     struct epoll_event evs[MAX_EVENTS];
@@ -1234,9 +1303,11 @@ static void *run(void *arg) {
             if (s->lost || s->c->finished)
                 continue;
             uint32_t e = evs[i].events;
+            if (e & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+                s->eof_seen = 1;
             if (e & EPOLLOUT)
                 flush(core, s);
-            if ((e & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !s->lost && !s->doomed) {
+            if ((e & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !s->lost && !s->doomed) {
                 if (s->events & EPOLLIN)
                     readable(core, s);
                 else if (e & (EPOLLHUP | EPOLLERR))
@@ -1244,7 +1315,8 @@ static void *run(void *arg) {
             }
             settle(core);
         }
-        timeout = -1;
+        read_again_all(core);
+        timeout = core->again ? 0 : -1; /* read on at once, after what epoll has meanwhile */
         if (core->next_deadline) { /* only while connections are closing */
             double now = mono();
             if (core->next_deadline <= now) {
@@ -1253,9 +1325,10 @@ static void *run(void *arg) {
                 core->next_deadline = next_deadline(core);
             }
             double next = core->next_deadline;
-            if (next)
+            if (next && timeout)
                 timeout = (int)((next - now) * 1000) + 1 < 1 ? 1 : (int)((next - now) * 1000) + 1;
         }
+        forget_again(core); /* (before the free: a queued side's connection may have ended) */
         free_dead(core); /* only here: an epoll batch may still point at a finished one */
         hs_run_pending(core); /* (before the free: a pending one may have ended meanwhile) */
         hs_free_dead(core);
@@ -1340,6 +1413,7 @@ static void stop_thread(CoreObject *self) {
         self->dead = c;
     }
     self->nlive = 0;
+    self->again = NULL; /* (sides of the connections freed here) */
     free_dead(self);
     close_listener(self);
     self->hpending = NULL;
@@ -1451,8 +1525,8 @@ static conn *add_conn(CoreObject *self, int cfd, int bfd, int creg, int breg,
             int fl = fcntl(sides[k]->fd, F_GETFL);
             fcntl(sides[k]->fd, F_SETFL, fl | O_NONBLOCK);
         }
-        sides[k]->events = EPOLLIN;
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = sides[k]};
+        sides[k]->events = registration(EPOLLIN);
+        struct epoll_event ev = {.events = sides[k]->events, .data.ptr = sides[k]};
         if (epoll_ctl(self->epfd, regs[k] ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, sides[k]->fd, &ev) < 0)
             doom(self, sides[k]);
     }

@@ -189,6 +189,50 @@ async def test_hand_over_loses_nothing_duplicates_nothing_sends_no_fin(
     server.close()
 
 
+@pytest.mark.parametrize("relay", ["native", "python"])
+async def test_what_arrives_while_not_reading_is_all_relayed_then_the_eof(
+    tmp_path: Path, relay: str
+) -> None:
+    """The backend stops reading, so the router stops reading the client (backpressure); the
+    client meanwhile sends megabytes, its close frame and its FIN. Once the backend reads again,
+    everything queued on the client's socket (many read buffers' worth, then the EOF behind the
+    data, with no new arrival to announce them) reaches the backend, in order, then the EOF."""
+    accepted: asyncio.Queue[Peer] = asyncio.Queue()
+    server, port = await raw_backend(accepted)
+    async with open_env(tmp_path, relay=relay) as env:
+        env.store.apply("raw", packed(make_routes(port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        writer.write(upgrade("/echo/1.0.0"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        backend = await asyncio.wait_for(accepted.get(), 5)
+        backend.writer.transport.pause_reading()
+        count, size = 300, 60_000  # 18 MB: more than loopback's socket buffers hold
+        for i in range(count):
+            writer.write(encode_frame(Opcode.BINARY, f"C{i}:".encode() + b"c" * size, mask=True))
+        writer.write(close_frame(1000, "done", mask=True))
+        writer.write_eof()
+        [relay_] = env.router.relays
+        async with asyncio.timeout(10):
+            while relay_.flow().reading_client:  # noqa: ASYNC110 (the relay's own state)
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # the rest of the client's bytes and its FIN queue up
+        backend.writer.transport.resume_reading()
+        async with asyncio.timeout(20):
+            while not backend.eof:
+                data = await backend.reader.read(1 << 20)
+                if not data:
+                    backend.eof = True
+                backend.buf += data
+                backend.got += frames_in(backend.buf)
+        tags = [payload.split(b":")[0].decode() for _, payload in backend.got[:count]]
+        assert tags == [f"C{i}" for i in range(count)]
+        assert backend.got[-1] == (Opcode.CLOSE, (1000).to_bytes(2, "big") + b"done")
+        assert len(backend.got) == count + 1
+        backend.writer.close()
+        writer.close()
+    server.close()
+
+
 async def traffic(env: Env) -> None:
     """The same script for both paths: sizes across the length encodings, a fragmented
     message, a ping, a normal close."""
