@@ -323,10 +323,11 @@ class LeasePump:
 class NativeHub:
     """One core (one relay thread) per Router, and its live NativeRelays by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = False) -> None:
+        """``batch``: the relay thread under SCHED_BATCH (Core's start_thread)."""
         if _core is None:
             raise NativeUnavailable(IMPORT_ERROR)
-        self.core = _core.Core()
+        self.core = _core.Core(batch=batch)
         self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()

@@ -101,6 +101,8 @@ class RouterConfig:
     # With native_handshake: the core checks a backend's plain 101 itself and starts the relay
     # (EV_STARTED); False: every backend answer goes to Python (EV_UPSTREAM).
     native_fast_start: bool = True
+    # The native relay thread's scheduling policy: "batch" (SCHED_BATCH) or "normal".
+    relay_sched: str = "batch"
 
 
 class Handshake(Exception):
@@ -127,7 +129,9 @@ class Router:
         self.routes = routes
         self.enforcer = enforcer
         # The core's relay thread starts here; the loop watches its reports from start().
-        self.native: NativeHub | None = NativeHub() if self.relay_path == "native" else None
+        self.native: NativeHub | None = (
+            NativeHub(batch=config.relay_sched == "batch") if self.relay_path == "native" else None
+        )
         # Quota counters: the core's table when it runs (shared by both relay paths), else
         # this process's, or the given store. Redis: the counters lease permits and the core
         # consumes them (router.native.LeasePump); the Python relay (wss) uses them directly.

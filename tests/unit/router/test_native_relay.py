@@ -297,12 +297,36 @@ def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         Router(RouterConfig(relay="native"), None, None)  # type: ignore[arg-type]
 
 
+def relay_policies() -> list[int]:
+    """The scheduling policies of this process's threads."""
+    return sorted(os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("relay_sched", ["batch", "normal"])
+async def test_the_relay_thread_runs_under_the_policy_set(tmp_path: Path, relay_sched: str) -> None:
+    """WSGATE_ROUTER_RELAY_SCHED reaches the relay thread (SCHED_BATCH by default), which
+    relays as under the normal policy."""
+    batch_before = relay_policies().count(os.SCHED_BATCH)
+    async with open_env(tmp_path, relay="native", relay_sched=relay_sched) as env:
+        assert env.router.native is not None
+        assert env.router.native.core.sched() == relay_sched
+        batch = relay_policies().count(os.SCHED_BATCH) - batch_before
+        assert batch == (1 if relay_sched == "batch" else 0)
+        async with connect(env.url()) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    assert RouterConfig().relay_sched == "batch"
+
+
 def test_settings_read_wsgate_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     from router.settings import RouterSettings
 
     monkeypatch.setenv("WSGATE_RELAY", "python")
     assert RouterSettings().relay == "python"
     assert os.environ["WSGATE_RELAY"] == "python"
+    assert RouterSettings().router_relay_sched == "batch"
+    monkeypatch.setenv("WSGATE_ROUTER_RELAY_SCHED", "normal")
+    assert RouterSettings().router_relay_sched == "normal"
 
 
 @pytest.mark.parametrize("relay", ["native", "python"])
