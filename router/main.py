@@ -145,7 +145,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.xds_address,
         settings.enforcer_address,
         router.relay_path,
-        f" (relay thread scheduling: {router.native.core.sched()})" if router.native else "",
+        f" (relay thread scheduling: {settings.router_relay_sched})" if router.native else "",
     )
     log.info("gRPC to the enforcer and xDS: %s", grpc_tls.summary(tls))
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)

@@ -323,11 +323,12 @@ class LeasePump:
 class NativeHub:
     """One core (one relay thread) per Router, and its live NativeRelays by id."""
 
-    def __init__(self, batch: bool = False) -> None:
-        """``batch``: the relay thread under SCHED_BATCH (Core's start_thread)."""
+    def __init__(self, sched: str = "normal") -> None:
+        """``sched``: the relay thread's scheduling policy, "normal", "batch" or "auto" (batch
+        while many connections are active; core.c's start_thread)."""
         if _core is None:
             raise NativeUnavailable(IMPORT_ERROR)
-        self.core = _core.Core(batch=batch)
+        self.core = _core.Core(sched=sched)
         self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()

@@ -101,8 +101,9 @@ class RouterConfig:
     # With native_handshake: the core checks a backend's plain 101 itself and starts the relay
     # (EV_STARTED); False: every backend answer goes to Python (EV_UPSTREAM).
     native_fast_start: bool = True
-    # The native relay thread's scheduling policy: "batch" (SCHED_BATCH) or "normal".
-    relay_sched: str = "batch"
+    # The native relay thread's scheduling policy: "auto" (SCHED_BATCH while many connections
+    # are active), "batch" (SCHED_BATCH) or "normal" (router._core.Core's sched).
+    relay_sched: str = "auto"
 
 
 class Handshake(Exception):
@@ -130,7 +131,7 @@ class Router:
         self.enforcer = enforcer
         # The core's relay thread starts here; the loop watches its reports from start().
         self.native: NativeHub | None = (
-            NativeHub(batch=config.relay_sched == "batch") if self.relay_path == "native" else None
+            NativeHub(config.relay_sched) if self.relay_path == "native" else None
         )
         # Quota counters: the core's table when it runs (shared by both relay paths), else
         # this process's, or the given store. Redis: the counters lease permits and the core

@@ -61,9 +61,10 @@ class RouterSettings(CommonSettings):
     relay: Literal["native", "python", "auto"] = "auto"
     # WSGATE_ROUTER_RELAY_SCHED: the native relay thread's scheduling policy. "batch"
     # (SCHED_BATCH: woken by socket events it does not preempt the running task, so it handles
-    # more events per wakeup and costs less CPU per message; router/_core/core.c start_thread),
-    # "normal": the default policy.
-    router_relay_sched: Literal["batch", "normal"] = "batch"
+    # more events per wakeup and costs less CPU per message, but a lone connection's round trip
+    # may wait while the CPU is busy; router/_core/core.c start_thread), "normal", or "auto":
+    # batch while at least 4 connections were active in the last 10 ms, normal otherwise.
+    router_relay_sched: Literal["auto", "batch", "normal"] = "auto"
     # WSGATE_ROUTER_NATIVE_HANDSHAKE: on the native relay path the core also accepts plaintext
     # connections and does the upgrade I/O (request head, backend upgrade, 101) of handshakes
     # whose allow is cached; Python still decides each one (router/server.py CoreHandshakes).

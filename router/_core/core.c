@@ -95,6 +95,7 @@ struct conn {
     int backend_reason_len;
     double grace; /* the frame in flight to the client must end by then, 0 none */
     int nq, stop_quota, first_drop; /* first_drop: 0 none yet, i+1 to report, -1 reported */
+    uint64_t act_window;            /* the activity window it last read in (sched auto) */
     wq_counter *q[MAX_QUOTAS];
     uint8_t stop[MAX_QUOTAS];
     conn *next_dead;
@@ -118,6 +119,12 @@ typedef struct {
     PyObject_HEAD pthread_mutex_t lock;
     pthread_t thread;
     int started, stopping;
+    /* Scheduling policy of the relay thread (see start_thread): SCHED_MODE_*; in auto mode,
+     * the connections read during the current window (act_window), counted once each via
+     * conn.act_window, decide at the window's end. */
+    int sched_mode, sched_batch;
+    uint64_t act_window, act_count;
+    double act_start;
     int epfd, wakefd, evfd;
     conn **slots;
     uint32_t nslots, nlive;
@@ -648,6 +655,10 @@ static void readable(CoreObject *core, side *s) {
         return;
     }
     if (r > 0) {
+        if (s->c->act_window != core->act_window) {
+            s->c->act_window = core->act_window;
+            core->act_count++;
+        }
         received(core, s, data, (size_t)r);
         read_again(core, s, r);
         return;
@@ -1264,6 +1275,8 @@ static void forget_again(CoreObject *core) {
     }
 }
 
+static void sched_turn(CoreObject *core);
+
 static void *run(void *arg) {
     CoreObject *core = arg;
     struct epoll_event evs[MAX_EVENTS];
@@ -1317,6 +1330,7 @@ static void *run(void *arg) {
             settle(core);
         }
         read_again_all(core);
+        sched_turn(core);
         timeout = core->again ? 0 : -1; /* read on at once, after what epoll has meanwhile */
         if (core->next_deadline) { /* only while connections are closing */
             double now = mono();
@@ -1361,27 +1375,68 @@ static conn *lookup(CoreObject *core, uint64_t id) {
     return c && c->id == id ? c : NULL;
 }
 
-/* The relay thread, under SCHED_BATCH when batch: the scheduler then does not let the thread
- * preempt the running task when a socket event wakes it, it runs when that task's turn ends,
+/* The relay thread's scheduling policy. Under SCHED_BATCH the scheduler does not let the thread
+ * preempt the running task when a socket event wakes it; it runs when that task's turn ends,
  * so it finds more events ready per wakeup and sleeps (a context switch each way) less per
- * message: on the 2-core bench box (loaded), messages per CPU-second rose ~1.35-1.45x at
- * 64 B and 4 KiB x 100 connections against the default policy. Its timeslice and share are
- * those of a normal thread (same nice); only wakeup preemption is given up. Unprivileged; if
- * refused, the thread stays normal (Core.sched() tells). */
-static int start_thread(CoreObject *self, int batch) {
+ * message: on the 2-core bench box (loaded), messages per CPU-second rose ~1.35-1.45x at 64 B
+ * and 4 KiB x 100 connections. The price is latency while the CPU is busy with other work: a
+ * lone connection's round trip waits for the running task's turn to end (p99 at one
+ * connection ~3x nginx's in a loaded run). So by default (auto) the thread is batch only while
+ * many connections are active: at the end of each ACT_WINDOW, batch if at least ACT_BATCH
+ * connections were read in it, normal if at most ACT_NORMAL (one sched_setscheduler per
+ * switch). Timeslice and CPU share are a normal thread's (same nice). Unprivileged; refused:
+ * the thread stays normal (Core.sched() tells the policy in effect). */
+enum { SCHED_MODE_NORMAL, SCHED_MODE_BATCH, SCHED_MODE_AUTO };
+#define ACT_WINDOW 0.01
+#define ACT_BATCH 4
+#define ACT_NORMAL 2
+
+static void set_batch(CoreObject *core, pthread_t thread, int batch) {
+    struct sched_param sp = {.sched_priority = 0};
+    if (pthread_setschedparam(thread, batch ? SCHED_BATCH : SCHED_OTHER, &sp) == 0)
+        core->sched_batch = batch;
+}
+
+/* Auto mode, once per turn of the relay thread: the window's verdict when it is over. */
+static void sched_turn(CoreObject *core) {
+    if (core->sched_mode != SCHED_MODE_AUTO)
+        return;
+    double now = mono();
+    if (now - core->act_start < ACT_WINDOW)
+        return;
+    if (!core->sched_batch && core->act_count >= ACT_BATCH)
+        set_batch(core, pthread_self(), 1);
+    else if (core->sched_batch && core->act_count <= ACT_NORMAL)
+        set_batch(core, pthread_self(), 0);
+    core->act_start = now;
+    core->act_count = 0;
+    core->act_window++;
+}
+
+static int start_thread(CoreObject *self, int mode) {
+    self->sched_mode = mode;
+    self->act_window = 1;
+    self->act_start = mono();
     if (pthread_create(&self->thread, NULL, run, self) != 0)
         return -1;
-    struct sched_param sp = {.sched_priority = 0};
-    if (batch) /* (from its first turns on: harmless if it ran a moment before); Core.sched() */
-        pthread_setschedparam(self->thread, SCHED_BATCH, &sp);
+    if (mode == SCHED_MODE_BATCH) /* (from its first turns on: harmless if it ran before) */
+        set_batch(self, self->thread, 1);
     return 0;
 }
 
 static int Core_init(CoreObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"batch", NULL};
-    int batch = 0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|p", kwlist, &batch))
+    static char *kwlist[] = {"sched", NULL};
+    const char *sched = "normal";
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|s", kwlist, &sched))
         return -1;
+    int mode = !strcmp(sched, "normal")  ? SCHED_MODE_NORMAL
+               : !strcmp(sched, "batch") ? SCHED_MODE_BATCH
+               : !strcmp(sched, "auto")  ? SCHED_MODE_AUTO
+                                         : -1;
+    if (mode < 0) {
+        PyErr_SetString(PyExc_ValueError, "sched must be 'normal', 'batch' or 'auto'");
+        return -1;
+    }
     if (self->started) {
         PyErr_SetString(PyExc_RuntimeError, "Core already started");
         return -1;
@@ -1402,7 +1457,7 @@ static int Core_init(CoreObject *self, PyObject *args, PyObject *kwds) {
     self->next_id = 1;
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(self->epfd, EPOLL_CTL_ADD, self->wakefd, &ev);
-    if (start_thread(self, batch) != 0) {
+    if (start_thread(self, mode) != 0) {
         PyErr_SetString(PyExc_RuntimeError, "cannot start the relay thread");
         return -1;
     }
@@ -2443,8 +2498,9 @@ static PyTypeObject CoreType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "router._core.Core",
     .tp_basicsize = sizeof(CoreObject),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "Core(batch=False): the relay core, one epoll thread relaying handed-over "
-              "connections (batch: under SCHED_BATCH, see start_thread).",
+    .tp_doc = "Core(sched='normal'): the relay core, one epoll thread relaying handed-over "
+              "connections; sched: its thread's policy, 'normal', 'batch' (SCHED_BATCH) or "
+              "'auto' (batch while many connections are active; see start_thread).",
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Core_init,
     .tp_dealloc = (destructor)Core_dealloc,

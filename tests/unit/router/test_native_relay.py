@@ -315,7 +315,38 @@ async def test_the_relay_thread_runs_under_the_policy_set(tmp_path: Path, relay_
         async with connect(env.url()) as ws:
             await ws.send("hi")
             assert await ws.recv() == "hi"
-    assert RouterConfig().relay_sched == "batch"
+    assert RouterConfig().relay_sched == "auto"
+
+
+async def test_auto_scheduling_is_batch_while_many_connections_are_active(tmp_path: Path) -> None:
+    """WSGATE_ROUTER_RELAY_SCHED=auto (the default): normal with one busy connection, batch
+    while eight are, normal again when one is left."""
+
+    async def ping_pong(ws: Any, seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            await ws.send(b"x" * 64)
+            await ws.recv()
+
+    async def seen(core: Any, busy: list[Any], policy: str) -> bool:
+        for _ in range(20):  # while the traffic runs, up to ~1 s
+            await asyncio.gather(*(ping_pong(ws, 0.05) for ws in busy))
+            if core.sched() == policy:
+                return True
+        return False
+
+    async with open_env(tmp_path, relay="native") as env:
+        assert env.router.native is not None
+        core = env.router.native.core
+        assert core.sched() == "normal"
+        conns = [await connect(env.url(), compression=None) for _ in range(8)]
+        try:
+            assert await seen(core, conns[:1], "normal")
+            assert await seen(core, conns, "batch")
+            assert await seen(core, conns[:1], "normal")
+        finally:
+            for ws in conns:
+                await ws.close()
 
 
 def test_settings_read_wsgate_relay(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -324,7 +355,7 @@ def test_settings_read_wsgate_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WSGATE_RELAY", "python")
     assert RouterSettings().relay == "python"
     assert os.environ["WSGATE_RELAY"] == "python"
-    assert RouterSettings().router_relay_sched == "batch"
+    assert RouterSettings().router_relay_sched == "auto"
     monkeypatch.setenv("WSGATE_ROUTER_RELAY_SCHED", "normal")
     assert RouterSettings().router_relay_sched == "normal"
 
