@@ -122,6 +122,7 @@ async def serve(settings: RouterSettings) -> None:
         native_handshake=settings.router_native_handshake,
         native_fast_start=settings.router_native_fast_start,
         native_plans=settings.router_native_plans,
+        relay_sched=settings.router_relay_sched,
     )
     raise_nofile_limit()
     counters = redis_counter_store(settings)
@@ -136,7 +137,7 @@ async def serve(settings: RouterSettings) -> None:
         await router.listen(settings.router_host, settings.router_tls_port, ctx)
     log.info(
         "router listening on %s:%d (ws, %s relay) and :%d (wss, python relay), label %s, "
-        "xDS %s, enforcer %s; relay path: %s",
+        "xDS %s, enforcer %s; relay path: %s%s",
         settings.router_host,
         settings.router_port,
         router.relay_path,
@@ -145,6 +146,7 @@ async def serve(settings: RouterSettings) -> None:
         settings.xds_address,
         settings.enforcer_address,
         router.relay_path,
+        f" (relay thread scheduling: {settings.router_relay_sched})" if router.native else "",
     )
     log.info("gRPC to the enforcer and xDS: %s", grpc_tls.summary(tls))
     xds = XdsClient(settings.xds_address, settings.label, {ROUTE_TYPE_URL: store.apply}, tls=tls)

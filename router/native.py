@@ -352,10 +352,12 @@ class LeasePump:
 class NativeHub:
     """One core (one relay thread) per Router, and its live NativeRelays by id."""
 
-    def __init__(self) -> None:
+    def __init__(self, sched: str = "normal") -> None:
+        """``sched``: the relay thread's scheduling policy, "normal", "batch" or "auto" (batch
+        while many connections are active; core.c's start_thread)."""
         if _core is None:
             raise NativeUnavailable(IMPORT_ERROR)
-        self.core = _core.Core()
+        self.core = _core.Core(sched=sched)
         self.store = CoreCounterStore(self.core)
         self.relays: dict[int, NativeRelay] = {}
         self.snap: dict[int, tuple[int, ...]] | None = None  # set by Router.snapshot()

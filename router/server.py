@@ -109,6 +109,9 @@ class RouterConfig:
     # With native_fast_start: the core repeats a handshake Python decided from a plan
     # (CoreHandshakes._make_plan) when the same request comes again; False: never.
     native_plans: bool = True
+    # The native relay thread's scheduling policy: "auto" (SCHED_BATCH while many connections
+    # are active), "batch" (SCHED_BATCH) or "normal" (router._core.Core's sched).
+    relay_sched: str = "auto"
 
 
 class Handshake(Exception):
@@ -135,7 +138,9 @@ class Router:
         self.routes = routes
         self.enforcer = enforcer
         # The core's relay thread starts here; the loop watches its reports from start().
-        self.native: NativeHub | None = NativeHub() if self.relay_path == "native" else None
+        self.native: NativeHub | None = (
+            NativeHub(config.relay_sched) if self.relay_path == "native" else None
+        )
         # Quota counters: the core's table when it runs (shared by both relay paths), else
         # this process's, or the given store. Redis: the counters lease permits and the core
         # consumes them (router.native.LeasePump); the Python relay (wss) uses them directly.

@@ -59,6 +59,12 @@ class RouterSettings(CommonSettings):
     # (router._core; the router refuses to start without it), "python": router/relay.py (the
     # reference implementation), "auto": native when built. wss connections always use python.
     relay: Literal["native", "python", "auto"] = "auto"
+    # WSGATE_ROUTER_RELAY_SCHED: the native relay thread's scheduling policy. "batch"
+    # (SCHED_BATCH: woken by socket events it does not preempt the running task, so it handles
+    # more events per wakeup and costs less CPU per message, but a lone connection's round trip
+    # may wait while the CPU is busy; router/_core/core.c start_thread), "normal", or "auto":
+    # batch while at least 4 connections were active in the last 10 ms, normal otherwise.
+    router_relay_sched: Literal["auto", "batch", "normal"] = "auto"
     # WSGATE_ROUTER_NATIVE_HANDSHAKE: on the native relay path the core also accepts plaintext
     # connections and does the upgrade I/O (request head, backend upgrade, 101) of handshakes
     # whose allow is cached; Python still decides each one (router/server.py CoreHandshakes).

@@ -189,6 +189,50 @@ async def test_hand_over_loses_nothing_duplicates_nothing_sends_no_fin(
     server.close()
 
 
+@pytest.mark.parametrize("relay", ["native", "python"])
+async def test_what_arrives_while_not_reading_is_all_relayed_then_the_eof(
+    tmp_path: Path, relay: str
+) -> None:
+    """The backend stops reading, so the router stops reading the client (backpressure); the
+    client meanwhile sends megabytes, its close frame and its FIN. Once the backend reads again,
+    everything queued on the client's socket (many read buffers' worth, then the EOF behind the
+    data, with no new arrival to announce them) reaches the backend, in order, then the EOF."""
+    accepted: asyncio.Queue[Peer] = asyncio.Queue()
+    server, port = await raw_backend(accepted)
+    async with open_env(tmp_path, relay=relay) as env:
+        env.store.apply("raw", packed(make_routes(port)))
+        reader, writer = await asyncio.open_connection("127.0.0.1", env.port)
+        writer.write(upgrade("/echo/1.0.0"))
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101 ")
+        backend = await asyncio.wait_for(accepted.get(), 5)
+        backend.writer.transport.pause_reading()
+        count, size = 300, 60_000  # 18 MB: more than loopback's socket buffers hold
+        for i in range(count):
+            writer.write(encode_frame(Opcode.BINARY, f"C{i}:".encode() + b"c" * size, mask=True))
+        writer.write(close_frame(1000, "done", mask=True))
+        writer.write_eof()
+        [relay_] = env.router.relays
+        async with asyncio.timeout(10):
+            while relay_.flow().reading_client:  # noqa: ASYNC110 (the relay's own state)
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.3)  # the rest of the client's bytes and its FIN queue up
+        backend.writer.transport.resume_reading()
+        async with asyncio.timeout(20):
+            while not backend.eof:
+                data = await backend.reader.read(1 << 20)
+                if not data:
+                    backend.eof = True
+                backend.buf += data
+                backend.got += frames_in(backend.buf)
+        tags = [payload.split(b":")[0].decode() for _, payload in backend.got[:count]]
+        assert tags == [f"C{i}" for i in range(count)]
+        assert backend.got[-1] == (Opcode.CLOSE, (1000).to_bytes(2, "big") + b"done")
+        assert len(backend.got) == count + 1
+        backend.writer.close()
+        writer.close()
+    server.close()
+
+
 async def traffic(env: Env) -> None:
     """The same script for both paths: sizes across the length encodings, a fragmented
     message, a ping, a normal close."""
@@ -253,12 +297,67 @@ def test_the_switch(monkeypatch: pytest.MonkeyPatch) -> None:
         Router(RouterConfig(relay="native"), None, None)  # type: ignore[arg-type]
 
 
+def relay_policies() -> list[int]:
+    """The scheduling policies of this process's threads."""
+    return sorted(os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task"))
+
+
+@pytest.mark.parametrize("relay_sched", ["batch", "normal"])
+async def test_the_relay_thread_runs_under_the_policy_set(tmp_path: Path, relay_sched: str) -> None:
+    """WSGATE_ROUTER_RELAY_SCHED reaches the relay thread (SCHED_BATCH by default), which
+    relays as under the normal policy."""
+    batch_before = relay_policies().count(os.SCHED_BATCH)
+    async with open_env(tmp_path, relay="native", relay_sched=relay_sched) as env:
+        assert env.router.native is not None
+        assert env.router.native.core.sched() == relay_sched
+        batch = relay_policies().count(os.SCHED_BATCH) - batch_before
+        assert batch == (1 if relay_sched == "batch" else 0)
+        async with connect(env.url()) as ws:
+            await ws.send("hi")
+            assert await ws.recv() == "hi"
+    assert RouterConfig().relay_sched == "auto"
+
+
+async def test_auto_scheduling_is_batch_while_many_connections_are_active(tmp_path: Path) -> None:
+    """WSGATE_ROUTER_RELAY_SCHED=auto (the default): normal with one busy connection, batch
+    while eight are, normal again when one is left."""
+
+    async def ping_pong(ws: Any, seconds: float) -> None:
+        end = asyncio.get_running_loop().time() + seconds
+        while asyncio.get_running_loop().time() < end:
+            await ws.send(b"x" * 64)
+            await ws.recv()
+
+    async def seen(core: Any, busy: list[Any], policy: str) -> bool:
+        for _ in range(20):  # while the traffic runs, up to ~1 s
+            await asyncio.gather(*(ping_pong(ws, 0.05) for ws in busy))
+            if core.sched() == policy:
+                return True
+        return False
+
+    async with open_env(tmp_path, relay="native") as env:
+        assert env.router.native is not None
+        core = env.router.native.core
+        assert core.sched() == "normal"
+        conns = [await connect(env.url(), compression=None) for _ in range(8)]
+        try:
+            assert await seen(core, conns[:1], "normal")
+            assert await seen(core, conns, "batch")
+            assert await seen(core, conns[:1], "normal")
+        finally:
+            for ws in conns:
+                await ws.close()
+
+
 def test_settings_read_wsgate_relay(monkeypatch: pytest.MonkeyPatch) -> None:
     from router.settings import RouterSettings
 
     monkeypatch.setenv("WSGATE_RELAY", "python")
     assert RouterSettings().relay == "python"
     assert os.environ["WSGATE_RELAY"] == "python"
+    assert RouterSettings().router_relay_sched == "auto"
+    monkeypatch.setenv("WSGATE_ROUTER_RELAY_SCHED", "normal")
+    assert RouterSettings().router_relay_sched == "normal"
 
 
 @pytest.mark.parametrize("relay", ["native", "python"])
