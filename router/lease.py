@@ -34,6 +34,11 @@ for small limits) in any window, and traffic under the limit is never refused fo
 lease: a message every few seconds, whose lease is long gone, passes on credit. (The relay
 core decides without this class: it holds an allowance of the same credit, see below.)
 
+Holding. When the credit is used up too and a reply is late (a stalled event loop: the
+request or its reply waits for the loop longer than a sub-window), the message is not refused
+while the window is not known to be exhausted (``waits``, ``dry_until``): the relay holds it
+(both relay paths) until the counter's next reply (``wake``), the next lease's start, or 1 s.
+
 Redis down: every counter also feeds an in-process counter of ``limit // routers`` (the
 in-process arithmetic). Fail-open decides with it while Redis is down, and records what it
 admitted as credit, charged when Redis is back (a restarted, empty Redis relearns the recent

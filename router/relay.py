@@ -2,7 +2,8 @@
 
 Bytes go through unchanged (client frames stay masked, backend frames unmasked); each
 direction's frame scanner only counts and enforces limits. Backpressure uses the transports'
-own watermarks: when one side's write buffer fills, reading from the other side pauses.
+own watermarks: when one side's write buffer fills, reading from the other side pauses (a
+pause of its own, apart from a hold's: either keeps the side unread).
 The router injects a frame of its own (a close) only where the stream is between frames.
 
 Two things change bytes, and only on connections that need them:
@@ -10,8 +11,10 @@ Two things change bytes, and only on connections that need them:
   at construction): data messages in either direction count against the connection's quotas,
   one counter per quota key for both directions (WSO2 counts frames sent and received against
   the same limit); a refused message's frames are cut out of its stream at frame boundaries,
-  or the connection is closed with 1008 when the quota says "stop on quota reach".
-  Connections without quotas keep the plain :class:`_Side`;
+  or the connection is closed with 1008 when the quota says "stop on quota reach". A message
+  a Redis-leased quota has nothing for *yet* (its lease is late: a stalled loop, a slow reply)
+  is held instead, up to HOLD_MAX: that side is not read, its bytes wait in order (see
+  :class:`_GatedSide`). Connections without quotas keep the plain :class:`_Side`;
 - :meth:`Relay.terminate` (a ConnectionRule, token expiry, "stop on quota reach"): the client
   gets a close frame with the router's code and reason, injected at a frame boundary of the
   backend->client stream: right away when it is between frames, else right after the current
