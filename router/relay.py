@@ -277,9 +277,6 @@ class _GatedSide(_Side):
         if self.held is not None:  # read before the pause took effect: behind the held ones
             self.held += data
             return
-        self._scan(data)
-
-    def _scan(self, data: bytes) -> None:
         relay = self.relay
         scanner = self.scanner
         try:
@@ -346,7 +343,7 @@ class _GatedSide(_Side):
             return
         relay.no_hold = time.monotonic() >= self.held_since + HOLD_MAX
         try:
-            self._scan(held)
+            self.data_received(held)
         finally:
             relay.no_hold = False
         if self.held is None:
