@@ -341,11 +341,14 @@ class _GatedSide(_Side):
         if self.lost or relay.terminating or self.transport.is_closing():
             self.held_since = 0.0
             return
-        relay.no_hold = time.monotonic() >= self.held_since + HOLD_MAX
+        throttle = relay.throttle
+        assert throttle is not None
+        # held HOLD_MAX already: decided without holding (refused if there is still no room)
+        throttle.hold = time.monotonic() < self.held_since + HOLD_MAX
         try:
             self.data_received(held)
         finally:
-            relay.no_hold = False
+            throttle.hold = True
         if self.held is None:
             self.held_since = 0.0
             if not self.lost and not relay.terminating:
@@ -419,7 +422,6 @@ class Relay:
         "holds",
         "idle_since",
         "info",
-        "no_hold",
         "reported",
         "router_code",
         "router_reason",
@@ -461,7 +463,6 @@ class Relay:
         self._tell_backend = False
         self._on_done = on_done
         self.held_by: Counter | None = None  # _admit's last hold: the counter without room
-        self.no_hold = False  # feeding bytes held HOLD_MAX already: refuse, not hold
         self.holds = 0  # times a side was held
         self.client: _Side
         self.backend: _Side
@@ -471,6 +472,7 @@ class Relay:
                 self, backend_transport, FrameScanner(False, max_message, allow_rsv)
             )
         else:  # both directions count against the same quotas
+            throttle.hold = True  # a message a leased quota has nothing for yet waits
             up = GatedScanner(True, max_message, allow_rsv, self._admit)
             down = GatedScanner(False, max_message, allow_rsv, self._admit)
             self.client = _GatedSide(self, client_transport, up)
@@ -499,7 +501,7 @@ class Relay:
         throttle = self.throttle
         if self.stop_pending or self.terminating or throttle is None:
             return False
-        limit = throttle.admit(time.monotonic(), not self.no_hold)
+        limit = throttle.admit(time.monotonic())
         if limit is None:
             return True
         if type(limit) is Held:

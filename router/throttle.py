@@ -239,12 +239,12 @@ class ConnectionThrottle:
     """The quotas of one connection, checked in the enforcer's order for every data message.
 
     A message is admitted only if every quota has room; only then is it counted against all of
-    them (a refused message uses none of them up). With ``hold``, a message the first quota
-    without room would only delay (a leased counter waiting for its lease) is held instead of
-    refused (router/_core/quota.c's wq_decide).
+    them (a refused message uses none of them up). While ``hold`` is set (the Python relay sets
+    it), a message the first quota without room would only delay (a leased counter waiting for
+    its lease) is held instead of refused (router/_core/quota.c's wq_decide).
     """
 
-    __slots__ = ("_admit_all", "_waits", "counters", "limits", "store")
+    __slots__ = ("_admit_all", "_waits", "counters", "hold", "limits", "store")
 
     def __init__(self, limits: tuple[Limit, ...], store: CounterStore) -> None:
         self.limits = limits
@@ -258,10 +258,11 @@ class ConnectionThrottle:
         self._waits: tuple[Callable[[float], bool] | None, ...] = tuple(
             getattr(counter, "waits", None) for counter in self.counters
         )
+        self.hold = False  # (read only when a quota has no room: nothing per message)
 
-    def admit(self, now: float, hold: bool = False) -> Limit | Held | None:
+    def admit(self, now: float) -> Limit | Held | None:
         """None when the message may pass (and was counted), else the first quota reached, or
-        (``hold``) :class:`Held` when that quota's counter says the message may wait."""
+        (``hold`` set) :class:`Held` when that quota's counter says the message may wait."""
         if self._admit_all is not None:
             first = self._admit_all(now)
             return None if first < 0 else self.limits[first]
@@ -269,7 +270,7 @@ class ConnectionThrottle:
         for i, counter in enumerate(counters):
             if not counter.available(now):
                 waits = self._waits[i]
-                if hold and waits is not None and waits(now):
+                if waits is not None and self.hold and waits(now):
                     return Held(self.limits[i])
                 return self.limits[i]
         for counter in counters:

@@ -302,8 +302,10 @@ class PySim(Sim):
         counter.unwait(self.wakes[i])
         self.turn[i] += 1
         expired = bool(self.since[i]) and self.now >= self.since[i] + HOLD_MAX
+        throttle = self.throttles[i]
+        throttle.hold = self.hold and not expired
         while waiting:
-            got = self.throttles[i].admit(local, self.hold and not expired)
+            got = throttle.admit(local)
             if isinstance(got, Held):
                 self.since[i] = self.since[i] or self.now
                 counter.wait(self.wakes[i])
