@@ -107,7 +107,14 @@ _close_counter = itertools.count(1)
 
 FrameHook = Callable[[int, bool, int], None]  # opcode, fin, payload length
 MessageHook = Callable[[int, int], None]  # opcode of the first frame, total payload length
-Admit = Callable[[int], bool]  # opcode of a new data message -> deliver it?
+# opcode of a new data message -> deliver it (True), refuse it (False), or not now (None: HOLD,
+# the feed stops before the message, see FrameScanner.held_at)
+Admit = Callable[[int], bool | None]
+HOLD = None
+
+
+class _Held(Exception):
+    """Raised inside a feed when ``admit`` answered HOLD (never escapes :meth:`feed`)."""
 
 
 def _admit_all(opcode: int) -> bool:
@@ -154,6 +161,7 @@ class FrameScanner:
         "dropping",
         "fed_at_boundary",
         "frames",
+        "held_at",
         "masked",
         "max_message",
         "messages",
@@ -189,6 +197,10 @@ class FrameScanner:
         self.close_reason = ""
         self.fed_at_boundary = True  # whether the forwarded stream was between frames before
         # the last feed()
+        # >= 0: a feed stopped at a message ``admit`` answered HOLD for; data[held_at:] was not
+        # consumed (state and counters as if never fed): the caller feeds it again later, and
+        # sets this back to -1 (router/_core/scan.c's held/held_at)
+        self.held_at = -1
         self._remaining = 0  # payload bytes of the current frame still to skip
         self._frame_kept = True  # whether that frame is forwarded (meaningful while _remaining)
         self._partial = b""  # start of a header split across chunks
@@ -252,7 +264,8 @@ class FrameScanner:
         """Scan ``data``, the next bytes of the stream; return the part of it to forward.
 
         That is ``data`` itself (the same object) unless ``admit`` refused a message or a
-        header is held back.
+        header is held back. When ``admit`` answered HOLD, :attr:`held_at` is set and
+        ``data[held_at:]`` was not consumed (see :class:`GatedScanner`).
 
         Raises:
             ProtocolError: invalid framing (close with 1002).
@@ -279,9 +292,16 @@ class FrameScanner:
                         self.fed_at_boundary = True
                         if not self._gated:
                             return data
-                        if self._admit(b0 & 0x0F):
+                        ok = self._admit(b0 & 0x0F)
+                        if ok:
                             self.dropping = False
                             return data
+                        if ok is HOLD:  # not now: as if ``data`` had not been fed
+                            self.frames -= 1
+                            self.messages -= 1
+                            self.bytes -= n
+                            self.held_at = 0
+                            return b""
                         self.dropping = True
                         self.dropped += 1
                         return b""
@@ -356,6 +376,14 @@ class FrameScanner:
                     elif keep < 0:
                         keep = pos
                 pos += used
+        except _Held:  # the message at ``pos`` waits: nothing from there on is consumed
+            if start < 0:  # its header started in an earlier chunk: it stays in _partial
+                pos = 0
+            elif keep >= 0 and pos > keep:  # what precedes it goes out
+                pieces.append(data[keep:pos])
+            self.bytes -= n - pos
+            self.held_at = pos
+            return b"".join(pieces)
         except FramingError as exc:
             exc.offset = start
             if start < 0:  # the bad frame began before this chunk: nothing of it goes out
@@ -467,8 +495,11 @@ class GatedScanner(FrameScanner):
     their message, control frames always pass). :meth:`feed` returns ``data`` itself when
     everything passes, else ``data`` with the refused messages' frames cut out at frame
     boundaries. A header split across chunks is held back until it is complete, so the
-    decision is known before any of its bytes are forwarded. The framing rules are
-    :class:`FrameScanner`'s; only connections with quotas use this class.
+    decision is known before any of its bytes are forwarded. ``admit`` may also answer
+    :data:`HOLD` (not now): the feed stops before that message's first frame, as if the bytes
+    from there on had not been fed (:attr:`held_at`); the caller feeds them again later, when
+    the answer may have changed. The framing rules are :class:`FrameScanner`'s; only
+    connections with quotas use this class.
     """
 
     __slots__ = ()
@@ -481,7 +512,15 @@ class GatedScanner(FrameScanner):
     def _data_frame(self, opcode: int, fin: bool, length: int) -> None:
         _base_data_frame(self, opcode, fin, length)  # the rules first: a bad one is not asked
         if opcode:
-            self.dropping = not self._admit(opcode)
+            ok = self._admit(opcode)
+            if ok is HOLD:  # not now: as if this header had not been read
+                self.frames -= 1
+                if fin:
+                    self.messages -= 1
+                self._msg_opcode = -1
+                self._msg_size = 0
+                raise _Held
+            self.dropping = not ok
             if self.dropping:
                 self.dropped += 1
 

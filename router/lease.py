@@ -34,6 +34,11 @@ for small limits) in any window, and traffic under the limit is never refused fo
 lease: a message every few seconds, whose lease is long gone, passes on credit. (The relay
 core decides without this class: it holds an allowance of the same credit, see below.)
 
+Holding. When the credit is used up too and a reply is late (a stalled event loop: the
+request or its reply waits for the loop longer than a sub-window), the message is not refused
+while the window is not known to be exhausted (``waits``, ``dry_until``): the relay holds it
+(both relay paths) until the counter's next reply (``wake``), the next lease's start, or 1 s.
+
 Redis down: every counter also feeds an in-process counter of ``limit // routers`` (the
 in-process arithmetic). Fail-open decides with it while Redis is down, and records what it
 admitted as credit, charged when Redis is back (a restarted, empty Redis relearns the recent
@@ -143,6 +148,7 @@ class Stats:
     degraded_admits: int = 0  # admitted by the local cap while Redis was down
     degraded_refusals: int = 0  # refused because Redis was down (fail-closed or local cap)
     returned: int = 0
+    holds: int = 0  # messages held for a lease (the Python relay's; the core counts its own)
 
 
 @dataclass(slots=True)
@@ -182,6 +188,7 @@ class LeasedCounter:
         "_sub",
         "_used",
         "_valid_until",
+        "_waiting",
         "clock",
         "health",
         "in_flight",
@@ -249,6 +256,7 @@ class LeasedCounter:
         self._fallback = cast(
             SlidingWindow | TokenBucket, new_counter(max(1, limit // self.routers), window)
         )
+        self._waiting: dict[Callable[[], None], None] = {}  # held messages' wake-ups, in order
 
     # --- the Counter protocol (called per message) -------------------------------------
 
@@ -715,3 +723,33 @@ class LeasedCounter:
         self.health.stats.credit += k
         if not self.in_flight:
             self._want()
+
+    # Holding (the Python relay; the core does the same with dry_until, see router.native). A
+    # message that finds neither a permit nor credit while the window is not known to be
+    # exhausted waits for the next lease reply instead of being refused: a lease late or a
+    # stalled loop delays traffic under the limit, it does not refuse it.
+
+    def waits(self, now: float) -> bool:
+        """After ``available(now)`` said no: whether the message is held rather than refused.
+        Redis is up and the window is not known to be exhausted (:meth:`dry_until`, the core's
+        rule); a lease was asked for by ``available`` (or is in flight, or the next sub-window's
+        lease begins at :meth:`next_bounds`). Redis down: decided at once, as ever."""
+        if not self.health.up or now < self.dry_until(now):
+            return False
+        self.health.stats.holds += 1
+        return True
+
+    def wait(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` once, after the next lease reply or failure (:meth:`wake`)."""
+        self._waiting[wake] = None
+
+    def unwait(self, wake: Callable[[], None]) -> None:
+        self._waiting.pop(wake, None)
+
+    def wake(self) -> None:
+        """A reply or a failure was taken in (the shell calls this after ``granted`` or
+        ``failed``): the messages held meanwhile are decided again, in the order they waited."""
+        if self._waiting:
+            waiting, self._waiting = self._waiting, {}
+            for wake in waiting:
+                wake()

@@ -45,7 +45,8 @@ counter in the core's table: three slots of permits, each usable only in [start,
   that sub-window ends. And what waited HOLD_MAX (core.c, 1 s) is decided without holding, so
   traffic over a quota is throttled, not queued behind the lease pump. A held side still
   closes on terminate/shutdown/abort (its held bytes are dropped then, as a closed transport
-  delivers nothing more), and the idle sweep sees it idle.
+  delivers nothing more), and the idle sweep sees it idle. The Python relay holds by the same
+  rule (router.relay's _GatedSide, ``LeasedCounter.waits``), woken by the counter's replies.
 - What the core did not use is taken back when its validity ends (or when the slot is
   refilled with another validity) and handed back to the counter (``unlend``): to the lease
   still in use, or to Redis as a return with the next request, or off the credit owed, so no

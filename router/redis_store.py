@@ -187,6 +187,7 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
             counter.granted(req, reply, time.monotonic())
         if self.on_reply is not None:
             self.on_reply(counter)
+        counter.wake()  # the Python relay's held messages (router.relay)
 
     async def call_script(self, counter: LeasedCounter, req: LeaseRequest) -> LeaseReply:
         sub_us = round(counter.sub_len * 1_000_000)

@@ -2,7 +2,8 @@
 
 Bytes go through unchanged (client frames stay masked, backend frames unmasked); each
 direction's frame scanner only counts and enforces limits. Backpressure uses the transports'
-own watermarks: when one side's write buffer fills, reading from the other side pauses.
+own watermarks: when one side's write buffer fills, reading from the other side pauses (a
+pause of its own, apart from a hold's: either keeps the side unread).
 The router injects a frame of its own (a close) only where the stream is between frames.
 
 Two things change bytes, and only on connections that need them:
@@ -10,8 +11,10 @@ Two things change bytes, and only on connections that need them:
   at construction): data messages in either direction count against the connection's quotas,
   one counter per quota key for both directions (WSO2 counts frames sent and received against
   the same limit); a refused message's frames are cut out of its stream at frame boundaries,
-  or the connection is closed with 1008 when the quota says "stop on quota reach".
-  Connections without quotas keep the plain :class:`_Side`;
+  or the connection is closed with 1008 when the quota says "stop on quota reach". A message
+  a Redis-leased quota has nothing for *yet* (its lease is late: a stalled loop, a slow reply)
+  is held instead, up to HOLD_MAX: that side is not read, its bytes wait in order (see
+  :class:`_GatedSide`). Connections without quotas keep the plain :class:`_Side`;
 - :meth:`Relay.terminate` (a ConnectionRule, token expiry, "stop on quota reach"): the client
   gets a close frame with the router's code and reason, injected at a frame boundary of the
   backend->client stream: right away when it is between frames, else right after the current
@@ -41,7 +44,7 @@ from router.frames import (
     close_frame,
 )
 from router.frames import explain_close as explain
-from router.throttle import ConnectionThrottle
+from router.throttle import ConnectionThrottle, Counter, Held
 from wsgate_common.logs import info_writer
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,10 @@ log = logging.getLogger(__name__)
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
 CLOSE_GRACE = 1.0  # seconds a closing transport may spend flushing before it is aborted
+# A held message waits this long at most: then what the side had read is decided without
+# holding (refused if its quota still has nothing), so traffic over a quota is throttled, not
+# queued. The native core's HOLD_MAX (router/_core/core.c), the same value.
+HOLD_MAX = 1.0
 THROTTLED_REASON = "message throttled out"
 BACKEND_CLOSE_REASON = "client connection closed by the gateway"
 
@@ -175,7 +182,18 @@ def log_closed(
 class _Side(asyncio.Protocol):
     """One end of the splice: what it reads goes to ``peer``'s transport."""
 
-    __slots__ = ("feed", "forward", "is_client", "lost", "peer", "relay", "scanner", "transport")
+    __slots__ = (
+        "blocked",
+        "feed",
+        "forward",
+        "held",
+        "is_client",
+        "lost",
+        "peer",
+        "relay",
+        "scanner",
+        "transport",
+    )
 
     def __init__(self, relay: Relay, transport: asyncio.Transport, scanner: FrameScanner) -> None:
         self.relay = relay
@@ -186,6 +204,20 @@ class _Side(asyncio.Protocol):
         self.lost = False
         self.peer: _Side = self
         self.forward = transport.write
+        # Why reading this side is paused: the peer's write buffer is full (backpressure), or
+        # bytes are held (_GatedSide: a message waits for its quota). Reading resumes when
+        # neither is so: one does not resume the other.
+        self.blocked = False
+        self.held: bytes | None = None
+
+    def reading(self) -> None:
+        """Resume reading unless the other reason to pause still holds."""
+        if not self.blocked and self.held is None:
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.resume_reading()
+
+    def drop_held(self) -> None:
+        """Forget held bytes (the side closes or discards what it reads from now on)."""
 
     def link(self, peer: _Side) -> None:
         """Make ``peer`` the side whose transport gets what this side reads."""
@@ -204,12 +236,15 @@ class _Side(asyncio.Protocol):
 
     # Our transport's write buffer crossed a watermark: stop or restart reading from the peer.
     def pause_writing(self) -> None:
+        peer = self.peer
+        peer.blocked = True
         with contextlib.suppress(RuntimeError, AttributeError):
-            self.peer.transport.pause_reading()
+            peer.transport.pause_reading()
 
     def resume_writing(self) -> None:
-        with contextlib.suppress(RuntimeError, AttributeError):
-            self.peer.transport.resume_reading()
+        peer = self.peer
+        peer.blocked = False
+        peer.reading()
 
     def eof_received(self) -> bool | None:
         return None  # the transport closes itself; connection_lost follows
@@ -220,12 +255,30 @@ class _Side(asyncio.Protocol):
 
 
 class _GatedSide(_Side):
-    """A side of a connection with quotas: forwards what the throttle admits."""
+    """A side of a connection with quotas: forwards what the throttle admits.
 
-    __slots__ = ()
+    A message the throttle holds (a leased quota's lease is late, its window not exhausted:
+    :class:`router.throttle.Held`) stops the scan before it: the bytes from there on are kept
+    unscanned in ``held``, this side is not read, and they are fed again after the quota's
+    counter takes in a lease reply (``LeasedCounter.wake``), when its next lease begins, or
+    after HOLD_MAX, then decided without holding. Nothing is dropped nor reordered (control
+    frames behind the held message wait with it), as in the native core (core.c, hold).
+    """
+
+    __slots__ = ("held_by", "held_since", "held_timer")
+
+    def __init__(self, relay: Relay, transport: asyncio.Transport, scanner: FrameScanner) -> None:
+        super().__init__(relay, transport, scanner)
+        self.held_by: Counter | None = None
+        self.held_since = 0.0  # when the held bytes were read (held first): HOLD_MAX from then
+        self.held_timer: asyncio.TimerHandle | None = None
 
     def data_received(self, data: bytes) -> None:
+        if self.held is not None:  # read before the pause took effect: behind the held ones
+            self.held += data
+            return
         relay = self.relay
+        scanner = self.scanner
         try:
             out = self.feed(data)
         except FramingError as exc:
@@ -235,8 +288,76 @@ class _GatedSide(_Side):
             return
         if out:
             self.forward(out)
+        if scanner.held_at >= 0:
+            at, scanner.held_at = scanner.held_at, -1
+            self._hold(data[at:] if at else data)
         if relay.stop_pending:
             relay.terminate(CloseCode.POLICY_VIOLATION, THROTTLED_REASON, cause="throttled")
+
+    def _hold(self, rest: bytes) -> None:
+        """The scan stopped at a held message: keep ``rest`` and stop reading this side."""
+        relay = self.relay
+        counter = relay.held_by
+        assert counter is not None
+        now = time.monotonic()
+        self.held = rest
+        self.held_by = counter
+        if not self.held_since:  # (fed again and still held: read when first held)
+            self.held_since = now
+        relay.holds += 1
+        with contextlib.suppress(RuntimeError, AttributeError):
+            self.transport.pause_reading()
+        wait = getattr(counter, "wait", None)
+        if wait is not None:
+            wait(self.retry)
+        at = self.held_since + HOLD_MAX
+        next_bounds = getattr(counter, "next_bounds", None)
+        bounds = next_bounds() if next_bounds is not None else None
+        if bounds is not None and now < bounds[0] < at:
+            at = bounds[0]  # the next sub-window's lease is usable from then
+        self.held_timer = asyncio.get_running_loop().call_later(max(0.0, at - now), self.retry)
+
+    def _unhold(self) -> bytes | None:
+        held = self.held
+        self.held = None
+        if self.held_timer is not None:
+            self.held_timer.cancel()
+            self.held_timer = None
+        counter = self.held_by
+        self.held_by = None
+        if counter is not None:
+            unwait = getattr(counter, "unwait", None)
+            if unwait is not None:
+                unwait(self.retry)
+        return held
+
+    def retry(self) -> None:
+        """Feed the held bytes again (a lease reply, the next lease's start, or HOLD_MAX);
+        what is still held stays, and this side is read again once nothing is."""
+        held = self._unhold()
+        if held is None:
+            return
+        relay = self.relay
+        if self.lost or relay.terminating or self.transport.is_closing():
+            self.held_since = 0.0
+            return
+        throttle = relay.throttle
+        assert throttle is not None
+        # held HOLD_MAX already: decided without holding (refused if there is still no room)
+        throttle.hold = time.monotonic() < self.held_since + HOLD_MAX
+        try:
+            self.data_received(held)
+        finally:
+            throttle.hold = True
+        if self.held is None:
+            self.held_since = 0.0
+            if not self.lost and not relay.terminating:
+                self.reading()
+
+    def drop_held(self) -> None:
+        if self._unhold() is not None:
+            self.held_since = 0.0
+            self.reading()
 
 
 class _Detached(asyncio.Protocol):
@@ -297,6 +418,8 @@ class Relay:
         "close_by",
         "close_code",
         "closed_by",
+        "held_by",
+        "holds",
         "idle_since",
         "info",
         "reported",
@@ -339,6 +462,8 @@ class Relay:
         self._grace: asyncio.TimerHandle | None = None
         self._tell_backend = False
         self._on_done = on_done
+        self.held_by: Counter | None = None  # _admit's last hold: the counter without room
+        self.holds = 0  # times a side was held
         self.client: _Side
         self.backend: _Side
         if throttle is None:
@@ -347,6 +472,7 @@ class Relay:
                 self, backend_transport, FrameScanner(False, max_message, allow_rsv)
             )
         else:  # both directions count against the same quotas
+            throttle.hold = True  # a message a leased quota has nothing for yet waits
             up = GatedScanner(True, max_message, allow_rsv, self._admit)
             down = GatedScanner(False, max_message, allow_rsv, self._admit)
             self.client = _GatedSide(self, client_transport, up)
@@ -366,18 +492,22 @@ class Relay:
         if backend_lost:
             self.backend.connection_lost(None)
             return
-        with contextlib.suppress(RuntimeError, AttributeError):
-            self.backend.transport.resume_reading()
-            self.client.transport.resume_reading()
+        self.backend.reading()  # (unless what arrived early is held, or backpressure)
+        self.client.reading()
 
-    def _admit(self, opcode: int) -> bool:
-        """Throttle decision for one data message, either direction (asked by the scanners)."""
+    def _admit(self, opcode: int) -> bool | None:
+        """Throttle decision for one data message, either direction (asked by the scanners):
+        deliver, refuse, or None: hold it (see _GatedSide)."""
         throttle = self.throttle
         if self.stop_pending or self.terminating or throttle is None:
             return False
         limit = throttle.admit(time.monotonic())
         if limit is None:
             return True
+        if type(limit) is Held:
+            self.held_by = limit.limit.counter
+            return None
+        assert not isinstance(limit, Held)
         if limit.stop:
             self.stop_pending = True
             self.throttle_policy = limit.policy
@@ -428,6 +558,7 @@ class Relay:
             self._backend_reason = backend_reason
         if not client.lost:
             client.transport.set_protocol(_Detached(client))
+            client.drop_held()  # a closed transport delivers nothing more
         # The client->backend stream stops here; the backend gets a close only if it is
         # between frames (and once the backend->client stream is, see close_client).
         self._tell_backend = client.scanner.out_at_boundary and not client.scanner.close_seen
@@ -448,6 +579,7 @@ class Relay:
             self._grace = None
         if not backend.lost:
             backend.transport.set_protocol(_Detached(backend))
+            backend.drop_held()
         code = self.router_code if self.router_code is not None else CloseCode.POLICY_VIOLATION
         if not client.lost and not client.transport.is_closing() and not backend.scanner.close_seen:
             client.transport.write(close_frame(code, self.router_reason))
@@ -470,6 +602,7 @@ class Relay:
 
     def side_lost(self, side: _Side) -> None:
         """One socket closed: close the other, telling the client why when nobody else did."""
+        side.drop_held()
         peer = side.peer
         if peer.lost:
             self._finish()
@@ -552,6 +685,8 @@ class Relay:
                 side.transport.abort()
 
     def _finish(self) -> None:
+        self.client.drop_held()
+        self.backend.drop_held()
         if self._grace is not None:
             self._grace.cancel()
             self._grace = None

@@ -23,7 +23,7 @@ a store shared between routers (Redis) implements the same protocol.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
@@ -226,14 +226,25 @@ class Limit:
     stop: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Held:
+    """``ConnectionThrottle.admit``'s answer for a message that waits: ``limit``'s counter has
+    nothing for it now, but its window is not known to be exhausted (a leased counter whose
+    lease is late, see router.lease.LeasedCounter.waits)."""
+
+    limit: Limit
+
+
 class ConnectionThrottle:
     """The quotas of one connection, checked in the enforcer's order for every data message.
 
     A message is admitted only if every quota has room; only then is it counted against all of
-    them (a refused message uses none of them up).
+    them (a refused message uses none of them up). While ``hold`` is set (the Python relay sets
+    it), a message the first quota without room would only delay (a leased counter waiting for
+    its lease) is held instead of refused (router/_core/quota.c's wq_decide).
     """
 
-    __slots__ = ("_admit_all", "counters", "limits", "store")
+    __slots__ = ("_admit_all", "_waits", "counters", "hold", "limits", "store")
 
     def __init__(self, limits: tuple[Limit, ...], store: CounterStore) -> None:
         self.limits = limits
@@ -243,15 +254,24 @@ class ConnectionThrottle:
         # another thread) answers for all of them in one step: router.native.CoreCounterStore.
         admit_all = getattr(store, "admit_all", None)
         self._admit_all = admit_all(self.counters) if admit_all is not None else None
+        # per counter: whether a message it has no room for may wait (leased counters only)
+        self._waits: tuple[Callable[[float], bool] | None, ...] = tuple(
+            getattr(counter, "waits", None) for counter in self.counters
+        )
+        self.hold = False  # (read only when a quota has no room: nothing per message)
 
-    def admit(self, now: float) -> Limit | None:
-        """None when the message may pass (and was counted), else the first quota reached."""
+    def admit(self, now: float) -> Limit | Held | None:
+        """None when the message may pass (and was counted), else the first quota reached, or
+        (``hold`` set) :class:`Held` when that quota's counter says the message may wait."""
         if self._admit_all is not None:
             first = self._admit_all(now)
             return None if first < 0 else self.limits[first]
         counters = self.counters
         for i, counter in enumerate(counters):
             if not counter.available(now):
+                waits = self._waits[i]
+                if waits is not None and self.hold and waits(now):
+                    return Held(self.limits[i])
                 return self.limits[i]
         for counter in counters:
             counter.take(now)

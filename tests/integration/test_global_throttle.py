@@ -320,8 +320,9 @@ def test_global_limit_holds_within_one_percent_across_three_routers(
 def test_traffic_under_the_global_limit_is_never_refused(plane: Plane, relay_path: str) -> None:
     """Three routers offered half the limit between them: every message passes (on the native
     path: permits lent to the core in time, credit while a lease is on its way, and a message
-    the core's pool has nothing for held, its side not read, until the pump refills it: a
-    stalled event loop delays it, never refuses it)."""
+    the core's pool has nothing for held, its side not read, until the pump refills it; on the
+    Python path, a message the lease and credit have nothing for held until the counter's
+    reply: a stalled event loop delays it, never refuses it)."""
     port = free_port()
     url = f"redis://127.0.0.1:{port}/0"
     env = {"WSGATE_RATELIMIT_REDIS_URL": url, "WSGATE_RATELIMIT_REDIS_PREFIX": "under:"}

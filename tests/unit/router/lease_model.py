@@ -15,6 +15,8 @@ from typing import Any
 
 from router.lease import CURRENT, Clock, Health, LeasedCounter, LeaseReply, LeaseRequest, grant_size
 from router.native import LeasePump
+from router.relay import HOLD_MAX
+from router.throttle import ConnectionThrottle, Held, InProcessCounterStore, Limit
 
 
 @dataclass
@@ -247,3 +249,81 @@ class NativeSim(Sim):
 
     def close(self) -> None:
         self.core.close()
+
+
+@dataclass
+class PySim(Sim):
+    """The same routers on the Python relay (router.relay): every message is decided on the
+    router's event loop (a stall stops it: what arrives meanwhile is read and decided at its
+    end) by a :class:`router.throttle.ConnectionThrottle` over the router's counter.
+
+    With ``hold`` (router.relay's _GatedSide), a message the counter has nothing for while its
+    window is not known to be exhausted (``LeasedCounter.waits``) is held with the ones after
+    it on the same router (the side is not read) and decided again, on the loop, when the
+    counter takes in a lease reply (``wake``, as RedisCounterStore calls it), when the next
+    sub-window's lease begins, or after HOLD_MAX: then the backlog is decided without holding.
+    Without ``hold``: the Python relay before holding (refused at once). ``delays``: how long
+    each admitted message waited after the relay read it."""
+
+    hold: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.throttles = [
+            ConnectionThrottle((Limit(f"api:r{i}", "p", c, False),), InProcessCounterStore())
+            for i, c in enumerate(self.counters)
+        ]
+        self.waiting: list[collections.deque[float]] = [collections.deque() for _ in self.counters]
+        self.since = [0.0] * self.routers  # when router i's side was held (0: not held)
+        self.turn = [0] * self.routers  # a timer set before the latest feed is stale
+        self.wakes = [functools.partial(self._feed, i) for i in range(self.routers)]
+        self.delays: list[float] = []
+
+    def replied(self, i: int) -> None:
+        self.counters[i].wake()
+
+    def message(self, i: int, t: float) -> bool:
+        """Router i's loop reads a message sent at Redis time t (or it waits unread behind the
+        held ones); True: not refused (yet)."""
+        t = self.loop_time(t)
+        self.run_until(t)
+        refused = self.refused
+        self.waiting[i].append(t)
+        if not self.since[i]:
+            self._feed(i)
+        return self.refused == refused
+
+    def _timer(self, i: int, turn: int) -> None:
+        if self.turn[i] == turn:
+            self._feed(i)
+
+    def _feed(self, i: int) -> None:
+        waiting, local, counter = self.waiting[i], self.local(i), self.counters[i]
+        counter.unwait(self.wakes[i])
+        self.turn[i] += 1
+        expired = bool(self.since[i]) and self.now >= self.since[i] + HOLD_MAX
+        throttle = self.throttles[i]
+        throttle.hold = self.hold and not expired
+        while waiting:
+            got = throttle.admit(local)
+            if isinstance(got, Held):
+                self.since[i] = self.since[i] or self.now
+                counter.wait(self.wakes[i])
+                at = self.since[i] + HOLD_MAX
+                bounds = counter.next_bounds()
+                if bounds is not None and local < bounds[0]:
+                    at = min(at, bounds[0] + self.skews[i])
+                turn = self.turn[i]
+                self._at(self.loop_time(at), functools.partial(self._timer, i, turn))
+                return
+            arrived = waiting.popleft()
+            if got is None:
+                self.admitted.append(self.now)
+                self.delays.append(self.now - arrived)
+            else:
+                self.refused += 1
+        self.since[i] = 0.0
+
+    @property
+    def held(self) -> int:
+        return sum(len(w) for w in self.waiting)

@@ -133,3 +133,67 @@ def test_close_reason_is_cut_without_splitting_a_character() -> None:
     frame = close_frame(1008, "€" * 60)
     assert len(frame) <= 2 + 125
     (frame[4:]).decode("utf-8")  # still valid UTF-8
+
+
+@settings(max_examples=300, deadline=None)
+@given(gated_streams(), st.lists(st.integers(1, 400), max_size=40), st.data())
+def test_a_held_message_is_fed_again_and_the_stream_is_the_same_as_without_holding(
+    stream: tuple[bytes, bytes, list[bool], bool], chunks: list[int], data_: st.DataObject
+) -> None:
+    """admit answers HOLD (not now) any number of times before its decision: the feed stops
+    before the message, its bytes are not consumed; fed again (the held rest first, as the
+    relay does) the output and the counters are what they are without holding."""
+    data, expected, decisions, masked = stream
+    holds = [data_.draw(st.integers(0, 2)) for _ in decisions]
+    answers = [a for d, h in zip(decisions, holds, strict=True) for a in [None] * h + [d]]
+    it = iter(answers)
+    asked: list[int] = []
+
+    def admit(opcode: int) -> bool | None:
+        asked.append(opcode)
+        return next(it)
+
+    scanner = GatedScanner(masked, 1 << 20, False, admit)
+    plain = FrameScanner(masked, 1 << 20, False)
+    plain.feed(data)
+    out = bytearray()
+    pos = 0
+    sizes = iter(chunks)
+    pending = b""  # the held rest, fed again before anything new
+    while pending or pos < len(data):
+        if pending:
+            chunk = pending
+        else:
+            chunk = data[pos : pos + next(sizes, len(data))]
+            pos += len(chunk)
+        out += scanner.feed(chunk)
+        pending = b""
+        if scanner.held_at >= 0:
+            pending, scanner.held_at = chunk[scanner.held_at :], -1
+    assert bytes(out) == expected
+    assert len(asked) == len(answers)
+    assert scanner.dropped == decisions.count(False)
+    assert (scanner.frames, scanner.messages, scanner.bytes) == (
+        plain.frames,
+        plain.messages,
+        plain.bytes,
+    )
+    assert scanner.at_boundary and scanner.out_at_boundary
+
+
+def test_a_held_message_leaves_what_precedes_it_forwarded_and_the_rest_unread() -> None:
+    ping = encode_frame(Opcode.PING, b"p", mask=True)
+    a, b = encode_frame(Opcode.TEXT, b"a", mask=True), encode_frame(Opcode.TEXT, b"b", mask=True)
+    scanner, _ = gate([True, None, True, True])  # type: ignore[list-item]
+    data = a + ping + b + ping
+    assert scanner.feed(data) == a + ping
+    assert scanner.held_at == len(a + ping)
+    assert scanner.bytes == len(a + ping) and scanner.messages == 1 and scanner.frames == 2
+    scanner.held_at = -1
+    assert scanner.feed(b + ping) == b + ping  # admitted now
+    assert scanner.held_at == -1 and scanner.messages == 2
+    # the fast path (one whole frame) holds too: nothing consumed
+    scanner2, _ = gate([None, True])  # type: ignore[list-item]
+    assert scanner2.feed(a) == b"" and scanner2.held_at == 0 and scanner2.bytes == 0
+    scanner2.held_at = -1
+    assert scanner2.feed(a) is a and scanner2.messages == 1

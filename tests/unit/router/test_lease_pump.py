@@ -1,5 +1,6 @@
 """The relay core's leased pool (router.native.LeasePump + router._core) against the Python
-relay's decisions (router.lease.LeasedCounter used directly), on a simulated clock.
+relay's decisions (router.lease.LeasedCounter used directly), on a simulated clock; and both
+relay paths' holding (a message the lease has nothing for yet waits, it is not refused).
 
 The core decides each message without Python, from permits the pump lends it; the pump runs
 only on lease replies and on a ticker (a loop turn away, longer under load). A message the
@@ -16,8 +17,9 @@ import pytest
 
 from router.lease import Clock, Health, LeasedCounter, LeaseReply, credit_cap
 from router.native import LeasePump
+from router.relay import HOLD_MAX
 from tests.procs import import_or_unavailable
-from tests.unit.router.lease_model import NativeSim, Sim
+from tests.unit.router.lease_model import NativeSim, PySim, Sim
 
 LIMIT, WINDOW, SUBS, ROUTERS = 3000, 10.0, 100, 3  # sub-windows of 0.1 s, credit cap 2
 
@@ -261,3 +263,60 @@ def test_the_core_holds_the_global_limit_within_the_credit_bound(core_module: An
     assert sum(1 for t in sim.admitted if t >= 10.0) >= 0.5 * 1.5 * LIMIT
     # throttled, not queued: what the core held passed within HOLD_MAX or was refused then
     assert sim.refused > 0 and max(sim.delays) <= core_module.HOLD_MAX + 1e-6
+
+
+STALLS = tuple((0.7 + k, 1.0 + k) for k in range(5))  # 300 ms in each second
+
+
+def test_without_holding_a_stalled_loop_refuses_traffic_under_the_limit() -> None:
+    """The defect holding fixes, on the Python path (what it did before): the messages read at
+    the stall's end find no lease, the credit cap passes 2, the rest are refused."""
+    sim = PySim(
+        limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.001, stalls=STALLS, hold=False
+    )
+    steady(sim, 6.0, [50.0] * 3)
+    assert sim.refused > 100  # (200 of 900)
+
+
+@pytest.mark.parametrize("jitter", [0.0, 0.03])
+def test_a_stalled_loop_never_refuses_traffic_under_the_limit_on_the_python_path(
+    jitter: float,
+) -> None:
+    """The integration test's load while every router's loop is stuck 300 ms in each second:
+    the Python relay holds what the lease has nothing for until the reply its loop asked for
+    comes back, and refuses none of it."""
+    sim = PySim(limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.001, stalls=STALLS)
+    steady(sim, 6.0, [50.0] * 3, jitter)
+    sim.run_until(7.0)
+    assert sim.refused == 0, f"{sim.refused} messages under the limit refused"
+    assert sim.held == 0 and len(sim.admitted) == 3 * 300  # all passed, none left waiting
+    assert sum(c.health.stats.holds for c in sim.counters) > 0  # (they did wait)
+    assert max(sim.delays) < 0.1  # a round trip after the loop is back, not HOLD_MAX
+    assert sim.worst_window() <= LIMIT
+
+
+def test_the_python_path_holds_the_global_limit_within_the_credit_bound() -> None:
+    """Overloaded (450/s for 300/s allowed): holding neither breaks the bound nor queues the
+    excess; it is throttled (what was held passed within HOLD_MAX or was refused then)."""
+    sim = PySim(limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.002)
+    steady(sim, 25.0, [200.0, 150.0, 100.0], 0.03)
+    sim.run_until(27.0)
+    assert sim.worst_window() <= LIMIT + 2 * ROUTERS * credit_cap(LIMIT, ROUTERS)
+    assert sum(1 for t in sim.admitted if t >= 10.0) >= 0.9 * 1.5 * LIMIT  # not starved
+    assert sim.refused > 0 and max(sim.delays) <= HOLD_MAX + 1e-6
+    assert sim.held == 0
+
+
+def test_the_python_path_refuses_at_once_when_redis_is_down_fail_closed() -> None:
+    """Redis unreachable: nothing to wait for; fail-closed refuses as before (no hold)."""
+    sim = PySim(limit=LIMIT, window=WINDOW, subs=SUBS, routers=ROUTERS, rtt=0.001, fail_open=False)
+    sim.redis_up = False
+    assert sim.message(0, 0.0)  # a cold start: on credit; its request fails
+    sim.run_until(0.01)
+    assert not sim.health[0].up
+    assert [sim.message(0, 0.02 + 0.001 * k) for k in range(5)] == [False] * 5
+    assert sim.held == 0 and sim.counters[0].health.stats.holds == 0
+
+
+def test_the_relays_hold_for_the_same_time_at_most(core_module: Any) -> None:
+    assert core_module.HOLD_MAX == HOLD_MAX

@@ -8,13 +8,15 @@ boundary (found by the conformance work: "hello" + a frame with RSV set in one w
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, cast
 
 import pytest
 
 from router.frames import FrameScanner, Opcode, ProtocolError, encode_frame
+from router.lease import Clock, Health, LeasedCounter, LeaseReply, credit_cap
 from router.relay import Relay, RelayInfo
-from router.throttle import InProcessCounterStore, connection_throttle
+from router.throttle import ConnectionThrottle, InProcessCounterStore, Limit, connection_throttle
 from wsgate_proto import enforcer_pb2
 
 
@@ -170,3 +172,89 @@ def test_scanner_error_records_the_bad_frame_offset() -> None:
     with pytest.raises(ProtocolError) as info:  # the bad header began in the earlier chunk
         split.feed(BAD_FRAMES["rsv"][1:])
     assert info.value.offset == -1
+
+
+class FlowTransport(FakeTransport):
+    """A FakeTransport that knows whether it is read."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+def leased_relay() -> tuple[Relay, FlowTransport, FlowTransport, LeasedCounter, list[int]]:
+    """A relay whose quota is a real leased counter whose cold-start credit is used up and
+    whose lease request is in flight: the next message finds nothing."""
+    kicks: list[int] = []
+    counter = LeasedCounter(
+        1000, 10.0, subs=10, routers=1, max_lease=100, clock=Clock(), health=Health(),
+        kick=lambda c: kicks.append(1),
+    )  # fmt: skip
+    now = time.monotonic()
+    for _ in range(credit_cap(1000, 1)):  # on credit (the cap is 2 here) ...
+        assert counter.available(now)
+        counter.take(now)
+    assert kicks == [1] and counter.in_flight  # ... and a lease is asked for
+    limit = Limit("api:1", "p", counter, False)
+    client, backend = FlowTransport(), FlowTransport()
+    relay = Relay(
+        cast(asyncio.Transport, client), cast(asyncio.Transport, backend),
+        RelayInfo("req", "api:1", "/", "127.0.0.1"), max_message=1024, allow_rsv=False,
+        throttle=ConnectionThrottle((limit,), InProcessCounterStore()),
+    )  # fmt: skip
+    relay.start(b"", b"", False)
+    return relay, client, backend, counter, kicks
+
+
+async def test_a_held_message_passes_once_the_leased_counter_takes_its_reply_in() -> None:
+    """The Redis store's path: the reply is taken in (granted), then wake feeds the held side."""
+    relay, client, backend, counter, _ = leased_relay()
+    msg = encode_frame(Opcode.TEXT, b"held", mask=True)
+    relay.client.data_received(msg)
+    assert backend.written == b"" and not client.reading and relay.holds == 1
+    assert relay.throttled == 0 and relay.total_bytes == 0  # held bytes are not read yet
+    now = time.monotonic()
+    req = counter.request(now)
+    counter.granted(req, LeaseReply(50, req.target, req.target, 900, now), now)
+    assert backend.written == b""  # (granted alone changes nothing: the store calls wake)
+    counter.wake()
+    assert bytes(backend.written) == msg and client.reading
+    assert relay.client.held is None and relay.total_bytes == len(msg)
+
+
+async def test_hold_and_backpressure_pause_reading_apart() -> None:
+    """The backend's write buffer drains while the client side is held: reading stays paused;
+    the hold ends while the buffer is still full: reading stays paused too."""
+    relay, client, backend, counter, _ = leased_relay()
+    relay.client.data_received(encode_frame(Opcode.TEXT, b"held", mask=True))
+    assert not client.reading
+    relay.backend.pause_writing()  # the backend's buffer fills, then drains
+    relay.backend.resume_writing()
+    assert not client.reading  # still held
+    relay.backend.pause_writing()  # full again
+    now = time.monotonic()
+    req = counter.request(now)
+    counter.granted(req, LeaseReply(50, req.target, req.target, 900, now), now)
+    counter.wake()
+    assert len(backend.written) > 0 and relay.client.held is None
+    assert not client.reading  # the buffer is still full
+    relay.backend.resume_writing()
+    assert client.reading
+
+
+async def test_a_held_message_is_refused_when_the_reply_says_no_room() -> None:
+    relay, client, backend, counter, _ = leased_relay()
+    ping = encode_frame(Opcode.PING, b"p", mask=True)
+    relay.client.data_received(encode_frame(Opcode.TEXT, b"held", mask=True) + ping)
+    assert backend.written == b""
+    now = time.monotonic()
+    req = counter.request(now)
+    counter.granted(req, LeaseReply(0, req.target, req.target, 0, now), now)  # dry
+    counter.wake()
+    assert bytes(backend.written) == ping and relay.throttled == 1 and client.reading
