@@ -970,19 +970,7 @@ static int is_tchar(uint8_t ch) {
            (ch && strchr("!#$%&'*+-.^_`|~", ch));
 }
 
-/* p[0:n] equals the lower-case ASCII lit, ignoring ASCII case. */
-static int ieq(const uint8_t *p, size_t n, const char *lit) {
-    if (n != strlen(lit))
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t ch = p[i];
-        if (ch >= 'A' && ch <= 'Z')
-            ch = (uint8_t)(ch + 32);
-        if (ch != (uint8_t)lit[i])
-            return 0;
-    }
-    return 1;
-}
+#define ieq hp_ieq /* (plan.h) */
 
 /* Whether the comma-separated value p[0:n] holds token tok (http11.header_tokens). */
 static int has_token(const uint8_t *p, size_t n, const char *tok) {

@@ -130,9 +130,8 @@ static int is_b64(uint8_t ch) {
            ch == '+' || ch == '/';
 }
 
-static int name_is_key(const uint8_t *p, size_t n) {
-    static const char lit[] = "sec-websocket-key";
-    if (n != sizeof lit - 1)
+int hp_ieq(const uint8_t *p, size_t n, const char *lit) {
+    if (n != strlen(lit))
         return 0;
     for (size_t i = 0; i < n; i++) {
         uint8_t ch = p[i];
@@ -160,7 +159,7 @@ int hp_key_span(const uint8_t *h, size_t n, size_t *vs, size_t *ve, size_t *key)
         if (h[at] == ' ' || h[at] == '\t')
             return 0; /* a folded line: leave such heads to Python */
         const uint8_t *colon = memchr(h + at, ':', le - at);
-        if (colon && name_is_key(h + at, (size_t)(colon - h) - at)) {
+        if (colon && hp_ieq(h + at, (size_t)(colon - h) - at, "sec-websocket-key")) {
             if (found++)
                 return 0;
             size_t a = (size_t)(colon - h) + 1, b = le;

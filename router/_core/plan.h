@@ -25,6 +25,8 @@ void hp_sha1(const uint8_t *p, size_t n, uint8_t out[20]);
 size_t hp_base64(const uint8_t *p, size_t n, char *out);
 /* Sec-WebSocket-Accept for the key k[0:n] (RFC 6455 4.2.2): base64(SHA-1(key + GUID)). */
 void hp_accept(const uint8_t *k, size_t n, char out[HP_ACCEPT_LEN]);
+/* p[0:n] equals the lower-case ASCII lit, ignoring ASCII case (header names). */
+int hp_ieq(const uint8_t *p, size_t n, const char *lit);
 /* Hex of 16 bytes (32 lower-case digits). */
 void hp_hex16(const uint8_t in[16], char out[HP_RID_LEN]);
 
