@@ -144,7 +144,9 @@ class RouterMetrics:
                 "wsgate_router_core_handshakes",
                 "Plaintext connections accepted by the relay core, by outcome: accepted (all), "
                 "relayed (upgraded with the core's I/O), relayed_alone (of those, started by the "
-                "core on a plain backend 101), handed_back (to the asyncio path)",
+                "core on a plain backend 101), planned (done by the core alone from a "
+                "handshake plan: a repeat of a request Python decided), handed_back (to the "
+                "asyncio path)",
                 core_handshakes,
                 labels=("outcome",),
             )
