@@ -128,7 +128,7 @@ async def serve(settings: RouterSettings) -> None:
     counters = redis_counter_store(settings)
     router = Router(config, store, enforcer, counters=counters, sinks=[analytics_sink(settings)])
     if counters is not None:
-        counters.register_metrics(router.metrics.registry)
+        counters.register_metrics(router.metrics.registry, router.native_holds)
         await counters.check()
     await router.listen(settings.router_host, settings.router_port)
     if settings.router_tls_port:

@@ -255,8 +255,11 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
         log.info("rate-limit counters in Redis %s", _safe_url(self.config.url))
         return True
 
-    def register_metrics(self, registry: CollectorRegistry) -> None:
-        """Export the store's state in ``registry`` (read at scrape time)."""
+    def register_metrics(
+        self, registry: CollectorRegistry, native_holds: Callable[[], int] | None = None
+    ) -> None:
+        """Export the store's state in ``registry`` (read at scrape time); ``native_holds``:
+        the relay core's count of held messages (it holds by the same rule as lease.py)."""
         callbacks = Callbacks(registry)
         callbacks.gauge(
             "wsgate_router_ratelimit_redis_up",
@@ -287,6 +290,17 @@ class RedisCounterStore(CounterTable[LeasedCounter]):
                 ("refused",): float(stats.degraded_refusals),
             },
             labels=("decision",),
+        )
+        callbacks.counter(
+            "wsgate_router_ratelimit_held_messages",
+            "Times a message waited for a lease (its side not read): the leased permits did not "
+            "cover it yet and Redis had not said the window was exhausted; it passes when the "
+            "lease arrives, or is decided after 1 s. By relay path",
+            lambda: {
+                ("python",): float(stats.holds),
+                ("native",): float(native_holds() if native_holds is not None else 0),
+            },
+            labels=("path",),
         )
         callbacks.counter(
             "wsgate_router_ratelimit_credit_messages",

@@ -261,6 +261,10 @@ class Router:
         finally:
             hub.snap = None
 
+    def native_holds(self) -> int:
+        """Times the core held a message for a lease (/metrics)."""
+        return int(self.native.core.stats().get("holds", 0)) if self.native is not None else 0
+
     def _core_handshakes(self) -> dict[tuple[str, ...], float]:
         """Connections the core accepted, by outcome (/metrics)."""
         stats = self.native.core.stats() if self.native is not None else {}

@@ -261,11 +261,14 @@ async def test_the_store_state_is_exported_as_metrics() -> None:
     store = build_store(f"redis://127.0.0.1:{free_port()}/0")
     try:
         registry = CollectorRegistry()
-        store.register_metrics(registry)
+        store.register_metrics(registry, native_holds=lambda: 7)
         await store.check()
+        store.stats.holds = 3
         text = generate_latest(registry).decode()
         assert "wsgate_router_ratelimit_redis_up 0.0" in text
         assert "wsgate_router_ratelimit_redis_unavailable_total 1.0" in text
         assert 'wsgate_router_ratelimit_degraded_messages_total{decision="admitted"} 0.0' in text
+        assert 'wsgate_router_ratelimit_held_messages_total{path="python"} 3.0' in text
+        assert 'wsgate_router_ratelimit_held_messages_total{path="native"} 7.0' in text
     finally:
         await store.close()
