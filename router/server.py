@@ -995,6 +995,9 @@ def _tls_backend(match: Match) -> bool:
 
 
 MEMO_SIZE = 1024  # credential sets remembered by CoreHandshakes._credentials
+_KEY_LINE = b"\r\nSec-WebSocket-Key: "  # (as backend.build_request writes them)
+_REQUEST_ID_LINE = b"\r\nX-Request-ID: "
+_ACCEPT_LINE = b"\r\nSec-WebSocket-Accept: "  # (as http11.switching_protocols writes it)
 MAX_PLANS = 4096  # plans the core holds at most (expired ones make room)
 
 
@@ -1497,15 +1500,17 @@ class CoreHandshakes:
         expires = min(entry.expires, backend.RESOLVER.fresh_until(up.target.host, up.target.port))
         if expires <= now or (len(self.plans) >= MAX_PLANS and not self._purge(now)):
             return
+        # Where the core writes each new value: after these prefixes, in place of this one's.
         data, rid = up.request_bytes, up.tags.request_id.encode("ascii")
-        key_at = data.find(b"\r\nSec-WebSocket-Key: " + up.backend_key.encode("ascii") + b"\r\n")
+        key_at = data.find(_KEY_LINE + up.backend_key.encode("ascii") + b"\r\n")
         accept = http11.accept_key(up.key).encode("ascii")
-        accept_at = up.answer.find(b"\r\nSec-WebSocket-Accept: " + accept + b"\r\n")
+        accept_at = up.answer.find(_ACCEPT_LINE + accept + b"\r\n")
+        rid_tail = b"\r\n\r\n"
         if (
             key_at < 0
             or accept_at < 0
             or len(rid) != 32
-            or not data.endswith(b"\r\nX-Request-ID: " + rid + b"\r\n\r\n")
+            or not data.endswith(_REQUEST_ID_LINE + rid + rid_tail)
         ):
             return
         quotas = tuple(counted_quotas(up.verdict.quotas))
@@ -1531,10 +1536,10 @@ class CoreHandshakes:
             port=up.target.port,
             timeout=config.backend_connect_timeout,
             request=data,
-            request_key=key_at + 21,
-            request_id=len(data) - 4 - 32,
+            request_key=key_at + len(_KEY_LINE),
+            request_id=len(data) - len(rid_tail) - len(rid),
             answer=up.answer,
-            answer_accept=accept_at + 24,
+            answer_accept=accept_at + len(_ACCEPT_LINE),
             max_message=config.max_message,
             quotas=tuple(
                 (q.key, q.message_count, q.window_seconds, q.stop_on_quota_reach) for q in quotas
